@@ -1,0 +1,1 @@
+"""Training side of ML-PulseChecker: event log -> features -> labels -> RandomForest -> evaluation."""

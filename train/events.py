@@ -1,0 +1,131 @@
+"""Open an event log (CSV, Parquet or a glob of them) in DuckDB and check it before any feature is computed.
+
+The log is never loaded into memory: DuckDB scans the files, so logs larger than memory work. The result is a
+connection with a view ``events(user_id, event_time, session_id, revenue)`` in canonical names and types.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+
+logger = logging.getLogger(__name__)
+
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "UTINYINT",
+                  "USMALLINT", "UINTEGER", "UBIGINT", "UHUGEINT")
+
+
+@dataclass(frozen=True, slots=True)
+class EventColumns:
+    """Names of the event log's columns; ``None`` means the log has no such column."""
+
+    user: str = "user_id"
+    time: str = "event_time"
+    session: str | None = "session_id"
+    revenue: str | None = "revenue"
+
+
+def _quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _scan_sql(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".csv", ".csv.gz", ".tsv")):
+        return f"read_csv({_quote_literal(path)}, header = true)"
+    if lower.endswith(".parquet") or lower.endswith(".pq"):
+        return f"read_parquet({_quote_literal(path)})"
+    raise ValueError(f"event log {path!r}: unknown format (expected .parquet, .csv, .csv.gz or .tsv)")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyConnection:
+    """Return an in-process DuckDB connection with a checked ``events`` view over the log at ``path``.
+
+    Raises
+    ------
+    ValueError
+        Naming the file, column or value that is wrong: missing file, unknown format, missing column, non-numeric
+        or negative revenue, unparseable or empty timestamps, empty user ids, or an empty log.
+    """
+    path = str(path)
+    if not glob.has_magic(path) and not Path(path).is_file():
+        raise ValueError(f"event log {path!r} does not exist")
+    if glob.has_magic(path) and not glob.glob(path):
+        raise ValueError(f"event log pattern {path!r} matches no file")
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.execute(f"CREATE VIEW raw_events AS SELECT * FROM {_scan_sql(path)}")
+        schema = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE raw_events)").fetchall())
+    except duckdb.Error as exc:
+        raise ValueError(f"cannot read event log {path!r}: {_first_line(exc)}") from exc
+
+    wanted = [c for c in (columns.user, columns.time, columns.session, columns.revenue) if c is not None]
+    for name in wanted:
+        if name not in schema:
+            raise ValueError(f"event log is missing column {name!r} (it has: {', '.join(schema)})")
+
+    user, time = _quote_ident(columns.user), _quote_ident(columns.time)
+    time_type = schema[columns.time].upper()
+    if time_type.startswith("TIMESTAMP WITH TIME ZONE") or time_type == "TIMESTAMPTZ":
+        time_sql = f"CAST({time} AS TIMESTAMP)"  # the session's time zone is UTC
+    elif time_type.startswith(("TIMESTAMP", "DATE")):
+        time_sql = f"CAST({time} AS TIMESTAMP)"
+    else:
+        time_sql = f"TRY_CAST({time} AS TIMESTAMP)"
+
+    if columns.revenue is None:
+        revenue_sql = "0.0"
+    else:
+        revenue_type = schema[columns.revenue].upper()
+        if not revenue_type.startswith(_NUMERIC_TYPES):
+            raise ValueError(f"column {columns.revenue!r} must be numeric revenue, found type {revenue_type}")
+        revenue_sql = f"COALESCE(CAST({_quote_ident(columns.revenue)} AS DOUBLE), 0.0)"
+    session_sql = "NULL" if columns.session is None else _quote_ident(columns.session)
+
+    try:
+        n_rows, bad_time, example_time, null_users, negative, example_negative = con.execute(
+            f"""
+            SELECT count(*),
+                   count(*) FILTER (WHERE {time_sql} IS NULL),
+                   any_value(CAST({time} AS VARCHAR)) FILTER (WHERE {time_sql} IS NULL),
+                   count(*) FILTER (WHERE {user} IS NULL),
+                   count(*) FILTER (WHERE {revenue_sql} < 0),
+                   min({revenue_sql})
+            FROM raw_events
+            """
+        ).fetchone()  # type: ignore[misc]
+    except duckdb.Error as exc:
+        raise ValueError(f"cannot read event log {path!r}: {_first_line(exc)}") from exc
+    if n_rows == 0:
+        raise ValueError(f"event log {path!r} is empty")
+    if bad_time:
+        raise ValueError(
+            f"column {columns.time!r} has {bad_time} unparseable or empty timestamps, e.g. {example_time!r}"
+        )
+    if null_users:
+        raise ValueError(f"column {columns.user!r} has {null_users} empty user ids")
+    if negative:
+        raise ValueError(f"column {columns.revenue!r} has {negative} negative values, e.g. {example_negative}")
+
+    con.execute(
+        f"""
+        CREATE VIEW events AS
+        SELECT {user} AS user_id, {time_sql} AS event_time, {session_sql} AS session_id, {revenue_sql} AS revenue
+        FROM raw_events
+        """
+    )
+    logger.info("event log %s rows=%d columns=%s", path, n_rows, ",".join(wanted))
+    return con

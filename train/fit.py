@@ -1,0 +1,137 @@
+"""Split, choose the forest's size by cross-validation, tune the decision threshold, fit the served model.
+
+Everything here sees the training part of the split only; the test part is scored once, in train.evaluate.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import precision_recall_curve
+from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_predict, cross_validate, train_test_split
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+logger = logging.getLogger(__name__)
+
+# Size-related hyper-parameters: node count drives serving latency (trees cold in cache), so size is a goal.
+PARAM_GRID: dict[str, list[Any]] = {
+    "n_estimators": [15, 30, 60, 120],
+    "max_depth": [4, 6, 8, 12],
+    "min_samples_leaf": [10, 40, 100],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: pd.Series
+    y_test: pd.Series
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdChoice:
+    threshold: float
+    best_f1: float
+    precision: float
+    recall: float
+    degenerate: bool  # the best-F1 threshold labels every validation user churned
+
+
+@dataclass(frozen=True, slots=True)
+class FittedForest:
+    model: RandomForestClassifier
+    params: dict[str, Any]
+    node_count: int
+    threshold: ThresholdChoice
+    cv_results: list[dict[str, Any]] = field(default_factory=list)
+
+
+def split_data(X: pd.DataFrame, y: pd.Series, test_size: float, random_state: int) -> Split:
+    """Stratified train/test split."""
+    X_train, X_test, y_train, y_test = train_test_split(
+        X, y, test_size=test_size, stratify=y, random_state=random_state
+    )
+    return Split(X_train, X_test, y_train, y_test)
+
+
+def count_nodes(forest: RandomForestClassifier) -> int:
+    """Total nodes over all trees: what the ONNX file and the serving cache have to hold."""
+    return int(sum(tree.tree_.node_count for tree in forest.estimators_))
+
+
+def _forest(params: dict[str, Any], random_state: int) -> RandomForestClassifier:
+    return RandomForestClassifier(**params, random_state=random_state, n_jobs=-1)
+
+
+def select_forest_params(
+    X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Cross-validate the grid; return the smallest forest within ``auc_tolerance`` of the best ROC-AUC."""
+    cv = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
+    results: list[dict[str, Any]] = []
+    grid = list(ParameterGrid(PARAM_GRID))
+    for i, params in enumerate(grid, start=1):
+        scores = cross_validate(_forest(params, random_state), X, y, cv=cv, scoring="roc_auc", return_estimator=True)
+        nodes = float(np.mean([count_nodes(est) for est in scores["estimator"]]))
+        results.append({**params, "cv_roc_auc": float(np.mean(scores["test_score"])), "mean_nodes": nodes})
+        logger.info("cv %d/%d %s roc_auc=%.4f nodes=%.0f", i, len(grid), params, results[-1]["cv_roc_auc"], nodes)
+    best_auc = max(r["cv_roc_auc"] for r in results)
+    eligible = [r for r in results if r["cv_roc_auc"] >= best_auc - auc_tolerance]
+    chosen = min(eligible, key=lambda r: (r["mean_nodes"], -r["cv_roc_auc"]))
+    params = {k: chosen[k] for k in PARAM_GRID}
+    logger.info("chosen %s cv_roc_auc=%.4f (best %.4f)", params, chosen["cv_roc_auc"], best_auc)
+    return params, results
+
+
+def tune_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> ThresholdChoice:
+    """The F1-maximizing threshold on the precision-recall curve, moved between two distinct scores.
+
+    The rule is ``churn = p >= threshold``. The best threshold on the curve equals one of the scores; placing the
+    final one halfway to the next lower distinct score keeps every decision on these scores and leaves no score
+    sitting on the threshold, where float32 (onnxruntime) and float64 (scikit-learn) sums could disagree.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    y_proba = np.asarray(y_proba, dtype=np.float64)
+    precision, recall, thresholds = precision_recall_curve(y_true, y_proba)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    best = int(np.argmax(f1[:-1]))  # the curve's last point has no threshold
+    best_score = float(thresholds[best])
+    lower = np.unique(y_proba[y_proba < best_score])
+    degenerate = lower.size == 0
+    threshold = best_score / 2 if degenerate else (best_score + float(lower[-1])) / 2
+    return ThresholdChoice(
+        threshold=threshold,
+        best_f1=float(f1[best]),
+        precision=float(precision[best]),
+        recall=float(recall[best]),
+        degenerate=degenerate,
+    )
+
+
+def fit_forest(X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int) -> FittedForest:
+    """Choose the size, tune the threshold on out-of-fold predictions, then refit on all of ``X``."""
+    params, cv_results = select_forest_params(X, y, cv_folds, auc_tolerance, random_state)
+    cv = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
+    oof_proba = cross_val_predict(_forest(params, random_state), X, y, cv=cv, method="predict_proba")[:, 1]
+    choice = tune_threshold(y, oof_proba)
+    if choice.degenerate:
+        logger.warning("best-F1 threshold labels every validation user churned (churn is the majority)")
+    logger.info("threshold=%.6f validation f1=%.4f", choice.threshold, choice.best_f1)
+    model = _forest(params, random_state).fit(X, y)
+    return FittedForest(model=model, params=params, node_count=count_nodes(model), threshold=choice,
+                        cv_results=cv_results)
+
+
+def fit_baseline(X: pd.DataFrame, y: pd.Series, random_state: int) -> Pipeline:
+    """A scaled logistic regression on the same training rows, for context."""
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000, random_state=random_state)).fit(X, y)

@@ -1,0 +1,171 @@
+"""The training run: event log -> features -> labels -> forest -> evaluation -> artifacts.
+
+Every artifact is computed before the first one is written, and each is written atomically, so a failed run
+leaves the previous artifacts as they were.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import joblib
+import pandas as pd
+
+from train import evaluate
+from train._io import atomic_path, write_text_atomic
+from train.config import TrainConfig
+from train.events import EventColumns, open_event_log
+from train.explain import shap_summary
+from train.features import FEATURE_DESCRIPTIONS, FEATURES, build_features
+from train.fit import fit_baseline, fit_forest, split_data
+from train.labels import check_label_window, default_cutoff, make_labels
+
+logger = logging.getLogger(__name__)
+
+PLOTS = {
+    "confusion_matrix": "confusion_matrix.png",
+    "roc": "roc.png",
+    "precision_recall": "precision_recall.png",
+    "feature_importance": "feature_importance.png",
+    "calibration": "calibration.png",
+    "shap_summary": "shap_summary.png",
+    "reference_histograms": "reference_histograms.png",
+}
+
+
+def run_training(config: TrainConfig) -> dict[str, Any]:
+    """Run every stage and write ``features.parquet``, ``model.joblib``, ``metrics.json`` and the plots."""
+    started = time.perf_counter()
+    columns = EventColumns(config.user_col, config.time_col, config.session_col, config.revenue_col)
+    con = open_event_log(config.events, columns)
+    cutoff = config.cutoff or default_cutoff(con, config.label_days)
+    check_label_window(con, cutoff, config.label_days)
+    table = build_features(con, cutoff, sessionize=config.session_col is None)
+    table["churned"] = make_labels(con, table["user_id"], cutoff, config.label_days)
+    con.close()
+
+    X, y = table[list(FEATURES)], table["churned"]
+    split = split_data(X, y, config.test_size, config.seed)
+    forest = fit_forest(split.X_train, split.y_train, config.cv_folds, config.auc_tolerance, config.seed)
+    baseline = fit_baseline(split.X_train, split.y_train, config.seed)
+    threshold = forest.threshold.threshold
+
+    # The one and only look at the test set.
+    y_proba = forest.model.predict_proba(split.X_test)[:, 1]
+    baseline_proba = baseline.predict_proba(split.X_test)[:, 1]
+    test = evaluate.test_metrics(split.y_test, y_proba, threshold)
+    logger.info("test roc_auc=%.4f f1=%.4f", test["roc_auc"], test["f1"])
+
+    trained_at = datetime.now(UTC).replace(microsecond=0)
+    metrics: dict[str, Any] = {
+        "model_version": f"rf-{trained_at:%Y%m%dT%H%M%SZ}",
+        "trained_at": trained_at.isoformat(),
+        "features": list(FEATURES),
+        "feature_descriptions": FEATURE_DESCRIPTIONS,
+        "threshold": threshold,
+        "threshold_source": "validation",
+        "threshold_rule": "churn = churn_probability >= threshold",
+        "threshold_tuning": {
+            "method": f"max F1 on the precision-recall curve of {config.cv_folds}-fold out-of-fold predictions",
+            "validation_f1": forest.threshold.best_f1,
+            "validation_precision": forest.threshold.precision,
+            "validation_recall": forest.threshold.recall,
+            "degenerate": forest.threshold.degenerate,
+        },
+        "test": test,
+        "baseline_logreg": {"roc_auc": float(evaluate.roc_auc_score(split.y_test, baseline_proba))},
+        "n_users": len(table),
+        "n_train": len(split.X_train),
+        "n_test": len(split.X_test),
+        "churn_rate": float(y.mean()),
+        "cutoff": cutoff.isoformat(),
+        "label_days": config.label_days,
+        "params": forest.params,
+        "node_count": forest.node_count,
+        "cv_results": forest.cv_results,
+        "feature_importance": dict(zip(FEATURES, map(float, forest.model.feature_importances_), strict=True)),
+        "train_feature_summary": {
+            name: {"mean": float(split.X_train[name].mean()), "p50": float(split.X_train[name].median()),
+                   "max": float(split.X_train[name].max())}
+            for name in FEATURES
+        },
+        "config": config.to_json(),
+    }
+
+    _write_plots(config.assets, forest.model, split, y_proba, baseline_proba, metrics)
+    metrics["shap_mean_abs"] = shap_summary(forest.model, split.X_test, config.assets / PLOTS["shap_summary"],
+                                            config.shap_rows, config.seed)
+    metrics["elapsed_seconds"] = round(time.perf_counter() - started, 2)
+
+    table["split"] = "train"
+    table.loc[split.X_test.index, "split"] = "test"
+    out = config.out
+    with atomic_path(out / "features.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "model.joblib") as tmp:
+        joblib.dump(forest.model, tmp)
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    write_text_atomic(config.assets / "model_card.md", render_model_card(metrics))
+    return metrics
+
+
+def _write_plots(assets: Path, model: Any, split: Any, y_proba: Any, baseline_proba: Any,
+                 metrics: dict[str, Any]) -> None:
+    threshold = metrics["threshold"]
+    evaluate.plot_confusion_matrix(metrics["test"]["confusion_matrix"], threshold, assets / PLOTS["confusion_matrix"])
+    evaluate.plot_roc(split.y_test, y_proba, baseline_proba, assets / PLOTS["roc"])
+    evaluate.plot_precision_recall(split.y_test, y_proba, threshold, assets / PLOTS["precision_recall"])
+    evaluate.plot_feature_importance(list(FEATURES), model.feature_importances_, assets / PLOTS["feature_importance"])
+    evaluate.plot_calibration(split.y_test, y_proba, assets / PLOTS["calibration"])
+    evaluate.plot_reference_histograms(split.X_train, assets / PLOTS["reference_histograms"])
+
+
+def render_model_card(metrics: dict[str, Any]) -> str:
+    """A short markdown model card that links the plots."""
+    test, tuning = metrics["test"], metrics["threshold_tuning"]
+    (tn, fp), (fn, tp) = test["confusion_matrix"]
+    degenerate = (
+        "\n> **Note:** the best-F1 threshold labels every validation user churned; churn is the majority class here, "
+        "so the threshold carries little information.\n" if tuning["degenerate"] else ""
+    )
+    rows = "\n".join(f"| `{name}` | {desc} |" for name, desc in metrics["feature_descriptions"].items())
+    return f"""# Model card: {metrics["model_version"]}
+
+RandomForest churn classifier trained {metrics["trained_at"]} on {metrics["n_users"]} users
+(cutoff {metrics["cutoff"]}, churned = no event in the following {metrics["label_days"]} days;
+churn rate {metrics["churn_rate"]:.1%}). Hyper-parameters {metrics["params"]} were chosen by cross-validation on the
+training part as the smallest forest ({metrics["node_count"]} nodes) within 0.005 ROC-AUC of the best.
+
+## Inputs
+| feature | meaning |
+|---|---|
+{rows}
+
+## Test set ({metrics["n_test"]} users, scored once)
+| metric | value |
+|---|---|
+| ROC-AUC | {test["roc_auc"]:.3f} (logistic baseline {metrics["baseline_logreg"]["roc_auc"]:.3f}) |
+| PR-AUC | {test["pr_auc"]:.3f} |
+| precision / recall / F1 at {metrics["threshold"]:.3f} | {test["precision"]:.3f} / {test["recall"]:.3f} / {test["f1"]:.3f} |
+| precision / recall / F1 at 0.5 | {test["at_0.5"]["precision"]:.3f} / {test["at_0.5"]["recall"]:.3f} / {test["at_0.5"]["f1"]:.3f} |
+| Brier score | {test["brier"]:.3f} |
+| expected calibration error | {test["calibration_error"]:.3f} |
+| confusion matrix | tn {tn}, fp {fp}, fn {fn}, tp {tp} |
+
+The threshold ({metrics["threshold"]:.4f}) maximizes F1 on out-of-fold predictions of the training part
+(validation F1 {tuning["validation_f1"]:.3f}); the test set played no part in choosing it.{degenerate}
+
+![confusion matrix]({PLOTS["confusion_matrix"]}) ![ROC]({PLOTS["roc"]})
+![precision-recall]({PLOTS["precision_recall"]}) ![calibration]({PLOTS["calibration"]})
+![feature importance]({PLOTS["feature_importance"]}) ![SHAP summary]({PLOTS["shap_summary"]})
+![reference histograms]({PLOTS["reference_histograms"]})
+
+## Limits
+Trained on behaviour up to the cutoff only; users with no event before it are not scored. The features carry no
+recency, so a user who was very active and then stopped looks like an active user until the features are refreshed.
+"""
