@@ -77,6 +77,13 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
         if name not in schema:
             raise ValueError(f"event log is missing column {name!r} (it has: {', '.join(schema)})")
 
+    try:
+        (n_rows,) = con.execute("SELECT count(*) FROM raw_events").fetchone()  # type: ignore[misc]
+    except duckdb.Error as exc:
+        raise ValueError(f"cannot read event log {path!r}: {_first_line(exc)}") from exc
+    if n_rows == 0:
+        raise ValueError(f"event log {path!r} is empty")
+
     user, time = _quote_ident(columns.user), _quote_ident(columns.time)
     time_type = schema[columns.time].upper()
     if time_type.startswith("TIMESTAMP WITH TIME ZONE") or time_type == "TIMESTAMPTZ":
@@ -96,10 +103,9 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
     session_sql = "NULL" if columns.session is None else _quote_ident(columns.session)
 
     try:
-        n_rows, bad_time, example_time, null_users, negative, example_negative = con.execute(
+        bad_time, example_time, null_users, negative, example_negative = con.execute(
             f"""
-            SELECT count(*),
-                   count(*) FILTER (WHERE {time_sql} IS NULL),
+            SELECT count(*) FILTER (WHERE {time_sql} IS NULL),
                    any_value(CAST({time} AS VARCHAR)) FILTER (WHERE {time_sql} IS NULL),
                    count(*) FILTER (WHERE {user} IS NULL),
                    count(*) FILTER (WHERE {revenue_sql} < 0),
@@ -109,8 +115,6 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
         ).fetchone()  # type: ignore[misc]
     except duckdb.Error as exc:
         raise ValueError(f"cannot read event log {path!r}: {_first_line(exc)}") from exc
-    if n_rows == 0:
-        raise ValueError(f"event log {path!r} is empty")
     if bad_time:
         raise ValueError(
             f"column {columns.time!r} has {bad_time} unparseable or empty timestamps, e.g. {example_time!r}"
