@@ -29,3 +29,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -> Path:
     run_training(TrainConfig(events=event_log, out=root / "artifacts", assets=root / "assets",
                              session_col="session_id", revenue_col="revenue", seed=11, shap_rows=50))
     return root / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def exported(trained: Path) -> Path:
+    """``model.onnx`` (with sha256, golden rows and parity report) beside the trained artifacts."""
+    from export.export import export_model
+
+    export_model(trained)
+    return trained / "model.onnx"

@@ -1,0 +1,1 @@
+"""scikit-learn -> ONNX: conversion, metadata, and the parity proof."""
