@@ -1,0 +1,1 @@
+"""The ML-PulseChecker prediction server: Starlette + onnxruntime + orjson, nothing from training."""

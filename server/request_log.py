@@ -1,0 +1,94 @@
+"""Sampled JSONL of request features and predicted probabilities, for drift reports.
+
+Requests only put a reference on a bounded queue (never blocking); a background thread formats and appends
+the lines. A full queue or a failing disk drops lines and counts them, it never fails a request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+logger = logging.getLogger(__name__)
+
+_STOP = None
+
+
+class RequestLog:
+    def __init__(self, path: Path, features: tuple[str, ...], model_version: str, sample: float, max_queue: int
+                 ) -> None:
+        self.path = path
+        self.features = features
+        self.model_version = model_version
+        self.sample = sample
+        self.written = 0
+        self.dropped = 0
+        self.errors = 0
+        self._queue: queue.Queue[tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = (
+            queue.Queue(maxsize=max_queue))
+        self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32]) -> None:
+        """Queue the rows of one request (sampled); drop and count when the queue is full."""
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return
+        try:
+            self._queue.put_nowait((time.time(), X, proba))
+        except queue.Full:
+            self.dropped += len(X)
+
+    def counters(self) -> dict[str, int]:
+        return {"written": self.written, "dropped": self.dropped, "write_errors": self.errors}
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued, then stop the thread."""
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            return
+        self._thread.join(timeout)
+
+    def _format(self, ts: float, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32]) -> bytes:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+        lines = []
+        for row, p in zip(X.tolist(), proba.tolist(), strict=True):
+            record = {"ts": stamp, **dict(zip(self.features, row, strict=True)), "churn_probability": p,
+                      "model_version": self.model_version}
+            lines.append(orjson.dumps(record))
+        return b"\n".join(lines) + b"\n"
+
+    def _run(self) -> None:
+        fd: int | None = None
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            data = self._format(*item)
+            try:
+                if fd is None:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                os.write(fd, data)  # one append per request: lines from several workers do not interleave
+                self.written += len(item[1])
+            except OSError as exc:
+                self.errors += 1
+                self.dropped += len(item[1])
+                if self.errors == 1 or self.errors % 1000 == 0:
+                    logger.warning("request log write failed errors=%d reason=%s", self.errors, exc.strerror)
+                if fd is not None:
+                    os.close(fd)
+                    fd = None
+        if fd is not None:
+            os.close(fd)

@@ -1,0 +1,100 @@
+"""Open Inference Protocol V2 (KServe / Triton / MLServer REST) over the same onnxruntime session."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.model import ModelInfo
+from server.validation import FLOAT32_MAX
+
+PLATFORM = "onnxruntime_onnx"
+
+
+class V2Error(Exception):
+    """Rendered as the protocol's ``{"error": "..."}``."""
+
+    def __init__(self, message: str, status_code: int = 400) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [info.version],
+        "platform": PLATFORM,
+        "inputs": [{"name": info.input_name, "datatype": "FP32", "shape": [-1, len(info.features)]}],
+        "outputs": [{"name": info.probability_output, "datatype": "FP32", "shape": [-1, n_outputs]}],
+        "parameters": {"features": list(info.features), "threshold": info.threshold,
+                       "positive_class_index": info.positive_index},
+    }
+
+
+def _flatten(data: list[Any], n_rows: int, n_features: int) -> list[Any]:
+    if len(data) == n_rows and all(type(row) is list for row in data):
+        flat = [value for row in data for value in row]
+    else:
+        flat = data
+    if len(flat) != n_rows * n_features:
+        raise V2Error(f"input data has {len(flat)} values, shape {[n_rows, n_features]} needs {n_rows * n_features}")
+    return flat
+
+
+def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt.NDArray[np.float32], Any]:
+    """Return the input tensor and the request id; raise :class:`V2Error` naming what is wrong."""
+    if type(body) is not dict or type(body.get("inputs")) is not list:
+        raise V2Error("request must be an object with an 'inputs' list")
+    inputs = body["inputs"]
+    if len(inputs) != 1 or type(inputs[0]) is not dict:
+        raise V2Error(f"expected exactly one input tensor named {info.input_name!r}")
+    tensor = inputs[0]
+    if tensor.get("name") != info.input_name:
+        raise V2Error(f"unknown input {tensor.get('name')!r}; the model's input is {info.input_name!r}")
+    if tensor.get("datatype") != "FP32":
+        raise V2Error(f"input datatype must be 'FP32', got {tensor.get('datatype')!r}")
+    shape, n_features = tensor.get("shape"), len(info.features)
+    if (type(shape) is not list or len(shape) != 2 or not all(type(d) is int for d in shape)
+            or shape[1] != n_features or shape[0] < 1):
+        raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
+    if shape[0] > max_batch:
+        raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
+    data = tensor.get("data")
+    if type(data) is not list:
+        raise V2Error("input 'data' must be a list of numbers")
+    flat = _flatten(data, shape[0], n_features)
+    if not set(map(type, flat)) <= {int, float}:
+        raise V2Error("input data must contain numbers only")
+    for output in body.get("outputs") or []:
+        if type(output) is not dict or output.get("name") != info.probability_output:
+            raise V2Error(f"unknown output {output!r}; the model's output is {info.probability_output!r}")
+    try:
+        X = np.array(flat, dtype=np.float64).reshape(shape)
+    except OverflowError:
+        raise V2Error("input data must be finite float32 numbers") from None
+    if not (np.abs(X) <= FLOAT32_MAX).all():
+        raise V2Error("input data must be finite float32 numbers")
+    minimums = np.asarray(info.minimums)
+    below = X < minimums
+    if below.any():
+        row, col = map(int, np.argwhere(below)[0])
+        bound = info.minimums[col]
+        raise V2Error(f"row {row} feature {info.features[col]!r} must be >= {bound:g}" if math.isfinite(bound)
+                      else f"row {row} feature {info.features[col]!r} is out of range")
+    return X.astype(np.float32), body.get("id")
+
+
+def infer_response(name: str, info: ModelInfo, probabilities: npt.NDArray[np.float32], request_id: Any
+                   ) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "model_name": name,
+        "model_version": info.version,
+        "outputs": [{"name": info.probability_output, "datatype": "FP32", "shape": list(probabilities.shape),
+                     "data": probabilities.reshape(-1)}],
+    }
+    if request_id is not None:
+        response["id"] = request_id
+    return response
