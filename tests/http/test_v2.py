@@ -1,0 +1,83 @@
+"""Open Inference Protocol V2 shapes over the same session."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+pytestmark = pytest.mark.http
+
+
+def _infer(client: TestClient, rows: list[list[float]], **extra: Any) -> Any:
+    body = {"inputs": [{"name": "features", "shape": [len(rows), 5], "datatype": "FP32",
+                        "data": [v for row in rows for v in row]}], **extra}
+    return client.post("/v2/models/churn/infer", json=body)
+
+
+def test_v2_server_and_health(client: TestClient) -> None:
+    assert client.get("/v2").json()["name"] == "ml-pulsechecker"
+    assert client.get("/v2/health/live").status_code == 200
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    assert client.get("/v2/models/churn/ready").json() == {"name": "churn", "ready": True}
+
+
+def test_v2_model_metadata(client: TestClient) -> None:
+    body = client.get("/v2/models/churn").json()
+    assert body["name"] == "churn"
+    assert body["inputs"] == [{"name": "features", "datatype": "FP32", "shape": [-1, 5]}]
+    assert body["outputs"] == [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]}]
+
+
+def test_v2_infer_matches_predict(client: TestClient, golden: dict[str, Any]) -> None:
+    rows = golden["inputs"][:3]
+    response = _infer(client, rows, id="req-1")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "req-1" and body["model_name"] == "churn"
+    (output,) = body["outputs"]
+    assert output["name"] == "probabilities" and output["shape"] == [3, 2] and output["datatype"] == "FP32"
+    churn = output["data"][1::2]
+    expected = [r["churn_probability"] for r in client.post("/predict", json=golden["rows"][:3]).json()]
+    assert churn == pytest.approx(expected, abs=1e-7)
+
+
+def test_v2_accepts_nested_data(client: TestClient, golden: dict[str, Any]) -> None:
+    rows = golden["inputs"][:2]
+    body = {"inputs": [{"name": "features", "shape": [2, 5], "datatype": "FP32", "data": rows}]}
+    assert client.post("/v2/models/churn/infer", json=body).json()["outputs"][0]["shape"] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"inputs": [{"name": "x", "shape": [1, 5], "datatype": "FP32", "data": [1, 1, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [1, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 5], "datatype": "INT64", "data": [1, 1, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, 1, "a", 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, -1, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1, 5], "datatype": "FP32", "data": [1, 1e39, 1, 1, 1]}]}, 400),
+        ({"inputs": [{"name": "features", "shape": [1000, 5], "datatype": "FP32", "data": [1] * 5000}]}, 413),
+        ({"inputs": []}, 400),
+        ({"nothing": 1}, 400),
+    ],
+)
+def test_v2_errors_use_the_protocol_shape(client: TestClient, body: Any, status: int) -> None:
+    response = client.post("/v2/models/churn/infer", json=body)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+
+
+def test_v2_unknown_model_is_404(client: TestClient) -> None:
+    assert client.get("/v2/models/other").status_code == 404
+    response = _infer(client, [[1, 1, 1, 1, 1]]).request
+    assert response is not None
+    assert client.post("/v2/models/other/infer", json={}).json().keys() == {"error"}
+
+
+def test_v2_malformed_json_is_400(client: TestClient) -> None:
+    response = client.post("/v2/models/churn/infer", content=b"{", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "error" in response.json()

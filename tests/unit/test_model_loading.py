@@ -1,0 +1,81 @@
+"""A model that cannot be served stops start-up with one line saying why."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from server.model import ModelError, load_model
+
+
+@pytest.fixture
+def model_copy(exported: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "model.onnx"
+    shutil.copy(exported, path)
+    shutil.copy(exported.with_name("model.onnx.sha256"), tmp_path / "model.onnx.sha256")
+    return path
+
+
+def test_loads_and_reads_everything_from_metadata(model_copy: Path) -> None:
+    model = load_model(model_copy)
+    info = model.info
+    assert info.features[0] == "total_events" and len(info.features) == 5
+    assert 0 < info.threshold < 1
+    assert info.version.startswith("rf-")
+    assert info.minimums == (0.0,) * 5
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "model.onnx")
+
+
+def test_garbage_file_with_matching_sha_is_not_loadable(model_copy: Path) -> None:
+    model_copy.write_bytes(b"garbage" * 100)
+    model_copy.with_name("model.onnx.sha256").unlink()
+    with pytest.raises(ModelError, match="not a loadable ONNX model"):
+        load_model(model_copy)
+
+
+def test_truncated_file_fails_its_sha256(model_copy: Path) -> None:
+    model_copy.write_bytes(model_copy.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="has sha256"):
+        load_model(model_copy)
+
+
+def test_explicit_sha256_must_match(model_copy: Path) -> None:
+    with pytest.raises(ModelError, match="expected 000000000000"):
+        load_model(model_copy, expected_sha256="0" * 64)
+
+
+def _rewrite(path: Path, **props: str) -> None:
+    model = onnx.load(str(path))
+    current = {p.key: p.value for p in model.metadata_props}
+    current.update(props)
+    for key in [k for k, v in props.items() if v == ""]:
+        del current[key]
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, current)
+    onnx.save(model, str(path))
+    path.with_name("model.onnx.sha256").unlink()
+
+
+def test_golden_rows_that_do_not_reproduce_stop_start_up(model_copy: Path) -> None:
+    _rewrite(model_copy, golden_rows='{"inputs": [[1, 1, 1, 1, 1]], "probabilities": [2.0]}')
+    with pytest.raises(ModelError, match="golden rows do not reproduce"):
+        load_model(model_copy)
+
+
+def test_metadata_without_threshold_is_refused(model_copy: Path) -> None:
+    _rewrite(model_copy, threshold="")
+    with pytest.raises(ModelError, match="lacks threshold"):
+        load_model(model_copy)
+
+
+def test_features_that_do_not_match_the_input_width_are_refused(model_copy: Path) -> None:
+    _rewrite(model_copy, features='["a", "b"]')
+    with pytest.raises(ModelError, match="takes 5 features but its metadata lists 2"):
+        load_model(model_copy)

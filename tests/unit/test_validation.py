@@ -1,0 +1,57 @@
+"""Row parsing: the fast path and the error path agree."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed
+from server.validation import RowParser, decode_json
+
+FEATURES = ("a", "b", "c")
+parser = RowParser(FEATURES, (0.0, 0.0, float("-inf")), max_batch=3)
+
+
+def test_single_object_becomes_one_float32_row() -> None:
+    X, is_batch = parser.parse(b'{"c": -1.5, "a": 1, "b": 2.25}')
+    assert not is_batch
+    assert X.dtype == np.float32 and X.tolist() == [[1.0, 2.25, -1.5]]
+
+
+def test_array_becomes_rows_in_order() -> None:
+    X, is_batch = parser.parse(b'[{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]')
+    assert is_batch and X.tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+def test_minimum_applies_only_where_the_model_sets_one() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parser.parse(b'{"a": -1, "b": 0, "c": -1e30}')
+    assert [e["loc"] for e in info.value.detail] == [["body", "a"]]
+
+
+def test_mixed_batch_reports_every_bad_row() -> None:
+    with pytest.raises(ValidationFailed) as info:
+        parser.parse(b'[{"a": 1, "b": 2, "c": 3}, {"a": false, "b": 2, "c": 3}, {"a": 1, "b": 2}]')
+    assert [(e["loc"], e["type"]) for e in info.value.detail] == [
+        (["body", 1, "a"], "float_type"), (["body", 2, "c"], "missing")]
+
+
+def test_batch_limit_is_413() -> None:
+    with pytest.raises(PayloadTooLarge):
+        parser.parse(b"[" + b",".join([b'{"a": 1, "b": 2, "c": 3}'] * 4) + b"]")
+
+
+def test_error_list_is_bounded() -> None:
+    rows = b"[" + b",".join([b"1"] * 3) + b"]"
+    big = RowParser(FEATURES, (0, 0, 0), max_batch=1000)
+    with pytest.raises(ValidationFailed) as info:
+        big.parse(b"[" + b",".join([b'{"x": 1}'] * 500) + b"]")
+    assert len(info.value.detail) == 50
+    with pytest.raises(ValidationFailed):
+        big.parse(rows)
+
+
+def test_decode_json_accepts_nan_for_a_precise_422_and_rejects_garbage() -> None:
+    assert np.isnan(decode_json(b"NaN"))
+    with pytest.raises(MalformedJson):
+        decode_json(b"{nope}")
