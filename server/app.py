@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
 import orjson
 import swagger_ui_bundle
 from starlette.applications import Starlette
@@ -118,12 +119,12 @@ class Runtime:
             "limits": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
         })
 
-    def render(self, proba: Any, is_batch: bool) -> bytes:
+    def render_one(self, p: Any) -> bytes:
+        return orjson.dumps({"churn_probability": p, "churn": p >= self.threshold, "threshold": self.threshold,
+                             "model_version": self.version}, option=NUMPY)
+
+    def render_batch(self, proba: Any) -> bytes:
         threshold, version = self.threshold, self.version
-        if not is_batch:
-            p = proba[0]
-            return orjson.dumps({"churn_probability": p, "churn": p >= threshold, "threshold": threshold,
-                                 "model_version": version}, option=NUMPY)
         churn = (proba >= threshold).tolist()
         return orjson.dumps([{"churn_probability": p, "churn": c, "threshold": threshold, "model_version": version}
                              for p, c in zip(proba, churn, strict=True)], option=NUMPY)
@@ -171,13 +172,20 @@ class PulseApp:
             if content_type != b"application/json" and not _is_json(content_type):
                 raise UnsupportedMediaType("Content-Type must be application/json")
             body = await read_body(receive, content_length, self.settings.max_body_bytes)
-            X, is_batch = runtime.parser.parse(body)
+            rows = runtime.parser.parse(body)
             compute_started = time.perf_counter()
-            proba = runtime.model.predict_proba(X)
-            metrics.observe_compute(time.perf_counter() - compute_started, len(X))
-            payload = runtime.render(proba, is_batch)
-            if runtime.request_log is not None:
-                runtime.request_log.submit(X, proba)
+            if type(rows) is list:
+                p = runtime.model.predict_one(rows)
+                metrics.observe_compute(time.perf_counter() - compute_started, 1)
+                payload = runtime.render_one(p)
+                if runtime.request_log is not None:
+                    runtime.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
+            else:
+                proba = runtime.model.predict_proba(rows)
+                metrics.observe_compute(time.perf_counter() - compute_started, len(rows))
+                payload = runtime.render_batch(proba)
+                if runtime.request_log is not None:
+                    runtime.request_log.submit(rows, proba)
         except ApiError as exc:
             status = exc.status_code
             payload = orjson.dumps({"detail": exc.detail})

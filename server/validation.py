@@ -48,13 +48,13 @@ class RowParser:
         self._feature_set = frozenset(self.features)
         self._minimum_row = np.asarray(self.minimums, dtype=np.float64)
 
-    def parse(self, body: bytes) -> tuple[npt.NDArray[np.float32], bool]:
-        """Return ``(X, is_batch)`` for a JSON object or a JSON array of objects."""
+    def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32]:
+        """One row as a list in feature order (a JSON object), or ``float32[N, n]`` (a JSON array of objects)."""
         data = decode_json(body)
         if type(data) is dict:
-            return self._parse_one(data), False
+            return self.parse_one(data)
         if type(data) is list:
-            return self.parse_rows(data), True
+            return self.parse_rows(data)
         raise ValidationFailed([field_error(["body"], "Input should be an object of the model's features or an "
                                                       "array of such objects", "model_attributes_type")])
 
@@ -82,14 +82,15 @@ class RowParser:
             raise ValidationFailed(self.errors(rows, batch=True))
         return X64.astype(np.float32)
 
-    def _parse_one(self, row: dict[str, Any]) -> npt.NDArray[np.float32]:
+    def parse_one(self, row: dict[str, Any]) -> list[float]:
+        """Validate one row object; its values in feature order."""
         if len(row) == self._n:
             try:
                 values = [row[name] for name in self.features]
                 for value, (_, minimum) in zip(values, self._bounds):
                     if (type(value) is not float and type(value) is not int) or not minimum <= value <= FLOAT32_MAX:
                         raise _Invalid
-                return np.array([values], dtype=np.float32)
+                return values
             except (_Invalid, KeyError):
                 pass
         raise ValidationFailed(self.errors([row], batch=False))

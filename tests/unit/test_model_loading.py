@@ -79,3 +79,13 @@ def test_features_that_do_not_match_the_input_width_are_refused(model_copy: Path
     _rewrite(model_copy, features='["a", "b"]')
     with pytest.raises(ModelError, match="takes 5 features but its metadata lists 2"):
         load_model(model_copy)
+
+
+def test_one_row_path_matches_the_batch_path(model_copy: Path) -> None:
+    import numpy as np
+
+    model = load_model(model_copy)
+    rows = np.random.default_rng(0).random((50, 5)).astype(np.float32) * [200, 40, 10, 20, 30]
+    batch = model.predict_proba(rows.astype(np.float32))
+    singles = [model.predict_one(row.tolist()) for row in rows]
+    assert np.array_equal(np.array(singles, dtype=np.float32), batch)

@@ -12,15 +12,14 @@ FEATURES = ("a", "b", "c")
 parser = RowParser(FEATURES, (0.0, 0.0, float("-inf")), max_batch=3)
 
 
-def test_single_object_becomes_one_float32_row() -> None:
-    X, is_batch = parser.parse(b'{"c": -1.5, "a": 1, "b": 2.25}')
-    assert not is_batch
-    assert X.dtype == np.float32 and X.tolist() == [[1.0, 2.25, -1.5]]
+def test_single_object_becomes_one_row_in_feature_order() -> None:
+    X = parser.parse(b'{"c": -1.5, "a": 1, "b": 2.25}')
+    assert X == [1, 2.25, -1.5]
 
 
 def test_array_becomes_rows_in_order() -> None:
-    X, is_batch = parser.parse(b'[{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]')
-    assert is_batch and X.tolist() == [[1, 2, 3], [4, 5, 6]]
+    X = parser.parse(b'[{"a": 1, "b": 2, "c": 3}, {"a": 4, "b": 5, "c": 6}]')
+    assert isinstance(X, np.ndarray) and X.dtype == np.float32 and X.tolist() == [[1, 2, 3], [4, 5, 6]]
 
 
 def test_minimum_applies_only_where_the_model_sets_one() -> None:

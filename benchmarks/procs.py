@@ -1,0 +1,108 @@
+"""Start, wait for, and stop server processes on loopback (used by the benchmarks and the end-to-end tests)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def http_post_json(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, bytes]:
+    request = urllib.request.Request(url, data=body, headers={"content-type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    url: str
+    ready_seconds: float
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, path: str, timeout: float) -> float:
+    """Seconds until ``url + path`` answers 200; raises if the process dies or time runs out."""
+    started = time.perf_counter()
+    deadline = started + timeout
+    while time.perf_counter() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before it was ready")
+        try:
+            if http_get(url + path, timeout=0.5)[0] == 200:
+                return time.perf_counter() - started
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(f"server at {url} not ready after {timeout}s")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
+    """SIGTERM, then SIGKILL if it does not exit in time; returns the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return int(process.returncode)
+
+
+@contextmanager
+def run_server(command: Sequence[str], port: int, log_path: Path, env: Mapping[str, str] | None = None,
+               ready_path: str = "/ready", timeout: float = 30.0, cpu: int | None = None) -> Iterator[ServerProcess]:
+    """Run ``command`` (which must listen on 127.0.0.1:``port``) until the block ends."""
+    full_env = {**os.environ, **(env or {})}
+    full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+    argv = list(command)
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        argv = ["taskset", "-c", str(cpu), *argv]
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        ready = wait_ready(process, url, ready_path, timeout)
+        yield ServerProcess(process, url, ready, log_path)
+    finally:
+        stop(process)
+
+
+def python_command(*args: str) -> list[str]:
+    return [sys.executable, *args]

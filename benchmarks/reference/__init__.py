@@ -1,0 +1,1 @@
+"""Servers we compare against. They may import anything; our server never imports them."""
