@@ -85,8 +85,15 @@ def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> int:
 
 
 @contextmanager
-def run_server(command: Sequence[str], port: int, log_path: Path, env: Mapping[str, str] | None = None,
-               ready_path: str = "/ready", timeout: float = 30.0, cpu: int | None = None) -> Iterator[ServerProcess]:
+def run_server(
+    command: Sequence[str],
+    port: int,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    ready_path: str = "/ready",
+    timeout: float = 30.0,
+    cpu: int | None = None,
+) -> Iterator[ServerProcess]:
     """Run ``command`` (which must listen on 127.0.0.1:``port``) until the block ends."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")

@@ -86,8 +86,11 @@ def model_metadata(metrics: dict[str, Any], forest: RandomForestClassifier, gold
         "model_version": metrics["model_version"],
         "trained_at": metrics["trained_at"],
         "test_metrics": metrics["test"],
-        "train_summary": {k: metrics[k] for k in ("n_users", "n_train", "n_test", "churn_rate", "cutoff",
-                                                   "label_days", "train_feature_summary") if k in metrics},
+        "train_summary": {
+            k: metrics[k]
+            for k in ("n_users", "n_train", "n_test", "churn_rate", "cutoff", "label_days", "train_feature_summary")
+            if k in metrics
+        },
         "params": metrics.get("params", forest.get_params()),
         "node_count": int(sum(t.tree_.node_count for t in forest.estimators_)),
         "golden_rows": golden,
@@ -121,8 +124,9 @@ def export_model(artifacts: Path) -> dict[str, Any]:
     digest = sha256_hex(data)
     report.update({"model_bytes": len(data), "node_count": metadata["node_count"], "sha256": digest})
     _write_atomic(artifacts / "parity.json", (json.dumps(report, indent=2) + "\n").encode())
-    _write_atomic(artifacts / "golden_rows.json", (json.dumps({"features": features, **golden}, indent=2) + "\n"
-                                                   ).encode())
+    _write_atomic(
+        artifacts / "golden_rows.json", (json.dumps({"features": features, **golden}, indent=2) + "\n").encode()
+    )
     _write_atomic(artifacts / "model.onnx", data)
     _write_atomic(artifacts / "model.onnx.sha256", f"{digest}  model.onnx\n".encode())
     logger.info("exported model.onnx bytes=%d sha256=%s onnxruntime=%s", len(data), digest, ort.__version__)

@@ -33,8 +33,9 @@ class ParityError(ValueError):
         self.report = report
 
 
-def edge_rows(forest: RandomForestClassifier, X_reference: npt.NDArray[np.float32], n_rows: int, seed: int
-              ) -> npt.NDArray[np.float32]:
+def edge_rows(
+    forest: RandomForestClassifier, X_reference: npt.NDArray[np.float32], n_rows: int, seed: int
+) -> npt.NDArray[np.float32]:
     """Rows built from reference rows with features replaced by edge values.
 
     Edge values per feature: 0, very large counts, every split threshold (as float32) and the float32
@@ -46,10 +47,18 @@ def edge_rows(forest: RandomForestClassifier, X_reference: npt.NDArray[np.float3
     for j in range(n_features):
         split = np.concatenate([t.tree_.threshold[t.tree_.feature == j] for t in forest.estimators_])
         on = floor_float32(np.unique(split))
-        specials.append(np.unique(np.concatenate([
-            on, np.nextafter(on, np.float32(np.inf)), np.nextafter(on, np.float32(-np.inf)),
-            np.array([0.0, 1.0, 1e6, 1e9, 3.0e38], dtype=np.float32),
-        ])).astype(np.float32))
+        specials.append(
+            np.unique(
+                np.concatenate(
+                    [
+                        on,
+                        np.nextafter(on, np.float32(np.inf)),
+                        np.nextafter(on, np.float32(-np.inf)),
+                        np.array([0.0, 1.0, 1e6, 1e9, 3.0e38], dtype=np.float32),
+                    ]
+                )
+            ).astype(np.float32)
+        )
     rows = X_reference[rng.integers(0, len(X_reference), size=n_rows)].copy()
     for j in range(n_features):
         replace = rng.random(n_rows) < 0.6
@@ -69,8 +78,13 @@ def onnx_probabilities(session: ort.InferenceSession, X: npt.NDArray[np.float32]
     return np.asarray(session.run([PROBABILITY_OUTPUT], {INPUT_NAME: X})[0])[:, 1]
 
 
-def check_parity(forest: RandomForestClassifier, onnx_model: ModelProto, X_test: npt.NDArray[np.float32],
-                 threshold: float, seed: int = 0) -> dict[str, Any]:
+def check_parity(
+    forest: RandomForestClassifier,
+    onnx_model: ModelProto,
+    X_test: npt.NDArray[np.float32],
+    threshold: float,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Compare the three runtimes; return the report, raise :class:`ParityError` when the claim fails."""
     X_test = np.ascontiguousarray(X_test, dtype=np.float32)
     sets = {"test": X_test, "generated": edge_rows(forest, X_test, N_GENERATED, seed)}
@@ -81,7 +95,7 @@ def check_parity(forest: RandomForestClassifier, onnx_model: ModelProto, X_test:
     for name, X in sets.items():
         expected = sklearn_probabilities(forest, X)
         got = onnx_probabilities(session, X)
-        ref = np.asarray(reference.run([PROBABILITY_OUTPUT], {INPUT_NAME: X})[0])[:, 1]
+        ref = np.asarray(reference.run([PROBABILITY_OUTPUT], {INPUT_NAME: X})[0])[:, 1]  # type: ignore[index]
         result = {
             "rows": len(X),
             "max_abs_diff_onnxruntime": float(np.max(np.abs(got - expected))),

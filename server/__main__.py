@@ -20,8 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", help="processes, one onnxruntime session each (PULSE_WORKERS)")
     parser.add_argument("--log-level", help="PULSE_LOG_LEVEL, default info")
     args = parser.parse_args(argv)
-    for flag, value in (("MODEL_PATH", args.model), ("HOST", args.host), ("PORT", args.port),
-                        ("WORKERS", args.workers), ("LOG_LEVEL", args.log_level)):
+    for flag, value in (
+        ("MODEL_PATH", args.model),
+        ("HOST", args.host),
+        ("PORT", args.port),
+        ("WORKERS", args.workers),
+        ("LOG_LEVEL", args.log_level),
+    ):
         if value is not None:
             os.environ["PULSE_" + flag] = value  # workers read their settings from the environment
     try:

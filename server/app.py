@@ -40,8 +40,19 @@ NUMPY = orjson.OPT_SERIALIZE_NUMPY
 JSON_HEADER = (b"content-type", b"application/json")
 CLOSE_HEADER = (b"connection", b"close")
 INTERNAL_ERROR = b'{"detail":"Internal Server Error"}'
-_ROUTES = frozenset({"/health", "/ready", "/metadata", "/metrics", "/openapi.json", "/docs", "/v2",
-                     "/v2/health/live", "/v2/health/ready"})
+_ROUTES = frozenset(
+    {
+        "/health",
+        "/ready",
+        "/metadata",
+        "/metrics",
+        "/openapi.json",
+        "/docs",
+        "/v2",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
+)
 
 
 class ClientDisconnected(Exception):
@@ -111,23 +122,43 @@ class Runtime:
         self.version = info.version
         self.request_log = request_log
         self.openapi = orjson.dumps(build_openapi(info, settings))
-        self.metadata = orjson.dumps({
-            "model_version": info.version, "trained_at": info.trained_at, "features": list(info.features),
-            "threshold": info.threshold, "threshold_rule": "churn = churn_probability >= threshold",
-            "metrics": info.test_metrics, "sha256": info.sha256, "size_bytes": info.size_bytes,
-            "node_count": info.node_count, "input_name": info.input_name,
-            "limits": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
-        })
+        self.metadata = orjson.dumps(
+            {
+                "model_version": info.version,
+                "trained_at": info.trained_at,
+                "features": list(info.features),
+                "threshold": info.threshold,
+                "threshold_rule": "churn = churn_probability >= threshold",
+                "metrics": info.test_metrics,
+                "sha256": info.sha256,
+                "size_bytes": info.size_bytes,
+                "node_count": info.node_count,
+                "input_name": info.input_name,
+                "limits": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
+            }
+        )
 
     def render_one(self, p: Any) -> bytes:
-        return orjson.dumps({"churn_probability": p, "churn": p >= self.threshold, "threshold": self.threshold,
-                             "model_version": self.version}, option=NUMPY)
+        return orjson.dumps(
+            {
+                "churn_probability": p,
+                "churn": p >= self.threshold,
+                "threshold": self.threshold,
+                "model_version": self.version,
+            },
+            option=NUMPY,
+        )
 
     def render_batch(self, proba: Any) -> bytes:
         threshold, version = self.threshold, self.version
         churn = (proba >= threshold).tolist()
-        return orjson.dumps([{"churn_probability": p, "churn": c, "threshold": threshold, "model_version": version}
-                             for p, c in zip(proba, churn, strict=True)], option=NUMPY)
+        return orjson.dumps(
+            [
+                {"churn_probability": p, "churn": c, "threshold": threshold, "model_version": version}
+                for p, c in zip(proba, churn, strict=True)
+            ],
+            option=NUMPY,
+        )
 
 
 class PulseApp:
@@ -174,7 +205,7 @@ class PulseApp:
             body = await read_body(receive, content_length, self.settings.max_body_bytes)
             rows = runtime.parser.parse(body)
             compute_started = time.perf_counter()
-            if type(rows) is list:
+            if isinstance(rows, list):
                 p = runtime.model.predict_one(rows)
                 metrics.observe_compute(time.perf_counter() - compute_started, 1)
                 payload = runtime.render_one(p)
@@ -226,8 +257,7 @@ class PulseApp:
         except Exception:
             logger.exception("unexpected error path=%s", scope["path"])
             if not response_started:
-                await send_with_status({"type": "http.response.start", "status": 500,
-                                        "headers": [JSON_HEADER]})
+                await send_with_status({"type": "http.response.start", "status": 500, "headers": [JSON_HEADER]})
                 await send({"type": "http.response.body", "body": INTERNAL_ERROR})
         finally:
             self.metrics.in_flight -= 1
@@ -253,8 +283,7 @@ class PulseApp:
         return Starlette(
             routes=routes,
             lifespan=self._lifespan,
-            exception_handlers={ApiError: self._api_error, HTTPException: self._http_error,
-                                v2.V2Error: self._v2_error},
+            exception_handlers={ApiError: self._api_error, HTTPException: self._http_error, v2.V2Error: self._v2_error},
         )
 
     @asynccontextmanager
@@ -264,8 +293,13 @@ class PulseApp:
         model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads)
         request_log = None
         if settings.request_log is not None:
-            request_log = RequestLog(settings.request_log, model.info.features, model.info.version,
-                                     settings.request_log_sample, settings.request_log_queue)
+            request_log = RequestLog(
+                settings.request_log,
+                model.info.features,
+                model.info.version,
+                settings.request_log_sample,
+                settings.request_log_queue,
+            )
             request_log.start()
             self.metrics.log_counters = request_log.counters
         self.metrics.info = {"version": model.info.version, "sha256": model.info.sha256}
@@ -337,16 +371,20 @@ class PulseApp:
 
     async def v2_model_ready(self, request: Request) -> Response:
         self._v2_runtime(request)
-        return JSONResponse({"name": self.settings.model_name, "ready": self.ready},
-                            status_code=200 if self.ready else 503)
+        return JSONResponse(
+            {"name": self.settings.model_name, "ready": self.ready}, status_code=200 if self.ready else 503
+        )
 
     async def v2_infer(self, request: Request) -> Response:
         runtime = self._v2_runtime(request)
         if not _is_json(request.headers.get("content-type", "").encode()):
             raise v2.V2Error("Content-Type must be application/json", 415)
         try:
-            body = await read_body(request.receive, request.headers.get("content-length", "").encode() or None,
-                                   self.settings.max_body_bytes)
+            body = await read_body(
+                request.receive,
+                request.headers.get("content-length", "").encode() or None,
+                self.settings.max_body_bytes,
+            )
             data = decode_json(body)
         except ApiError as exc:
             raise v2.V2Error(str(exc.detail), exc.status_code) from None

@@ -74,13 +74,15 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._m
-        requests = CounterMetricFamily("pulse_http_requests", "HTTP requests by route and status",
-                                       labels=["route", "status"])
+        requests = CounterMetricFamily(
+            "pulse_http_requests", "HTTP requests by route and status", labels=["route", "status"]
+        )
         for (route, status), count in sorted(m.requests.items()):
             requests.add_metric([route, str(status)], count)
         yield requests
-        latency = HistogramMetricFamily("pulse_http_request_duration_seconds",
-                                        "Time from request start to response sent", labels=["route"])
+        latency = HistogramMetricFamily(
+            "pulse_http_request_duration_seconds", "Time from request start to response sent", labels=["route"]
+        )
         for route, hist in sorted(m.latency.items()):
             latency.add_metric([route], hist.cumulative(), hist.total)
         yield latency

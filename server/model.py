@@ -84,8 +84,9 @@ class Model:
         self._one_out = np.zeros((1, n_classes), dtype=np.float32)
         self._binding = session.io_binding()
         self._binding.bind_cpu_input(self._input, self._one_in)
-        self._binding.bind_output(self._outputs[0], "cpu", 0, np.float32, list(self._one_out.shape),
-                                  self._one_out.ctypes.data)
+        self._binding.bind_output(
+            self._outputs[0], "cpu", 0, np.float32, list(self._one_out.shape), self._one_out.ctypes.data
+        )
         self._run_bound = session.run_with_iobinding
 
     def predict_one(self, values: list[float]) -> np.float32:
@@ -95,7 +96,8 @@ class Model:
         """
         self._one_in[0] = values
         self._run_bound(self._binding)
-        return self._one_out[0, self._positive]  # type: ignore[no-any-return]
+        probability: np.float32 = self._one_out[0, self._positive]
+        return probability
 
     def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """P(churn) for each row of ``X`` (float32, [N, n_features]), in one onnxruntime call."""
@@ -191,8 +193,7 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model
     if expected_sha256 and expected_sha256.lower() != digest:
         raise ModelError(f"model file {str(path)!r} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
     try:
-        session = ort.InferenceSession(data, sess_options=session_options(threads),
-                                       providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(data, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own family for corrupt or unsupported files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model file {str(path)!r} is not a loadable ONNX model: {message[:200]}") from exc
@@ -202,6 +203,7 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model
     warm = np.zeros((1, len(model.info.features)), dtype=np.float32)
     for _ in range(50):  # page the trees into cache before the first request
         model.predict_proba(warm)
-    logger.info("model loaded version=%s sha256=%s features=%d", model.info.version, digest[:12],
-                len(model.info.features))
+    logger.info(
+        "model loaded version=%s sha256=%s features=%d", model.info.version, digest[:12], len(model.info.features)
+    )
     return model

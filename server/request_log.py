@@ -24,8 +24,9 @@ _STOP = None
 
 
 class RequestLog:
-    def __init__(self, path: Path, features: tuple[str, ...], model_version: str, sample: float, max_queue: int
-                 ) -> None:
+    def __init__(
+        self, path: Path, features: tuple[str, ...], model_version: str, sample: float, max_queue: int
+    ) -> None:
         self.path = path
         self.features = features
         self.model_version = model_version
@@ -33,8 +34,9 @@ class RequestLog:
         self.written = 0
         self.dropped = 0
         self.errors = 0
-        self._queue: queue.Queue[tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = (
-            queue.Queue(maxsize=max_queue))
+        self._queue: queue.Queue[tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = queue.Queue(
+            maxsize=max_queue
+        )
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
 
     def start(self) -> None:
@@ -64,8 +66,12 @@ class RequestLog:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
         lines = []
         for row, p in zip(X.tolist(), proba.tolist(), strict=True):
-            record = {"ts": stamp, **dict(zip(self.features, row, strict=True)), "churn_probability": p,
-                      "model_version": self.model_version}
+            record = {
+                "ts": stamp,
+                **dict(zip(self.features, row, strict=True)),
+                "churn_probability": p,
+                "model_version": self.model_version,
+            }
             lines.append(orjson.dumps(record))
         return b"\n".join(lines) + b"\n"
 

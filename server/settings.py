@@ -55,8 +55,16 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "drain_seconds": float,
 }
 
-_MINIMUMS: dict[str, float] = {"port": 0, "workers": 1, "max_batch": 1, "max_body_bytes": 1, "ort_threads": 1,
-                               "request_log_queue": 1, "drain_seconds": 0, "request_log_sample": 0}
+_MINIMUMS: dict[str, float] = {
+    "port": 0,
+    "workers": 1,
+    "max_batch": 1,
+    "max_body_bytes": 1,
+    "ort_threads": 1,
+    "request_log_queue": 1,
+    "drain_seconds": 0,
+    "request_log_sample": 0,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,11 @@ def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]
         "platform": PLATFORM,
         "inputs": [{"name": info.input_name, "datatype": "FP32", "shape": [-1, len(info.features)]}],
         "outputs": [{"name": info.probability_output, "datatype": "FP32", "shape": [-1, n_outputs]}],
-        "parameters": {"features": list(info.features), "threshold": info.threshold,
-                       "positive_class_index": info.positive_index},
+        "parameters": {
+            "features": list(info.features),
+            "threshold": info.threshold,
+            "positive_class_index": info.positive_index,
+        },
     }
 
 
@@ -57,8 +60,13 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt
     if tensor.get("datatype") != "FP32":
         raise V2Error(f"input datatype must be 'FP32', got {tensor.get('datatype')!r}")
     shape, n_features = tensor.get("shape"), len(info.features)
-    if (type(shape) is not list or len(shape) != 2 or not all(type(d) is int for d in shape)
-            or shape[1] != n_features or shape[0] < 1):
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or not all(type(d) is int for d in shape)
+        or shape[1] != n_features
+        or shape[0] < 1
+    ):
         raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
     if shape[0] > max_batch:
         raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
@@ -82,18 +90,28 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt
     if below.any():
         row, col = map(int, np.argwhere(below)[0])
         bound = info.minimums[col]
-        raise V2Error(f"row {row} feature {info.features[col]!r} must be >= {bound:g}" if math.isfinite(bound)
-                      else f"row {row} feature {info.features[col]!r} is out of range")
+        raise V2Error(
+            f"row {row} feature {info.features[col]!r} must be >= {bound:g}"
+            if math.isfinite(bound)
+            else f"row {row} feature {info.features[col]!r} is out of range"
+        )
     return X.astype(np.float32), body.get("id")
 
 
-def infer_response(name: str, info: ModelInfo, probabilities: npt.NDArray[np.float32], request_id: Any
-                   ) -> dict[str, Any]:
+def infer_response(
+    name: str, info: ModelInfo, probabilities: npt.NDArray[np.float32], request_id: Any
+) -> dict[str, Any]:
     response: dict[str, Any] = {
         "model_name": name,
         "model_version": info.version,
-        "outputs": [{"name": info.probability_output, "datatype": "FP32", "shape": list(probabilities.shape),
-                     "data": probabilities.reshape(-1)}],
+        "outputs": [
+            {
+                "name": info.probability_output,
+                "datatype": "FP32",
+                "shape": list(probabilities.shape),
+                "data": probabilities.reshape(-1),
+            }
+        ],
     }
     if request_id is not None:
         response["id"] = request_id

@@ -55,8 +55,15 @@ class RowParser:
             return self.parse_one(data)
         if type(data) is list:
             return self.parse_rows(data)
-        raise ValidationFailed([field_error(["body"], "Input should be an object of the model's features or an "
-                                                      "array of such objects", "model_attributes_type")])
+        raise ValidationFailed(
+            [
+                field_error(
+                    ["body"],
+                    "Input should be an object of the model's features or an array of such objects",
+                    "model_attributes_type",
+                )
+            ]
+        )
 
     def parse_rows(self, rows: list[Any]) -> npt.NDArray[np.float32]:
         """Validate a batch of row objects; one array for one onnxruntime call."""
@@ -86,10 +93,12 @@ class RowParser:
         """Validate one row object; its values in feature order."""
         if len(row) == self._n:
             try:
-                values = [row[name] for name in self.features]
-                for value, (_, minimum) in zip(values, self._bounds):
+                values = []
+                for name, minimum in self._bounds:
+                    value = row[name]
                     if (type(value) is not float and type(value) is not int) or not minimum <= value <= FLOAT32_MAX:
                         raise _Invalid
+                    values.append(value)
                 return values
             except (_Invalid, KeyError):
                 pass

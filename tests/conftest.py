@@ -26,8 +26,17 @@ def trained(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -> Path:
     from train.pipeline import run_training
 
     root = tmp_path_factory.mktemp("run")
-    run_training(TrainConfig(events=event_log, out=root / "artifacts", assets=root / "assets",
-                             session_col="session_id", revenue_col="revenue", seed=11, shap_rows=50))
+    run_training(
+        TrainConfig(
+            events=event_log,
+            out=root / "artifacts",
+            assets=root / "assets",
+            session_col="session_id",
+            revenue_col="revenue",
+            seed=11,
+            shap_rows=50,
+        )
+    )
     return root / "artifacts"
 
 

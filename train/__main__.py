@@ -36,8 +36,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--users", type=int, default=5000)
     sim.add_argument("--days", type=int, default=90)
     sim.add_argument("--seed", type=int, default=7)
-    sim.add_argument("--sessions-scale", type=float, default=1.0,
-                     help="multiply sessions per active day (below 1: a population that drifted)")
+    sim.add_argument(
+        "--sessions-scale",
+        type=float,
+        default=1.0,
+        help="multiply sessions per active day (below 1: a population that drifted)",
+    )
     sim.add_argument("--out", type=Path, default=Path("data/events.parquet"))
 
     fit = commands.add_parser("fit", help="build features and labels, train, evaluate, write artifacts")
@@ -74,13 +78,23 @@ def main(argv: list[str] | None = None) -> int:
             from train.pipeline import run_training
 
             metrics = run_training(
-                TrainConfig(events=args.events, out=args.out, assets=args.assets, user_col=args.user_col,
-                            time_col=args.time_col, session_col=args.session_col, revenue_col=args.revenue_col,
-                            cutoff=args.cutoff, label_days=args.label_days, seed=args.seed)
+                TrainConfig(
+                    events=args.events,
+                    out=args.out,
+                    assets=args.assets,
+                    user_col=args.user_col,
+                    time_col=args.time_col,
+                    session_col=args.session_col,
+                    revenue_col=args.revenue_col,
+                    cutoff=args.cutoff,
+                    label_days=args.label_days,
+                    seed=args.seed,
+                )
             )
             test = metrics["test"]
             print(
-                f"trained {metrics['model_version']}: {metrics['n_users']} users, churn rate {metrics['churn_rate']:.1%}, "
+                f"trained {metrics['model_version']}: {metrics['n_users']} users, "
+                f"churn rate {metrics['churn_rate']:.1%}, "
                 f"test ROC-AUC {test['roc_auc']:.3f} F1 {test['f1']:.3f} at threshold {metrics['threshold']:.3f}, "
                 f"{metrics['node_count']} nodes, {metrics['elapsed_seconds']:.0f}s -> {args.out}/"
             )

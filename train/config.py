@@ -35,5 +35,7 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as JSON-ready values."""
-        return {k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Path) else v)
-                for k, v in asdict(self).items()}
+        return {
+            k: (v.isoformat() if isinstance(v, datetime) else str(v) if isinstance(v, Path) else v)
+            for k, v in asdict(self).items()
+        }

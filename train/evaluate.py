@@ -10,13 +10,13 @@ import matplotlib
 
 matplotlib.use("Agg")  # headless: no display is ever needed
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import numpy.typing as npt  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.calibration import calibration_curve  # noqa: E402
-from sklearn.metrics import (  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from matplotlib.figure import Figure
+from sklearn.calibration import calibration_curve
+from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     confusion_matrix,
@@ -28,7 +28,7 @@ from sklearn.metrics import (  # noqa: E402
     roc_curve,
 )
 
-from train._io import atomic_path  # noqa: E402
+from train._io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -81,8 +81,15 @@ def plot_confusion_matrix(matrix: list[list[int]], threshold: float, path: Path)
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(np.asarray(matrix)):
         ax.text(j, i, str(value), ha="center", va="center", fontsize=13)
-    ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=["stays", "churns"], yticklabels=["stayed", "churned"],
-           xlabel="predicted", ylabel="actual", title=f"Test confusion matrix (threshold {threshold:.3f})")
+    ax.set(
+        xticks=[0, 1],
+        yticks=[0, 1],
+        xticklabels=["stays", "churns"],
+        yticklabels=["stayed", "churned"],
+        xlabel="predicted",
+        ylabel="actual",
+        title=f"Test confusion matrix (threshold {threshold:.3f})",
+    )
     _save(fig, path)
 
 
@@ -102,8 +109,13 @@ def plot_precision_recall(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, thresho
     chosen = classification_metrics(y_true, y_proba, threshold)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     ax.plot(recall, precision, label=f"AP {average_precision_score(y_true, y_proba):.3f}")
-    ax.scatter([chosen["recall"]], [chosen["precision"]], color="crimson", zorder=3,
-               label=f"threshold {threshold:.3f} (tuned on validation)")
+    ax.scatter(
+        [chosen["recall"]],
+        [chosen["precision"]],
+        color="crimson",
+        zorder=3,
+        label=f"threshold {threshold:.3f} (tuned on validation)",
+    )
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test set", ylim=(0, 1.02))
     ax.legend(loc="lower left")
     _save(fig, path)

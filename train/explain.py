@@ -11,8 +11,9 @@ from sklearn.ensemble import RandomForestClassifier
 from train._io import atomic_path
 
 
-def shap_summary(model: RandomForestClassifier, X: pd.DataFrame, path: Path, max_rows: int, random_state: int
-                 ) -> dict[str, float]:
+def shap_summary(
+    model: RandomForestClassifier, X: pd.DataFrame, path: Path, max_rows: int, random_state: int
+) -> dict[str, float]:
     """Save a SHAP beeswarm of P(churn) on a sample of ``X``; return mean |SHAP| per feature."""
     try:
         import shap

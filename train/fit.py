@@ -129,8 +129,9 @@ def fit_forest(X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: floa
     logger.info("threshold=%.6f validation f1=%.4f", choice.threshold, choice.best_f1)
     model = _forest(params, random_state).fit(X, y)
     model.set_params(n_jobs=None)  # threads sum the trees in a varying order; one thread scores reproducibly
-    return FittedForest(model=model, params=params, node_count=count_nodes(model), threshold=choice,
-                        cv_results=cv_results)
+    return FittedForest(
+        model=model, params=params, node_count=count_nodes(model), threshold=choice, cv_results=cv_results
+    )
 
 
 def fit_baseline(X: pd.DataFrame, y: pd.Series, random_state: int) -> Pipeline:

@@ -26,9 +26,7 @@ def check_label_window(con: duckdb.DuckDBPyConnection, cutoff: datetime, label_d
         )
 
 
-def make_labels(
-    con: duckdb.DuckDBPyConnection, user_ids: pd.Series, cutoff: datetime, label_days: int
-) -> pd.Series:
+def make_labels(con: duckdb.DuckDBPyConnection, user_ids: pd.Series, cutoff: datetime, label_days: int) -> pd.Series:
     """``True`` for each user with no event in ``(cutoff, cutoff + label_days]``, in the order of ``user_ids``."""
     returning = con.execute(
         "SELECT DISTINCT user_id FROM events WHERE event_time > $cutoff AND event_time <= $end",

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import joblib
-import pandas as pd
 
 from train import evaluate
 from train._io import atomic_path, write_text_atomic
@@ -90,16 +89,20 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         "cv_results": forest.cv_results,
         "feature_importance": dict(zip(FEATURES, map(float, forest.model.feature_importances_), strict=True)),
         "train_feature_summary": {
-            name: {"mean": float(split.X_train[name].mean()), "p50": float(split.X_train[name].median()),
-                   "max": float(split.X_train[name].max())}
+            name: {
+                "mean": float(split.X_train[name].mean()),
+                "p50": float(split.X_train[name].median()),
+                "max": float(split.X_train[name].max()),
+            }
             for name in FEATURES
         },
         "config": config.to_json(),
     }
 
     _write_plots(config.assets, forest.model, split, y_proba, baseline_proba, metrics)
-    metrics["shap_mean_abs"] = shap_summary(forest.model, split.X_test, config.assets / PLOTS["shap_summary"],
-                                            config.shap_rows, config.seed)
+    metrics["shap_mean_abs"] = shap_summary(
+        forest.model, split.X_test, config.assets / PLOTS["shap_summary"], config.shap_rows, config.seed
+    )
     metrics["elapsed_seconds"] = round(time.perf_counter() - started, 2)
 
     table["split"] = "train"
@@ -114,8 +117,9 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def _write_plots(assets: Path, model: Any, split: Any, y_proba: Any, baseline_proba: Any,
-                 metrics: dict[str, Any]) -> None:
+def _write_plots(
+    assets: Path, model: Any, split: Any, y_proba: Any, baseline_proba: Any, metrics: dict[str, Any]
+) -> None:
     threshold = metrics["threshold"]
     evaluate.plot_confusion_matrix(metrics["test"]["confusion_matrix"], threshold, assets / PLOTS["confusion_matrix"])
     evaluate.plot_roc(split.y_test, y_proba, baseline_proba, assets / PLOTS["roc"])
@@ -125,13 +129,20 @@ def _write_plots(assets: Path, model: Any, split: Any, y_proba: Any, baseline_pr
     evaluate.plot_reference_histograms(split.X_train, assets / PLOTS["reference_histograms"])
 
 
+def _prf(scores: dict[str, Any]) -> str:
+    return f"{scores['precision']:.3f} / {scores['recall']:.3f} / {scores['f1']:.3f}"
+
+
 def render_model_card(metrics: dict[str, Any]) -> str:
     """A short markdown model card that links the plots."""
     test, tuning = metrics["test"], metrics["threshold_tuning"]
+    tuned, half = test, test["at_0.5"]
     (tn, fp), (fn, tp) = test["confusion_matrix"]
     degenerate = (
         "\n> **Note:** the best-F1 threshold labels every validation user churned; churn is the majority class here, "
-        "so the threshold carries little information.\n" if tuning["degenerate"] else ""
+        "so the threshold carries little information.\n"
+        if tuning["degenerate"]
+        else ""
     )
     rows = "\n".join(f"| `{name}` | {desc} |" for name, desc in metrics["feature_descriptions"].items())
     return f"""# Model card: {metrics["model_version"]}
@@ -151,8 +162,8 @@ training part as the smallest forest ({metrics["node_count"]} nodes) within 0.00
 |---|---|
 | ROC-AUC | {test["roc_auc"]:.3f} (logistic baseline {metrics["baseline_logreg"]["roc_auc"]:.3f}) |
 | PR-AUC | {test["pr_auc"]:.3f} |
-| precision / recall / F1 at {metrics["threshold"]:.3f} | {test["precision"]:.3f} / {test["recall"]:.3f} / {test["f1"]:.3f} |
-| precision / recall / F1 at 0.5 | {test["at_0.5"]["precision"]:.3f} / {test["at_0.5"]["recall"]:.3f} / {test["at_0.5"]["f1"]:.3f} |
+| precision / recall / F1 at {metrics["threshold"]:.3f} (tuned) | {_prf(tuned)} |
+| precision / recall / F1 at 0.5 | {_prf(half)} |
 | Brier score | {test["brier"]:.3f} |
 | expected calibration error | {test["calibration_error"]:.3f} |
 | confusion matrix | tn {tn}, fp {fp}, fn {fn}, tp {tp} |

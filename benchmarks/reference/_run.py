@@ -14,5 +14,13 @@ def serve(app: Any, argv: list[str] | None = None) -> None:
     args, _ = parser.parse_known_args(argv)
     import uvicorn
 
-    uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools", access_log=False,
-                log_level="warning", server_header=False)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+        server_header=False,
+    )

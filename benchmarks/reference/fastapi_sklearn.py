@@ -38,8 +38,12 @@ def ready() -> dict[str, str]:
 def predict(features: Features) -> dict[str, object]:
     frame = pd.DataFrame([features.model_dump()])
     probability = float(model.predict_proba(frame)[0, 1])
-    return {"churn_probability": probability, "churn": probability >= THRESHOLD, "threshold": THRESHOLD,
-            "model_version": "sklearn"}
+    return {
+        "churn_probability": probability,
+        "churn": probability >= THRESHOLD,
+        "threshold": THRESHOLD,
+        "model_version": "sklearn",
+    }
 
 
 if __name__ == "__main__":

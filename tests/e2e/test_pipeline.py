@@ -25,10 +25,21 @@ def _run(*args: str) -> str:
 
 def test_command_lines_chain_into_a_served_model_that_matches_sklearn(tmp_path: Path) -> None:
     events, artifacts = tmp_path / "events.parquet", tmp_path / "artifacts"
-    assert "simulated" in _run("train", "simulate", "--users", "1200", "--days", "60", "--seed", "3",
-                               "--out", str(events))
-    assert "test ROC-AUC" in _run("train", "fit", "--events", str(events), "--out", str(artifacts),
-                                  "--assets", str(tmp_path / "assets"), "--seed", "3")  # sessionized, no revenue
+    assert "simulated" in _run(
+        "train", "simulate", "--users", "1200", "--days", "60", "--seed", "3", "--out", str(events)
+    )
+    assert "test ROC-AUC" in _run(
+        "train",
+        "fit",
+        "--events",
+        str(events),
+        "--out",
+        str(artifacts),
+        "--assets",
+        str(tmp_path / "assets"),
+        "--seed",
+        "3",
+    )  # sessionized, no revenue
     assert "0 flips" in _run("export", "--artifacts", str(artifacts))
 
     table = pd.read_parquet(artifacts / "features.parquet")
@@ -37,8 +48,11 @@ def test_command_lines_chain_into_a_served_model_that_matches_sklearn(tmp_path: 
     expected = joblib.load(artifacts / "model.joblib").predict_proba(test_rows.astype(np.float32))[:, 1]
 
     port = free_port()
-    with run_server(python_command("-m", "server", "--model", str(artifacts / "model.onnx"), "--port", str(port)),
-                    port, tmp_path / "server.log") as server:
+    with run_server(
+        python_command("-m", "server", "--model", str(artifacts / "model.onnx"), "--port", str(port)),
+        port,
+        tmp_path / "server.log",
+    ) as server:
         status, body = http_post_json(server.url + "/predict", test_rows.to_json(orient="records").encode())
     assert status == 200
     results = json.loads(body)

@@ -25,8 +25,9 @@ def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     port = free_port()
     logs = tmp_path_factory.mktemp("serve")
     env = {"PULSE_REQUEST_LOG": str(logs / "requests.jsonl"), "PULSE_DRAIN_SECONDS": "0"}
-    with run_server(python_command("-m", "server", "--model", str(exported), "--port", str(port)), port,
-                    logs / "server.log", env) as proc:
+    with run_server(
+        python_command("-m", "server", "--model", str(exported), "--port", str(port)), port, logs / "server.log", env
+    ) as proc:
         yield proc
 
 
@@ -42,8 +43,13 @@ def test_uvicorn_process_answers_like_sklearn(server: ServerProcess, exported: P
 
 
 def test_request_log_is_written_by_the_real_server(server: ServerProcess) -> None:
-    row = {"total_events": 12, "total_sessions": 3, "avg_events_per_session": 4, "revenue_per_session": 1,
-           "active_days": 3}
+    row = {
+        "total_events": 12,
+        "total_sessions": 3,
+        "avg_events_per_session": 4,
+        "revenue_per_session": 1,
+        "active_days": 3,
+    }
     assert http_post_json(server.url + "/predict", json.dumps(row).encode())[0] == 200
     log = server.log_path.parent / "requests.jsonl"
     deadline = time.time() + 5
@@ -55,10 +61,21 @@ def test_request_log_is_written_by_the_real_server(server: ServerProcess) -> Non
 
 def test_sigterm_drains_then_exits(exported: Path, tmp_path: Path) -> None:
     port = free_port()
-    row = json.dumps({"total_events": 12, "total_sessions": 3, "avg_events_per_session": 4,
-                      "revenue_per_session": 1, "active_days": 3})
-    with run_server(python_command("-m", "server", "--model", str(exported), "--port", str(port)), port,
-                    tmp_path / "server.log", {"PULSE_DRAIN_SECONDS": "1.5"}) as proc:
+    row = json.dumps(
+        {
+            "total_events": 12,
+            "total_sessions": 3,
+            "avg_events_per_session": 4,
+            "revenue_per_session": 1,
+            "active_days": 3,
+        }
+    )
+    with run_server(
+        python_command("-m", "server", "--model", str(exported), "--port", str(port)),
+        port,
+        tmp_path / "server.log",
+        {"PULSE_DRAIN_SECONDS": "1.5"},
+    ) as proc:
         idle = http.client.HTTPConnection("127.0.0.1", port, timeout=5)  # a keep-alive connection
         idle.request("GET", "/health")
         assert idle.getresponse().read() == b'{"status":"ok"}'
@@ -86,8 +103,13 @@ def test_workers_share_the_port(exported: Path, tmp_path: Path) -> None:
 def _start_failure(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
 
-    return subprocess.run([sys.executable, "-m", "server", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+    )
 
 
 @pytest.mark.parametrize(
@@ -113,5 +135,7 @@ def test_a_bad_model_stops_start_up_with_one_line(exported: Path, tmp_path: Path
 def test_a_bad_setting_stops_start_up_with_one_line(exported: Path) -> None:
     result = _start_failure(["--model", str(exported)], {"PULSE_MAX_BATCH": "lots"})
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: PULSE_MAX_BATCH has value 'lots': invalid literal for int() with base " \
-                                    "10: 'lots'"
+    assert (
+        result.stderr.strip() == "error: PULSE_MAX_BATCH has value 'lots': invalid literal for int() with base "
+        "10: 'lots'"
+    )

@@ -11,8 +11,7 @@ from tests.http.conftest import MAX_BATCH, MAX_BODY
 
 pytestmark = pytest.mark.http
 
-ROW = {"total_events": 10, "total_sessions": 2, "avg_events_per_session": 5, "revenue_per_session": 0,
-       "active_days": 2}
+ROW = {"total_events": 10, "total_sessions": 2, "avg_events_per_session": 5, "revenue_per_session": 0, "active_days": 2}
 
 
 def _post(client: TestClient, body: bytes | str, content_type: str = "application/json") -> Any:
@@ -24,8 +23,9 @@ def _errors(response: Any) -> list[tuple[tuple[Any, ...], str]]:
     return [(tuple(e["loc"]), e["type"]) for e in response.json()["detail"]]
 
 
-@pytest.mark.parametrize("body", [b"{", b"{'a': 1}", b"", b"\xff\xfe", b"[1, 2", b"[" * 5000 + b"]" * 5000,
-                                  b"[" * 100_000 + b"]" * 100_000])
+@pytest.mark.parametrize(
+    "body", [b"{", b"{'a': 1}", b"", b"\xff\xfe", b"[1, 2", b"[" * 5000 + b"]" * 5000, b"[" * 100_000 + b"]" * 100_000]
+)
 def test_malformed_json_is_400(client: TestClient, body: bytes) -> None:
     response = _post(client, body)
     assert response.status_code in (400, 413)
@@ -38,8 +38,9 @@ def test_malformed_json_message_says_so(client: TestClient) -> None:
     assert response.json()["detail"].startswith("Malformed JSON")
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "",
-                                          "application/jsonx", "multipart/form-data"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx", "multipart/form-data"]
+)
 def test_not_json_content_type_is_415(client: TestClient, content_type: str) -> None:
     response = _post(client, b"{}", content_type)
     assert response.status_code == 415
@@ -78,12 +79,15 @@ def test_batch_over_the_row_limit_is_413(client: TestClient) -> None:
         ({"total_events": 1e39}, [(("body", "total_events"), "finite_number")]),
         ({"total_events": 10**400}, [(("body", "total_events"), "finite_number")]),
         ({"totl_events": 10}, [(("body", "totl_events"), "extra_forbidden")]),
-        ({"active_days": -2, "total_sessions": "x"},
-         [(("body", "total_sessions"), "float_type"), (("body", "active_days"), "greater_than_equal")]),
+        (
+            {"active_days": -2, "total_sessions": "x"},
+            [(("body", "total_sessions"), "float_type"), (("body", "active_days"), "greater_than_equal")],
+        ),
     ],
 )
-def test_invalid_fields_are_422_naming_each_field(client: TestClient, change: dict[str, Any],
-                                                  expected: list[Any]) -> None:
+def test_invalid_fields_are_422_naming_each_field(
+    client: TestClient, change: dict[str, Any], expected: list[Any]
+) -> None:
     row = {**ROW, **change}
     if "totl_events" in change:
         del row["total_events"]
@@ -98,8 +102,10 @@ def test_invalid_fields_are_422_naming_each_field(client: TestClient, change: di
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
 def test_nan_and_infinity_are_422(client: TestClient, literal: bytes) -> None:
-    body = b'{"total_events": %s, "total_sessions": 2, "avg_events_per_session": 5, "revenue_per_session": 0, ' \
-           b'"active_days": 2}' % literal
+    body = (
+        b'{"total_events": %s, "total_sessions": 2, "avg_events_per_session": 5, "revenue_per_session": 0, '
+        b'"active_days": 2}' % literal
+    )
     assert _errors(_post(client, body)) == [(("body", "total_events"), "finite_number")]
 
 
@@ -109,8 +115,10 @@ def test_missing_fields_are_all_named(client: TestClient) -> None:
 
 def test_batch_errors_name_the_row(client: TestClient) -> None:
     rows = [ROW, {**ROW, "active_days": "two"}, ROW, 7]
-    assert _errors(client.post("/predict", json=rows)) == [(("body", 1, "active_days"), "float_type"),
-                                                          (("body", 3), "dict_type")]
+    assert _errors(client.post("/predict", json=rows)) == [
+        (("body", 1, "active_days"), "float_type"),
+        (("body", 3), "dict_type"),
+    ]
 
 
 def test_empty_array_is_422(client: TestClient) -> None:
@@ -128,8 +136,9 @@ def test_unknown_route_is_json_404(client: TestClient) -> None:
     assert response.json() == {"detail": "Not Found"}
 
 
-@pytest.mark.parametrize(("method", "path"), [("GET", "/predict"), ("PUT", "/predict"), ("POST", "/health"),
-                                              ("DELETE", "/metadata")])
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/predict"), ("PUT", "/predict"), ("POST", "/health"), ("DELETE", "/metadata")]
+)
 def test_wrong_method_is_json_405(client: TestClient, method: str, path: str) -> None:
     response = client.request(method, path)
     assert response.status_code == 405

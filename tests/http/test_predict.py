@@ -46,16 +46,27 @@ def test_integers_and_floats_are_both_numbers(client: TestClient, golden: dict[s
 
 
 def test_content_type_with_charset_is_json(client: TestClient, golden: dict[str, Any]) -> None:
-    response = client.post("/predict", content=json.dumps(golden["rows"][0]),
-                           headers={"content-type": "application/json; charset=utf-8"})
+    response = client.post(
+        "/predict", content=json.dumps(golden["rows"][0]), headers={"content-type": "application/json; charset=utf-8"}
+    )
     assert response.status_code == 200
 
 
 def test_a_user_who_stopped_scores_above_a_highly_active_one(client: TestClient) -> None:
-    gone = {"total_events": 3, "total_sessions": 1, "avg_events_per_session": 3, "revenue_per_session": 0,
-            "active_days": 1}
-    active = {"total_events": 400, "total_sessions": 80, "avg_events_per_session": 5, "revenue_per_session": 3.0,
-              "active_days": 40}
+    gone = {
+        "total_events": 3,
+        "total_sessions": 1,
+        "avg_events_per_session": 3,
+        "revenue_per_session": 0,
+        "active_days": 1,
+    }
+    active = {
+        "total_events": 400,
+        "total_sessions": 80,
+        "avg_events_per_session": 5,
+        "revenue_per_session": 3.0,
+        "active_days": 40,
+    }
     scores = [r["churn_probability"] for r in client.post("/predict", json=[gone, active]).json()]
     assert scores[0] > scores[1]
 

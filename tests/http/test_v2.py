@@ -11,8 +11,12 @@ pytestmark = pytest.mark.http
 
 
 def _infer(client: TestClient, rows: list[list[float]], **extra: Any) -> Any:
-    body = {"inputs": [{"name": "features", "shape": [len(rows), 5], "datatype": "FP32",
-                        "data": [v for row in rows for v in row]}], **extra}
+    body = {
+        "inputs": [
+            {"name": "features", "shape": [len(rows), 5], "datatype": "FP32", "data": [v for row in rows for v in row]}
+        ],
+        **extra,
+    }
     return client.post("/v2/models/churn/infer", json=body)
 
 

@@ -140,8 +140,9 @@ def artifacts_copy(trained: Path, exported: Path, tmp_path: Path) -> Path:
         (lambda d: (d / "metrics.json").write_text("{"), "not valid JSON"),
     ],
 )
-def test_bad_artifacts_are_one_line_errors_and_write_no_model(artifacts_copy: Path, capsys: pytest.CaptureFixture[str],
-                                                              damage: object, message: str) -> None:
+def test_bad_artifacts_are_one_line_errors_and_write_no_model(
+    artifacts_copy: Path, capsys: pytest.CaptureFixture[str], damage: object, message: str
+) -> None:
     damage(artifacts_copy)  # type: ignore[operator]
     assert main(["--artifacts", str(artifacts_copy)]) == 2
     err = capsys.readouterr().err.strip().splitlines()

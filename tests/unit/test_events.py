@@ -25,10 +25,16 @@ def _write(tmp_path: Path, text: str, name: str = "events.csv") -> Path:
         (HEADER, EventColumns(), "is empty"),
         (HEADER + "a,2026-01-01 10:00:00,s1,ten\n", EventColumns(), "'revenue' must be numeric"),
         (HEADER + "a,2026-01-01 10:00:00,s1,-3.5\n", EventColumns(), "'revenue' has 1 negative values"),
-        (HEADER + "a,2026-01-01 10:00:00,s1,1\na,yesterday,s1,1\n", EventColumns(),
-         "'event_time' has 1 unparseable or empty timestamps, e.g. 'yesterday'"),
-        (HEADER + "a,2026-01-01 10:00:00,s1,1\n,2026-01-01 11:00:00,s1,1\n", EventColumns(),
-         "'user_id' has 1 empty user ids"),
+        (
+            HEADER + "a,2026-01-01 10:00:00,s1,1\na,yesterday,s1,1\n",
+            EventColumns(),
+            "'event_time' has 1 unparseable or empty timestamps, e.g. 'yesterday'",
+        ),
+        (
+            HEADER + "a,2026-01-01 10:00:00,s1,1\n,2026-01-01 11:00:00,s1,1\n",
+            EventColumns(),
+            "'user_id' has 1 empty user ids",
+        ),
     ],
 )
 def test_bad_event_logs_name_the_problem(tmp_path: Path, text: str, columns: EventColumns, message: str) -> None:

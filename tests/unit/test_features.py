@@ -24,24 +24,27 @@ def _log(tmp_path: Path, rows: list[tuple[str, str, str | None, float]]) -> Path
 
 @pytest.fixture
 def tiny_log(tmp_path: Path) -> Path:
-    return _log(tmp_path, [
-        # user a: gaps of 20 and exactly 30 minutes stay in one session; 31 minutes opens a new one.
-        ("a", "2026-01-01 10:00:00", "s1", 0.0),
-        ("a", "2026-01-01 10:20:00", "s1", 5.0),
-        ("a", "2026-01-01 10:50:00", "s1", 0.0),
-        ("a", "2026-01-01 11:21:00", "s2", 0.0),
-        ("a", "2026-01-02 09:00:00", "s2", 7.0),  # the log reuses s2 on another day
-        ("a", "2026-01-10 12:00:00", "s9", 0.0),  # in the label window: a returns
-        # user b: an event exactly at the cutoff counts as observed; one exactly at the window's end as a return.
-        ("b", "2026-01-03 23:59:59", "s3", 0.0),
-        ("b", "2026-01-05 00:00:00", "s4", 1.0),
-        ("b", "2026-01-15 00:00:00", "s5", 0.0),
-        # user c: one day of activity, nothing after the cutoff: churned. One event just after the window.
-        ("c", "2026-01-04 08:00:00", "s6", 0.0),
-        ("c", "2026-01-15 00:00:01", "s7", 0.0),
-        # user d: only active after the cutoff, so not scored.
-        ("d", "2026-01-05 00:00:01", "s8", 0.0),
-    ])
+    return _log(
+        tmp_path,
+        [
+            # user a: gaps of 20 and exactly 30 minutes stay in one session; 31 minutes opens a new one.
+            ("a", "2026-01-01 10:00:00", "s1", 0.0),
+            ("a", "2026-01-01 10:20:00", "s1", 5.0),
+            ("a", "2026-01-01 10:50:00", "s1", 0.0),
+            ("a", "2026-01-01 11:21:00", "s2", 0.0),
+            ("a", "2026-01-02 09:00:00", "s2", 7.0),  # the log reuses s2 on another day
+            ("a", "2026-01-10 12:00:00", "s9", 0.0),  # in the label window: a returns
+            # user b: an event exactly at the cutoff counts as observed; one exactly at the window's end as a return.
+            ("b", "2026-01-03 23:59:59", "s3", 0.0),
+            ("b", "2026-01-05 00:00:00", "s4", 1.0),
+            ("b", "2026-01-15 00:00:00", "s5", 0.0),
+            # user c: one day of activity, nothing after the cutoff: churned. One event just after the window.
+            ("c", "2026-01-04 08:00:00", "s6", 0.0),
+            ("c", "2026-01-15 00:00:01", "s7", 0.0),
+            # user d: only active after the cutoff, so not scored.
+            ("d", "2026-01-05 00:00:01", "s8", 0.0),
+        ],
+    )
 
 
 def _features(log: Path, sessionize: bool) -> pd.DataFrame:
@@ -95,8 +98,15 @@ def test_no_user_before_the_cutoff_is_an_error(tiny_log: Path) -> None:
 
 
 def test_a_single_class_is_an_error(tmp_path: Path) -> None:
-    log = _log(tmp_path, [("a", "2026-01-01 10:00:00", "s1", 0.0), ("b", "2026-01-02 10:00:00", "s2", 0.0),
-                          ("a", "2026-01-20 10:00:00", "s3", 0.0), ("b", "2026-01-20 10:00:00", "s4", 0.0)])
+    log = _log(
+        tmp_path,
+        [
+            ("a", "2026-01-01 10:00:00", "s1", 0.0),
+            ("b", "2026-01-02 10:00:00", "s2", 0.0),
+            ("a", "2026-01-20 10:00:00", "s3", 0.0),
+            ("b", "2026-01-20 10:00:00", "s4", 0.0),
+        ],
+    )
     con = open_event_log(log, EventColumns())
     users = build_features(con, CUTOFF, sessionize=False)["user_id"]
     with pytest.raises(ValueError, match="single class"):

@@ -23,7 +23,10 @@ def test_lines_hold_features_and_probability(tmp_path: Path) -> None:
     log.close()
     lines = [json.loads(line) for line in (tmp_path / "logs" / "requests.jsonl").read_text().splitlines()]
     assert [(r["a"], r["b"], r["churn_probability"], r["model_version"]) for r in lines] == [
-        (0.0, 1.0, 0.0, "v1"), (2.0, 3.0, 0.5, "v1"), (4.0, 5.0, 1.0, "v1")]
+        (0.0, 1.0, 0.0, "v1"),
+        (2.0, 3.0, 0.5, "v1"),
+        (4.0, 5.0, 1.0, "v1"),
+    ]
     assert all(r["ts"].endswith("Z") for r in lines)
     assert log.counters() == {"written": 3, "dropped": 0, "write_errors": 0}
 

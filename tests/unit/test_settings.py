@@ -17,11 +17,20 @@ def test_defaults_without_environment() -> None:
 
 
 def test_every_field_is_read_from_its_variable() -> None:
-    settings = Settings.from_env({
-        "PULSE_MODEL_PATH": "/m/model.onnx", "PULSE_PORT": "9000", "PULSE_WORKERS": "3", "PULSE_MAX_BATCH": "10",
-        "PULSE_ACCESS_LOG": "true", "PULSE_REQUEST_LOG": "/tmp/r.jsonl", "PULSE_REQUEST_LOG_SAMPLE": "0.25",
-        "PULSE_LOG_LEVEL": "DEBUG", "PULSE_DRAIN_SECONDS": "0", "UNRELATED": "x",
-    })
+    settings = Settings.from_env(
+        {
+            "PULSE_MODEL_PATH": "/m/model.onnx",
+            "PULSE_PORT": "9000",
+            "PULSE_WORKERS": "3",
+            "PULSE_MAX_BATCH": "10",
+            "PULSE_ACCESS_LOG": "true",
+            "PULSE_REQUEST_LOG": "/tmp/r.jsonl",
+            "PULSE_REQUEST_LOG_SAMPLE": "0.25",
+            "PULSE_LOG_LEVEL": "DEBUG",
+            "PULSE_DRAIN_SECONDS": "0",
+            "UNRELATED": "x",
+        }
+    )
     assert settings.model_path == Path("/m/model.onnx")
     assert (settings.port, settings.workers, settings.max_batch) == (9000, 3, 10)
     assert settings.access_log is True

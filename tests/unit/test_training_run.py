@@ -19,8 +19,20 @@ from train.pipeline import PLOTS, run_training
 
 def test_artifacts_and_metrics_keys(trained: Path) -> None:
     metrics = json.loads((trained / "metrics.json").read_text())
-    for key in ("threshold", "threshold_source", "test", "baseline_logreg", "n_train", "n_test", "churn_rate",
-                "params", "node_count", "model_version", "trained_at", "features"):
+    for key in (
+        "threshold",
+        "threshold_source",
+        "test",
+        "baseline_logreg",
+        "n_train",
+        "n_test",
+        "churn_rate",
+        "params",
+        "node_count",
+        "model_version",
+        "trained_at",
+        "features",
+    ):
         assert key in metrics, key
     assert metrics["threshold_source"] == "validation"
     assert metrics["features"] == list(FEATURES)
@@ -41,8 +53,9 @@ def test_artifacts_and_metrics_keys(trained: Path) -> None:
     assert all(name in card for name in PLOTS.values())
 
 
-def test_threshold_is_tuned_on_training_rows_only(event_log: Path, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_threshold_is_tuned_on_training_rows_only(
+    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[pd.Index] = []
     real_tune = train.fit.tune_threshold
 
@@ -52,8 +65,17 @@ def test_threshold_is_tuned_on_training_rows_only(event_log: Path, tmp_path: Pat
 
     monkeypatch.setattr(train.fit, "tune_threshold", spy)
     monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]})
-    run_training(TrainConfig(events=event_log, out=tmp_path / "a", assets=tmp_path / "as", session_col="session_id",
-                             revenue_col="revenue", seed=11, shap_rows=20))
+    run_training(
+        TrainConfig(
+            events=event_log,
+            out=tmp_path / "a",
+            assets=tmp_path / "as",
+            session_col="session_id",
+            revenue_col="revenue",
+            seed=11,
+            shap_rows=20,
+        )
+    )
     table = pd.read_parquet(tmp_path / "a" / "features.parquet")
     test_rows = set(table.index[table["split"] == "test"])
     assert len(seen) == 1
@@ -65,8 +87,19 @@ def test_same_seed_gives_the_same_model(event_log: Path, tmp_path: Path, monkeyp
     monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10, 20], "max_depth": [4], "min_samples_leaf": [20]})
     runs = []
     for name in ("a", "b"):
-        runs.append(run_training(TrainConfig(events=event_log, out=tmp_path / name, assets=tmp_path / f"{name}-assets",
-                                             session_col="session_id", revenue_col="revenue", seed=5, shap_rows=20)))
+        runs.append(
+            run_training(
+                TrainConfig(
+                    events=event_log,
+                    out=tmp_path / name,
+                    assets=tmp_path / f"{name}-assets",
+                    session_col="session_id",
+                    revenue_col="revenue",
+                    seed=5,
+                    shap_rows=20,
+                )
+            )
+        )
     for key in ("threshold", "params", "node_count", "test", "cv_results"):
         assert runs[0][key] == runs[1][key], key
 
@@ -83,8 +116,9 @@ def test_same_seed_gives_the_same_model(event_log: Path, tmp_path: Path, monkeyp
         ("user_id,event_time\nu,2026-01-01\nv,2026-01-02\nu,2026-03-01\nv,2026-03-01\n", [], "single class"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                      csv: str, extra: list[str], message: str) -> None:
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], csv: str, extra: list[str], message: str
+) -> None:
     log = tmp_path / "events.csv"
     log.write_text(csv)
     out = tmp_path / "artifacts"
@@ -105,8 +139,9 @@ def test_cli_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_plots_are_written_with_the_artifacts_only(event_log: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plots_are_written_with_the_artifacts_only(
+    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A failure late in the run (here in SHAP) leaves no model, metrics or features behind."""
     monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]})
 

@@ -32,7 +32,9 @@ def test_mixed_batch_reports_every_bad_row() -> None:
     with pytest.raises(ValidationFailed) as info:
         parser.parse(b'[{"a": 1, "b": 2, "c": 3}, {"a": false, "b": 2, "c": 3}, {"a": 1, "b": 2}]')
     assert [(e["loc"], e["type"]) for e in info.value.detail] == [
-        (["body", 1, "a"], "float_type"), (["body", 2, "c"], "missing")]
+        (["body", 1, "a"], "float_type"),
+        (["body", 2, "c"], "missing"),
+    ]
 
 
 def test_batch_limit_is_413() -> None:
