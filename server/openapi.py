@@ -43,7 +43,7 @@ def _json_body(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
-    """OpenAPI 3.1 for this model: the request fields are the model's features, in its order."""
+    """OpenAPI 3.0 (what the bundled Swagger UI 4 renders): the request fields are the model's features, in order."""
     properties: dict[str, Any] = {}
     for name, minimum, description in zip(info.features, info.minimums, info.descriptions, strict=True):
         prop: dict[str, Any] = {"type": "number", "maximum": FLOAT32_MAX, "description": description or name}
@@ -58,7 +58,7 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
     }
     model_path = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.0.3",
         "info": {
             "title": "ML-PulseChecker",
             "version": API_VERSION,
@@ -104,7 +104,9 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
                     "responses": {
                         "200": {
                             "description": "Alive",
-                            **_json_body({"type": "object", "properties": {"status": {"const": "ok"}}}),
+                            **_json_body(
+                                {"type": "object", "properties": {"status": {"type": "string", "enum": ["ok"]}}}
+                            ),
                         }
                     },
                 }
@@ -242,9 +244,9 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
                                 "type": "object",
                                 "required": ["name", "shape", "datatype", "data"],
                                 "properties": {
-                                    "name": {"const": info.input_name},
+                                    "name": {"type": "string", "enum": [info.input_name]},
                                     "shape": {"type": "array", "items": {"type": "integer"}},
-                                    "datatype": {"const": "FP32"},
+                                    "datatype": {"type": "string", "enum": ["FP32"]},
                                     "data": {"type": "array"},
                                 },
                             },
