@@ -56,15 +56,33 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--label-days", type=int, default=30)
     fit.add_argument("--seed", type=int, default=7)
 
+    feats = commands.add_parser("features", help="write the per-user features of an event log (no labels)")
+    feats.add_argument("--events", type=Path, required=True, help="CSV, Parquet or a glob")
+    feats.add_argument("--out", type=Path, required=True, help="a .parquet or .csv file")
+    feats.add_argument("--user-col", default="user_id")
+    feats.add_argument("--time-col", default="event_time")
+    feats.add_argument("--session-col", default=None, help="absent: sessionize by a 30-minute inactivity gap")
+    feats.add_argument("--revenue-col", default=None, help="absent: revenue is 0")
+    feats.add_argument("--cutoff", type=_timestamp, default=None, help="absent: the last event")
+
     drift = commands.add_parser("drift", help="Evidently data drift: training features vs production requests")
     drift.add_argument("--reference", type=Path, default=Path("artifacts"))
     drift.add_argument("--current", type=Path, required=True, help="the server's JSONL request log, CSV or Parquet")
     drift.add_argument("--out", type=Path, default=Path("assets/drift"))
+    drift.add_argument(
+        "--drift-share",
+        type=float,
+        default=0.0,
+        help="report drift (exit 1) only when at least this share of features drifted "
+        "(default: any drifted feature, or drifted predictions)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from train.events import EventColumns
+
     logging.config.dictConfig(LOGGING_CONFIG)
     try:
         if args.command == "simulate":
@@ -98,10 +116,20 @@ def main(argv: list[str] | None = None) -> int:
                 f"test ROC-AUC {test['roc_auc']:.3f} F1 {test['f1']:.3f} at threshold {metrics['threshold']:.3f}, "
                 f"{metrics['node_count']} nodes, {metrics['elapsed_seconds']:.0f}s -> {args.out}/"
             )
+        elif args.command == "features":
+            from train.pipeline import write_features
+
+            n_users = write_features(
+                args.events,
+                args.out,
+                EventColumns(args.user_col, args.time_col, args.session_col, args.revenue_col),
+                args.cutoff,
+            )
+            print(f"features of {n_users} users -> {args.out}")
         else:
             from train.drift import run_drift
 
-            return run_drift(args.reference, args.current, args.out)
+            return run_drift(args.reference, args.current, args.out, args.drift_share)
     except (ValueError, KeyError, OSError, RuntimeError) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)

@@ -117,6 +117,21 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
+def write_features(events: Path, out: Path, columns: EventColumns, cutoff: datetime | None) -> int:
+    """Per-user features of ``events`` up to ``cutoff`` (default: the last event) into ``out``; returns users."""
+    con = open_event_log(events, columns)
+    if cutoff is None:
+        (cutoff,) = con.execute("SELECT max(event_time) FROM events").fetchone()  # type: ignore[misc]
+    table = build_features(con, cutoff, sessionize=columns.session is None)
+    con.close()
+    with atomic_path(out) as tmp:
+        if out.suffix.lower() == ".csv":
+            table.to_csv(tmp, index=False)
+        else:
+            table.to_parquet(tmp, index=False)
+    return len(table)
+
+
 def _write_plots(
     assets: Path, model: Any, split: Any, y_proba: Any, baseline_proba: Any, metrics: dict[str, Any]
 ) -> None:

@@ -1,0 +1,79 @@
+"""Time and peak memory of the simulator and the feature SQL at scale (default: 1,000,000 users x 90 days).
+
+    python -m benchmarks.scale --users 1000000 --out data/scale
+
+Each stage runs in a fresh interpreter, which reports its own wall time and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+_STAGE = """
+import json, resource, sys, time
+from pathlib import Path
+started = time.perf_counter()
+stage, events, extra = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+if stage == "simulate":
+    from train.simulate import SimulationConfig, simulate_events
+    n = simulate_events(SimulationConfig(users=extra["users"], days=extra["days"], seed=7), events)
+    result = {"events": n}
+else:
+    from train.events import EventColumns, open_event_log
+    from train.features import build_features
+    from train.labels import default_cutoff, make_labels
+    sessionize = stage == "features-sessionized"
+    con = open_event_log(events, EventColumns(session=None if sessionize else "session_id", revenue="revenue"))
+    cutoff = default_cutoff(con, 30)
+    table = build_features(con, cutoff, sessionize=sessionize)
+    labels = make_labels(con, table["user_id"], cutoff, 30)
+    result = {"users": len(table), "churn_rate": float(labels.mean())}
+result["seconds"] = round(time.perf_counter() - started, 1)
+result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+print("RESULT " + json.dumps(result))
+"""
+
+
+def run_stage(stage: str, events: Path, extra: dict[str, int]) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", _STAGE, stage, str(events), json.dumps(extra)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    line = out[out.rindex("RESULT ") :].splitlines()[0]  # DuckDB's progress bar may share the line
+    result: dict[str, float] = json.loads(line.removeprefix("RESULT "))
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=90)
+    parser.add_argument("--out", type=Path, default=Path("data/scale"))
+    parser.add_argument("--sessionize", action="store_true", help="also time the 30-minute-gap sessionization")
+    parser.add_argument("--reuse", action="store_true", help="reuse an event log simulated by an earlier run")
+    args = parser.parse_args(argv)
+    events = args.out / f"events-{args.users}.parquet"
+    results: dict[str, object] = {}
+    if args.reuse and events.is_file():
+        print(f"reusing {events}", flush=True)
+    else:
+        results["simulate"] = run_stage("simulate", events, {"users": args.users, "days": args.days})
+        print(f"simulate: {results['simulate']}", flush=True)
+    stages = ["features", "features-sessionized"] if args.sessionize else ["features"]
+    for stage in stages:
+        results[stage] = run_stage(stage, events, {})
+        print(f"{stage}: {results[stage]}", flush=True)
+    results["file_mb"] = round(events.stat().st_size / 2**20)
+    (args.out / f"scale-{args.users}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
