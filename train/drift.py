@@ -111,7 +111,7 @@ def _plot(reference: pd.Series, current: pd.Series, drift: ColumnDrift, path: Pa
 
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
     both = pd.concat([reference, current]).to_numpy()
-    bins = np.linspace(both.min(), np.quantile(both, 0.99), 41)  # the long tail would flatten the picture
+    bins = np.linspace(both.min(), np.quantile(both, 0.99), 41).tolist()  # a long tail would flatten the picture
     ax.hist(reference, bins=bins, density=True, alpha=0.55, label=f"reference (n={len(reference)})")
     ax.hist(current, bins=bins, density=True, alpha=0.55, label=f"current (n={len(current)})")
     ax.set(
