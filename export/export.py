@@ -30,6 +30,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the model from the server's user
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -18,6 +18,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide artifacts from other users (a container's, say)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

@@ -148,3 +148,8 @@ def test_bad_artifacts_are_one_line_errors_and_write_no_model(
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (artifacts_copy / "model.onnx").exists()
+
+
+def test_exported_files_are_readable_by_other_users(exported: Path) -> None:
+    for name in ("model.onnx", "model.onnx.sha256", "parity.json", "golden_rows.json", "metrics.json"):
+        assert (exported.parent / name).stat().st_mode & 0o044 == 0o044, name

@@ -1,0 +1,51 @@
+"""Kubernetes manifests validate against the Kubernetes schemas; the Dockerfile passes hadolint."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
+def test_manifest_is_valid_kubernetes(path: Path) -> None:
+    for doc in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(doc, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_manifests_cover_deployment_service_and_autoscaler() -> None:
+    kinds = {doc["kind"] for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text())}
+    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+
+
+def test_deployment_probes_and_limits() -> None:
+    (deployment,) = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"] == "1"
+    env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["PULSE_WORKERS"] == "1"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_a_broken_manifest_is_caught() -> None:
+    (deployment,) = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    deployment["spec"]["replicas"] = "two"
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_dockerfile_passes_hadolint_at_error_level() -> None:
+    hadolint = Path(sys.executable).with_name("hadolint")
+    result = subprocess.run(
+        [str(hadolint), "--failure-threshold", "error", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
