@@ -121,6 +121,9 @@ class Runtime:
         self.threshold = info.threshold
         self.version = info.version
         self.request_log = request_log
+        constant = orjson.dumps({"threshold": info.threshold, "model_version": info.version})[1:]
+        self._churned_tail = b',"churn":true,' + constant
+        self._stayed_tail = b',"churn":false,' + constant
         self.openapi = orjson.dumps(build_openapi(info, settings))
         self.metadata = orjson.dumps(
             {
@@ -150,15 +153,14 @@ class Runtime:
         )
 
     def render_batch(self, proba: Any) -> bytes:
-        threshold, version = self.threshold, self.version
-        churn = (proba >= threshold).tolist()
-        return orjson.dumps(
-            [
-                {"churn_probability": p, "churn": c, "threshold": threshold, "model_version": version}
-                for p, c in zip(proba, churn, strict=True)
-            ],
-            option=NUMPY,
-        )
+        # Same JSON as one dict per row, built from bytes: orjson formats the probabilities in one C call.
+        numbers = orjson.dumps(proba, option=NUMPY)[1:-1].split(b",")
+        churned, stayed = self._churned_tail, self._stayed_tail
+        rows = [
+            b'{"churn_probability":' + number + (churned if churn else stayed)
+            for number, churn in zip(numbers, (proba >= self.threshold).tolist(), strict=True)
+        ]
+        return b"[" + b",".join(rows) + b"]"
 
 
 class PulseApp:

@@ -102,7 +102,7 @@ class Model:
     def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """P(churn) for each row of ``X`` (float32, [N, n_features]), in one onnxruntime call."""
         probabilities: npt.NDArray[np.float32] = self._run(self._outputs, {self._input: X})[0]
-        return probabilities[:, self._positive]
+        return np.ascontiguousarray(probabilities[:, self._positive])
 
     def predict_all(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """The model's probability output as it is, ``[N, n_classes]``."""

@@ -78,3 +78,9 @@ def test_batch_at_the_row_limit_is_accepted(client: TestClient, golden: dict[str
     response = client.post("/predict", json=rows)
     assert response.status_code == 200
     assert len(response.json()) == MAX_BATCH
+
+
+def test_batch_json_is_the_same_as_one_object_per_row(client: TestClient, golden: dict[str, Any]) -> None:
+    batch = client.post("/predict", json=golden["rows"]).json()
+    singles = [client.post("/predict", json=row).json() for row in golden["rows"]]
+    assert batch == singles

@@ -1,0 +1,137 @@
+"""The benchmark report: a markdown table with ratios and conditions, and two plots, written to assets/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+SERVER_LABELS = {
+    "ours": "ML-PulseChecker",
+    "original": "original design (FastAPI + pydantic + DataFrame + sklearn)",
+    "bare_starlette": "bare Starlette route (orjson parse, constant)",
+    "raw_asgi": "raw ASGI callable (orjson parse, constant)",
+}
+
+
+def _spread(entry: dict[str, float], fmt: str = "{:,.0f}", scale: float = 1.0) -> str:
+    median, low, high = (entry[k] * scale for k in ("median", "min", "max"))
+    return f"{fmt.format(median)} ({fmt.format(low)}–{fmt.format(high)})"
+
+
+def _ratio(a: dict[str, float], b: dict[str, float]) -> str:
+    return f"{a['median'] / b['median']:.2f}×"
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    c = results["conditions"]
+    single, ours, floor = results["single"], results["ours"], results["in_process"]
+    lines = [
+        "### Single-row `POST /predict`, peak throughput (wrk, 16 connections)",
+        "",
+        "| server | requests/s | p50 ms | p95 ms | p99 ms | errors | server CPU % | RSS MB | start-up to ready s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in single.items():
+        lines.append(
+            f"| {SERVER_LABELS[name]} | {_spread(entry['rps'])} | {_spread(entry['p50_us'], '{:.2f}', 1e-3)} | "
+            f"{_spread(entry['p95_us'], '{:.2f}', 1e-3)} | {_spread(entry['p99_us'], '{:.2f}', 1e-3)} | "
+            f"{entry['errors']} | {entry['cpu_percent']['median']:.0f} | {entry['rss_mb']['median']:.0f} | "
+            f"{results['startup_s'][name]:.2f} |"
+        )
+    us = single["ours"]["rps"]
+    floor_rows = floor["onnx_rows_per_s_1000"]
+    batch_1000 = ours["/predict [1000]"]["rows_per_s"]["median"] / floor_rows
+    v2_1000 = ours["/v2 infer [1000]"]["rows_per_s"]["median"] / floor_rows
+    lines += [
+        "",
+        f"Ratios (medians): ours / original design **{_ratio(us, single['original']['rps'])}**, "
+        f"ours / bare Starlette **{_ratio(us, single['bare_starlette']['rps'])}** "
+        f"(p99 {single['ours']['p99_us']['median'] / single['bare_starlette']['p99_us']['median']:.2f}× the bare "
+        f"route's), ours / raw ASGI **{_ratio(us, single['raw_asgi']['rps'])}**, "
+        f"1000-row batches over HTTP / in-process onnxruntime rows/s: `/predict` (JSON objects) "
+        f"**{batch_1000:.2f}×**, V2 infer (a flat FP32 tensor) **{v2_1000:.2f}×**.",
+        "",
+        "### Our other scenarios (wrk, 16 connections)",
+        "",
+        "| scenario | requests/s | rows/s | p50 ms | p99 ms | errors | server CPU % | RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, entry in ours.items():
+        lines.append(
+            f"| `{label}` | {_spread(entry['rps'])} | {_spread(entry['rows_per_s'])} | "
+            f"{_spread(entry['p50_us'], '{:.2f}', 1e-3)} | {_spread(entry['p99_us'], '{:.2f}', 1e-3)} | "
+            f"{entry['errors']} | {entry['cpu_percent']['median']:.0f} | {entry['rss_mb']['median']:.0f} |"
+        )
+    lines += [
+        "",
+        "### At a fixed offered load (locust, FastHttpUser)",
+        "",
+        "| server | traffic | offered → served requests/s | p50 ms | p95 ms | p99 ms | failures |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in results["locust"].items():
+
+        def med(key: str, runs: list[dict[str, Any]] = runs) -> float:
+            return sorted(r[key] for r in runs)[len(runs) // 2]
+
+        lines.append(
+            f"| {SERVER_LABELS[name]} | {runs[0]['user_class']} | {med('rps'):.0f} | {med('p50_ms'):.0f} | "
+            f"{med('p95_ms'):.0f} | {med('p99_ms'):.0f} | {sum(r['failures'] for r in runs)} |"
+        )
+    cpu_bound = any(r["cpu_warning"] for runs in results["locust"].values() for r in runs)
+    lines += [
+        "",
+        f"In-process floor (same model, one thread): onnxruntime {floor['onnx_single_row_us']:.1f} µs per single "
+        f"row (pre-bound buffers), {floor['onnx_rows_per_s_1000']:,.0f} rows/s in 1000-row batches; "
+        f"scikit-learn `predict_proba` on a one-row DataFrame {floor['sklearn_single_row_us']:,.0f} µs.",
+        "",
+        f"Conditions: {c['cpu']} ({c['cores']} cores), {c['date']}, commit {c['commit']}. Each server alone on "
+        f"core {c['server_core']} with {c['workers']} uvicorn worker (uvloop, httptools, no access log), "
+        f"onnxruntime {c['ort_threads']} thread; load generator on core {c['load_core']}. "
+        f"{c['rounds']} interleaved rounds of {c['seconds_per_run']:g} s per run, median (min–max); warm-up: "
+        f"{c['warmup']}. Python {c['python']}, onnxruntime {c['onnxruntime']}, starlette {c['starlette']}, "
+        f"uvicorn {c['uvicorn']}, fastapi {c['fastapi']}, scikit-learn {c['scikit-learn']}, locust {c['locust']}, "
+        f"{c['wrk']}. Locust {'warned' if cpu_bound else 'did not warn'} that it was CPU-bound.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(results: dict[str, Any], assets: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    single = results["single"]
+    names = list(single)
+    labels = [SERVER_LABELS[n].split(" (")[0] for n in names]
+    medians = [single[n]["rps"]["median"] for n in names]
+    errors = [
+        [m - single[n]["rps"]["min"] for n, m in zip(names, medians, strict=True)],
+        [single[n]["rps"]["max"] - m for n, m in zip(names, medians, strict=True)],
+    ]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(labels, medians, xerr=errors, color=["crimson" if n == "ours" else "slategray" for n in names])
+    ax.set(xlabel="requests/s (median, min–max)", title="Single-row /predict, one worker on one core")
+    ax.invert_yaxis()
+    fig.savefig(assets / "bench_throughput.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.25
+    for i, pct in enumerate(("p50_us", "p95_us", "p99_us")):
+        values = [single[n][pct]["median"] / 1000 for n in names]
+        ax.bar([x + i * width for x in range(len(names))], values, width, label=pct.split("_")[0])
+    ax.set_xticks([x + width for x in range(len(names))], labels, fontsize=8)
+    ax.set(ylabel="ms (log scale)", yscale="log", title="Latency percentiles at peak load (wrk, 16 connections)")
+    ax.legend()
+    fig.savefig(assets / "bench_latency.png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_report(results: dict[str, Any], assets: Path) -> None:
+    assets.mkdir(parents=True, exist_ok=True)
+    (assets / "benchmarks.md").write_text(render_markdown(results))
+    (assets / "benchmarks.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_plots(results, assets)

@@ -1,0 +1,346 @@
+"""``python -m benchmarks run``: our server side by side with the original design and the framework's ceilings.
+
+Each server runs alone on core 0 (one uvicorn worker); wrk or locust runs on core 1. Every figure is the median
+of interleaved rounds with the min-max spread, because the machine is shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import psutil
+
+from benchmarks.procs import ROOT, ServerProcess, free_port, python_command, run_server
+from benchmarks.report import write_report
+
+SERVER_CORE, LOAD_CORE = 0, 1
+WRK_CONNECTIONS = 16
+BATCH_SIZES = (10, 100, 1000)
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.path = "{path}"
+wrk.headers["Content-Type"] = "application/json"
+local f = assert(io.open("{body}", "rb")); wrk.body = f:read("*a"); f:close()
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("JSON {{\\"requests\\":%d,\\"duration_us\\":%d,\\"errors\\":%d,\\"non_2xx\\":%d," ..
+    "\\"p50_us\\":%d,\\"p95_us\\":%d,\\"p99_us\\":%d}}\\n", summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99)))
+end
+"""
+
+
+def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
+    p = str(port)
+    return {
+        "ours": python_command(
+            "-m", "server", "--model", str(artifacts / "model.onnx"), "--port", p, "--log-level", "warning"
+        ),
+        "original": python_command(
+            "-m", "benchmarks.reference.fastapi_sklearn", "--port", p, "--model", str(artifacts / "model.joblib")
+        ),
+        "bare_starlette": python_command("-m", "benchmarks.reference.bare_starlette", "--port", p),
+        "raw_asgi": python_command("-m", "benchmarks.reference.raw_asgi", "--port", p),
+    }
+
+
+def _taskset(core: int) -> list[str]:
+    return ["taskset", "-c", str(core)] if shutil.which("taskset") and psutil.cpu_count() > 1 else []
+
+
+def run_wrk(url: str, path: str, body: bytes, seconds: float, workdir: Path) -> dict[str, float]:
+    """One wrk run; requests/s and latency percentiles in microseconds."""
+    body_file = workdir / f"body-{abs(hash(body))}.json"
+    body_file.write_bytes(body)
+    script = workdir / f"wrk-{path.strip('/').replace('/', '_')}.lua"
+    script.write_text(WRK_SCRIPT.format(path=path, body=body_file))
+    command = [
+        *_taskset(LOAD_CORE),
+        "wrk",
+        "-t1",
+        f"-c{WRK_CONNECTIONS}",
+        f"-d{max(1, round(seconds))}s",
+        "--timeout",
+        "5s",
+        "-s",
+        str(script),
+        url,
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    return stats
+
+
+def run_locust(
+    url: str, user_class: str, users: int, user_rps: float, seconds: float, rows_file: Path, workdir: Path
+) -> dict[str, Any]:
+    """One headless locust run at a fixed offered load (``users`` x ``user_rps``)."""
+    prefix = workdir / f"locust-{user_class}-{int(time.time() * 1000)}"
+    command = [
+        *_taskset(LOAD_CORE),
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "benchmarks" / "locustfile.py"),
+        user_class,
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{max(3, round(seconds))}s",
+        "--host",
+        url,
+        "--csv",
+        str(prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]
+    env = {**os.environ, "PULSE_BENCH_ROWS": str(rows_file), "PULSE_BENCH_USER_RPS": str(user_rps)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, env=env)
+    stats = pd.read_csv(f"{prefix}_stats.csv")
+    total = stats[stats["Name"] == "Aggregated"].iloc[0]
+    return {
+        "rps": float(total["Requests/s"]),
+        "requests": int(total["Request Count"]),
+        "failures": int(total["Failure Count"]),
+        "p50_ms": float(total["50%"]),
+        "p95_ms": float(total["95%"]),
+        "p99_ms": float(total["99%"]),
+        "exit_code": result.returncode,
+        "cpu_warning": "CPU usage" in (result.stderr + result.stdout),
+    }
+
+
+class Usage:
+    """CPU seconds and resident memory of a server process over a measured run."""
+
+    def __init__(self, pid: int) -> None:
+        self._process = psutil.Process(pid)
+        self._cpu = self._cpu_seconds()
+        self._wall = time.perf_counter()
+
+    def _cpu_seconds(self) -> float:
+        times = self._process.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> dict[str, float]:
+        wall = time.perf_counter() - self._wall
+        return {
+            "cpu_percent": 100 * (self._cpu_seconds() - self._cpu) / wall,
+            "rss_mb": self._process.memory_info().rss / 2**20,
+        }
+
+
+def in_process_floor(artifacts: Path, rows: np.ndarray, repeat: int) -> dict[str, float]:
+    """What onnxruntime itself costs for this model on one thread: the floor the HTTP figures compare to."""
+    from server.model import load_model
+
+    model = load_model(artifacts / "model.onnx", threads=1)
+    one = rows[:1].tolist()[0]
+    for _ in range(200):
+        model.predict_one(one)
+    started = time.perf_counter()
+    for _ in range(repeat):
+        model.predict_one(one)
+    single_us = (time.perf_counter() - started) / repeat * 1e6
+    batch = np.ascontiguousarray(np.resize(rows, (1000, rows.shape[1])), dtype=np.float32)
+    timings = []
+    for _ in range(max(5, repeat // 200)):
+        started = time.perf_counter()
+        model.predict_proba(batch)
+        timings.append(time.perf_counter() - started)
+    import joblib
+
+    forest = joblib.load(artifacts / "model.joblib")
+    frame = pd.DataFrame(rows[:1], columns=list(model.info.features))
+    started = time.perf_counter()
+    for _ in range(20):
+        forest.predict_proba(frame)
+    return {
+        "onnx_single_row_us": single_us,
+        "onnx_rows_per_s_1000": 1000 / statistics.median(timings),
+        "sklearn_single_row_us": (time.perf_counter() - started) / 20 * 1e6,
+    }
+
+
+def _rows(artifacts: Path, workdir: Path) -> tuple[list[dict[str, float]], np.ndarray, Path]:
+    metrics = json.loads((artifacts / "metrics.json").read_text())
+    table = pd.read_parquet(artifacts / "features.parquet")
+    frame = table.loc[table["split"] == "train", metrics["features"]].sample(
+        n=min(2000, len(table)), random_state=7, replace=True
+    )
+    records = frame.to_dict(orient="records")
+    rows_file = workdir / "rows.json"
+    rows_file.write_text(json.dumps(records))
+    return records, frame.to_numpy(np.float32), rows_file
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def _conditions(args: argparse.Namespace) -> dict[str, Any]:
+    wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True).stdout.splitlines()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT)
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": commit.stdout.strip(),
+        "cpu": cpu,
+        "cores": psutil.cpu_count(),
+        "server_core": SERVER_CORE,
+        "load_core": LOAD_CORE,
+        "workers": 1,
+        "ort_threads": 1,
+        "wrk_connections": WRK_CONNECTIONS,
+        "seconds_per_run": args.seconds,
+        "rounds": args.rounds,
+        "warmup": f"{args.warmup}s wrk run per server per round, not recorded",
+        "python": platform.python_version(),
+        "onnxruntime": version("onnxruntime"),
+        "starlette": version("starlette"),
+        "uvicorn": version("uvicorn"),
+        "fastapi": version("fastapi"),
+        "scikit-learn": version("scikit-learn"),
+        "locust": version("locust"),
+        "wrk": wrk[0] if wrk else "unknown",
+    }
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    artifacts: Path = args.artifacts
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is missing: apt-get install wrk (Debian/Ubuntu) or brew install wrk")
+    for needed in ("model.onnx", "model.joblib", "features.parquet", "metrics.json"):
+        if not (artifacts / needed).is_file():
+            raise SystemExit(f"{artifacts / needed} is missing: run `make export` first")
+    workdir = Path(tempfile.mkdtemp(prefix="pulse-bench-"))
+    records, rows, rows_file = _rows(artifacts, workdir)
+    single = json.dumps(records[0]).encode()
+    bodies = {f"/predict [{n}]": json.dumps(records[:n]).encode() for n in BATCH_SIZES}
+    v2_bodies = {
+        f"/v2 infer [{n}]": json.dumps(
+            {
+                "inputs": [
+                    {
+                        "name": "features",
+                        "shape": [n, rows.shape[1]],
+                        "datatype": "FP32",
+                        "data": rows[:n].ravel().tolist(),
+                    }
+                ]
+            }
+        ).encode()
+        for n in (1, 1000)
+    }
+    results: dict[str, Any] = {"conditions": _conditions(args), "single": {}, "ours": {}, "locust": {}, "startup_s": {}}
+    raw: dict[str, dict[str, list[dict[str, float]]]] = {}
+
+    with ExitStack() as stack:
+        servers: dict[str, ServerProcess] = {}
+        for name, command in _server_commands(artifacts, 0).items():
+            port = free_port()
+            command = _server_commands(artifacts, port)[name]
+            server = stack.enter_context(
+                run_server([*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", timeout=120)
+            )
+            servers[name] = server
+            results["startup_s"][name] = server.ready_seconds
+
+        def measure(key: str, name: str, path: str, body: bytes) -> None:
+            server = servers[name]
+            run_wrk(server.url, path, body, args.warmup, workdir)
+            usage = Usage(server.pid)
+            stats = run_wrk(server.url, path, body, args.seconds, workdir)
+            raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
+
+        for round_index in range(args.rounds):
+            print(f"round {round_index + 1}/{args.rounds}", flush=True)
+            for name in servers:
+                measure("single", name, "/predict", single)
+            for label, body in bodies.items():
+                measure(label, "ours", "/predict", body)
+            for label, body in v2_bodies.items():
+                measure(label, "ours", "/v2/models/churn/infer", body)
+            for name, user_class in (("ours", "MixedTraffic"), ("original", "SinglePredict")):
+                stats = run_locust(
+                    servers[name].url,
+                    user_class,
+                    args.locust_users,
+                    args.locust_user_rps,
+                    args.seconds,
+                    rows_file,
+                    workdir,
+                )
+                results["locust"].setdefault(name, []).append({"user_class": user_class, **stats})
+
+    for key, by_server in raw.items():
+        target = results["single"] if key == "single" else results["ours"]
+        for name, runs in by_server.items():
+            entry: dict[str, Any] = {
+                metric: _summary([r[metric] for r in runs])
+                for metric in ("rps", "p50_us", "p95_us", "p99_us", "cpu_percent", "rss_mb")
+            }
+            entry["errors"] = sum(r["errors"] + r["non_2xx"] for r in runs)
+            if key != "single":
+                n_rows = int(key.split("[")[1].rstrip("]"))
+                entry["rows_per_s"] = _summary([r["rps"] * n_rows for r in runs])
+            target[name if key == "single" else key] = entry
+    results["in_process"] = in_process_floor(artifacts, rows, repeat=args.inprocess_repeat)
+    shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("run", help="run every scenario and write the report")
+    bench.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
+    bench.add_argument("--warmup", type=float, default=2.0)
+    bench.add_argument("--rounds", type=int, default=3)
+    bench.add_argument("--locust-users", type=int, default=10)
+    bench.add_argument("--locust-user-rps", type=float, default=8.0, help="offered load per locust user")
+    bench.add_argument("--inprocess-repeat", type=int, default=20_000)
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    bench.add_argument("--assets", type=Path, default=Path("assets"), help="where the table and plots go")
+    bench.add_argument("--smoke", action="store_true", help="seconds-long runs of every scenario (CI)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.warmup, args.rounds, args.inprocess_repeat = 1.0, 1.0, 1, 500
+    results = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, args.assets)
+    print((args.assets / "benchmarks.md").read_text())
+    return 0
