@@ -56,7 +56,12 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
         "description": "V2 protocol error",
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/V2Error"}}},
     }
-    model_path = {"name": "model_name", "in": "path", "required": True, "schema": {"type": "string"}}
+    model_path = {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": [settings.model_name]},
+    }
     return {
         "openapi": "3.0.3",
         "info": {
@@ -148,6 +153,8 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
                         "400": v2_error,
                         "404": v2_error,
                         "413": v2_error,
+                        "415": v2_error,
+                        "503": v2_error,
                     },
                 }
             },
@@ -156,7 +163,7 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
                     "summary": "V2 model metadata",
                     "operationId": "v2_model",
                     "parameters": [model_path],
-                    "responses": {"200": {"description": "Metadata"}, "404": v2_error},
+                    "responses": {"200": {"description": "Metadata"}, "404": v2_error, "503": v2_error},
                 }
             },
             "/v2/models/{model_name}/ready": {
@@ -245,7 +252,12 @@ def build_openapi(info: ModelInfo, settings: Settings) -> dict[str, Any]:
                                 "required": ["name", "shape", "datatype", "data"],
                                 "properties": {
                                     "name": {"type": "string", "enum": [info.input_name]},
-                                    "shape": {"type": "array", "items": {"type": "integer"}},
+                                    "shape": {
+                                        "type": "array",
+                                        "items": {"type": "integer", "minimum": 1},
+                                        "minItems": 2,
+                                        "maxItems": 2,
+                                    },
                                     "datatype": {"type": "string", "enum": ["FP32"]},
                                     "data": {"type": "array"},
                                 },

@@ -21,17 +21,35 @@ def test_every_scenario_runs_and_reports(exported: Path, tmp_path: Path) -> None
         pytest.skip("wrk is not installed (apt-get install wrk)")
     out, assets = tmp_path / "results", tmp_path / "assets"
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "run", "--smoke", "--artifacts", str(exported.parent), "--out", str(out),
-         "--assets", str(assets)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--smoke",
+            "--artifacts",
+            str(exported.parent),
+            "--out",
+            str(out),
+            "--assets",
+            str(assets),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "latest.json").read_text())
     assert set(results["single"]) == {"ours", "original", "bare_starlette", "raw_asgi"}
     for entry in [*results["single"].values(), *results["ours"].values()]:
         assert entry["rps"]["median"] > 0 and entry["errors"] == 0
-    assert set(results["ours"]) == {"/predict [10]", "/predict [100]", "/predict [1000]", "/v2 infer [1]",
-                                    "/v2 infer [1000]"}
+    assert set(results["ours"]) == {
+        "/predict [10]",
+        "/predict [100]",
+        "/predict [1000]",
+        "/v2 infer [1]",
+        "/v2 infer [1000]",
+    }
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0
     assert results["in_process"]["onnx_single_row_us"] > 0
