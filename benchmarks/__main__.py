@@ -9,6 +9,6 @@ if len(sys.argv) > 1 and sys.argv[1] == "reliability":
 
     sys.exit(reliability_main(sys.argv[2:]))
 
-from benchmarks.run import main  # noqa: E402
+from benchmarks.run import main
 
 sys.exit(main(sys.argv[1:]))

@@ -188,11 +188,16 @@ def soak(
     }
 
 
-def sigterm_under_load(model: Path, workdir: Path, clients: int = 8) -> dict[str, Any]:
-    """SIGTERM while clients hammer keep-alive connections: every request the server accepted is answered."""
+def sigterm_under_load(model: Path, workdir: Path, clients: int = 8, drain: float = 1.5) -> dict[str, Any]:
+    """SIGTERM while clients hammer keep-alive connections: every request the server accepted is answered.
+
+    The clients behave like a load balancer in a rolling update: they keep opening connections to this server
+    until half the drain period has passed (the endpoint is being removed), and use any open connection until
+    the server answers ``Connection: close``.
+    """
     counts = {"ok": 0, "refused": 0, "lost": 0, "closed_by_server": 0, "idle_answered": 0, "idle_lost": 0}
     lock = threading.Lock()
-    with _serve(model, workdir, "sigterm", {"PULSE_DRAIN_SECONDS": "1.5"}) as server:
+    with _serve(model, workdir, "sigterm", {"PULSE_DRAIN_SECONDS": str(drain)}) as server:
         port = int(server.url.rsplit(":", 1)[1])
         idle = []
         for _ in range(clients):  # connections that go quiet before the signal
@@ -201,10 +206,13 @@ def sigterm_under_load(model: Path, workdir: Path, clients: int = 8) -> dict[str
             connection.getresponse().read()
             idle.append(connection)
         done = threading.Event()
+        endpoint_removed = threading.Event()
 
         def hammer() -> None:
             connection: http.client.HTTPConnection | None = None
             while not done.is_set():
+                if connection is None and endpoint_removed.is_set():
+                    break
                 try:
                     if connection is None:
                         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -236,6 +244,7 @@ def sigterm_under_load(model: Path, workdir: Path, clients: int = 8) -> dict[str
             thread.start()
         time.sleep(1.0)
         server.process.send_signal(signal.SIGTERM)
+        threading.Timer(drain / 2, endpoint_removed.set).start()
         time.sleep(0.3)
         for connection in idle:  # an idle keep-alive connection used during the drain
             try:
