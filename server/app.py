@@ -326,7 +326,8 @@ class PulseApp:
             raise NotReady("model not loaded yet")
         return self.runtime
 
-    async def _predict_route(self, request: Request) -> Response:  # pragma: no cover - the outer callable wins
+    async def _predict_route(self, request: Request) -> Response:  # pragma: no cover
+        # Never reached: the outer callable answers POST /predict. The route exists so other methods get a 405.
         raise HTTPException(500)
 
     async def health(self, request: Request) -> Response:
@@ -368,8 +369,7 @@ class PulseApp:
 
     async def v2_model(self, request: Request) -> Response:
         runtime = self._v2_runtime(request)
-        n_outputs = int(runtime.model.predict_all(runtime.parser.parse_rows([runtime.info.example])).shape[1])
-        return JSONResponse(v2.model_metadata(self.settings.model_name, runtime.info, n_outputs))
+        return JSONResponse(v2.model_metadata(self.settings.model_name, runtime.info, runtime.model.n_classes))
 
     async def v2_model_ready(self, request: Request) -> Response:
         self._v2_runtime(request)

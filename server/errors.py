@@ -7,7 +7,6 @@ from typing import Any
 
 class ApiError(Exception):
     status_code = 400
-    error_type = "bad_request"
 
     def __init__(self, detail: Any) -> None:
         super().__init__(str(detail))
@@ -16,11 +15,6 @@ class ApiError(Exception):
 
 class MalformedJson(ApiError):
     status_code = 400
-    error_type = "json_invalid"
-
-
-class NotFound(ApiError):
-    status_code = 404
 
 
 class PayloadTooLarge(ApiError):

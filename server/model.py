@@ -79,9 +79,10 @@ class Model:
         self._input = info.input_name
         self._positive = info.positive_index
         # One-row calls go through buffers bound once: no per-call tensor or output allocation (~40% faster).
-        n_classes = self._run(self._outputs, {self._input: np.zeros((1, len(info.features)), np.float32)})[0].shape[1]
+        zeros = np.zeros((1, len(info.features)), np.float32)
+        self.n_classes = int(self._run(self._outputs, {self._input: zeros})[0].shape[1])
         self._one_in = np.zeros((1, len(info.features)), dtype=np.float32)
-        self._one_out = np.zeros((1, n_classes), dtype=np.float32)
+        self._one_out = np.zeros((1, self.n_classes), dtype=np.float32)
         self._binding = session.io_binding()
         self._binding.bind_cpu_input(self._input, self._one_in)
         self._binding.bind_output(
