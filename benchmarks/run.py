@@ -36,7 +36,7 @@ BATCH_SIZES = (10, 100, 1000)
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.path = "{path}"
-wrk.headers["Content-Type"] = "application/json"
+{headers}
 local f = assert(io.open("{body}", "rb")); wrk.body = f:read("*a"); f:close()
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -66,12 +66,18 @@ def _taskset(core: int) -> list[str]:
     return ["taskset", "-c", str(core)] if shutil.which("taskset") and psutil.cpu_count() > 1 else []
 
 
-def run_wrk(url: str, path: str, body: bytes, seconds: float, workdir: Path) -> dict[str, float]:
+def run_wrk(
+    url: str, path: str, body: bytes, seconds: float, workdir: Path, headers: dict[str, str] | None = None
+) -> dict[str, float]:
     """One wrk run; requests/s and latency percentiles in microseconds."""
     body_file = workdir / f"body-{abs(hash(body))}.json"
     body_file.write_bytes(body)
-    script = workdir / f"wrk-{path.strip('/').replace('/', '_')}.lua"
-    script.write_text(WRK_SCRIPT.format(path=path, body=body_file))
+    script = workdir / f"wrk-{abs(hash((path, body)))}.lua"
+    lua_headers = "\n".join(
+        f'wrk.headers["{name}"] = "{value}"'
+        for name, value in (headers or {"Content-Type": "application/json"}).items()
+    )
+    script.write_text(WRK_SCRIPT.format(path=path, body=body_file, headers=lua_headers))
     command = [
         *_taskset(LOAD_CORE),
         "wrk",
@@ -265,6 +271,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ).encode()
         for n in (1, 1000)
     }
+    tensor = np.ascontiguousarray(np.resize(rows, (1000, rows.shape[1])), dtype="<f4").tobytes()
+    binary_header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [1000, rows.shape[1]],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(tensor)},
+                }
+            ]
+        }
+    ).encode()
+    binary_headers = {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(binary_header)),
+    }
     results: dict[str, Any] = {"conditions": _conditions(args), "single": {}, "ours": {}, "locust": {}, "startup_s": {}}
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
 
@@ -279,11 +302,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             servers[name] = server
             results["startup_s"][name] = server.ready_seconds
 
-        def measure(key: str, name: str, path: str, body: bytes) -> None:
+        def measure(key: str, name: str, path: str, body: bytes, headers: dict[str, str] | None = None) -> None:
             server = servers[name]
-            run_wrk(server.url, path, body, args.warmup, workdir)
+            run_wrk(server.url, path, body, args.warmup, workdir, headers)
             usage = Usage(server.pid)
-            stats = run_wrk(server.url, path, body, args.seconds, workdir)
+            stats = run_wrk(server.url, path, body, args.seconds, workdir, headers)
             raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
 
         for round_index in range(args.rounds):
@@ -294,6 +317,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measure(label, "ours", "/predict", body)
             for label, body in v2_bodies.items():
                 measure(label, "ours", "/v2/models/churn/infer", body)
+            measure("/v2 infer binary [1000]", "ours", "/v2/models/churn/infer", binary_header + tensor, binary_headers)
             for name, user_class in (("ours", "MixedTraffic"), ("original", "SinglePredict")):
                 stats = run_locust(
                     servers[name].url,

@@ -379,18 +379,26 @@ class PulseApp:
 
     async def v2_infer(self, request: Request) -> Response:
         runtime = self._v2_runtime(request)
-        if not _is_json(request.headers.get("content-type", "").encode()):
-            raise v2.V2Error("Content-Type must be application/json", 415)
+        header_length = request.headers.get("inference-header-content-length")
+        content_type = request.headers.get("content-type", "").encode()
+        if not _is_json(content_type) and not (header_length and content_type.startswith(b"application/octet-stream")):
+            raise v2.V2Error(
+                "Content-Type must be application/json (or application/octet-stream with the binary tensor extension)",
+                415,
+            )
         try:
             body = await read_body(
                 request.receive,
                 request.headers.get("content-length", "").encode() or None,
                 self.settings.max_body_bytes,
             )
+            binary = None
+            if header_length is not None:
+                body, binary = v2.split_binary_body(body, header_length)
             data = decode_json(body)
         except ApiError as exc:
             raise v2.V2Error(str(exc.detail), exc.status_code) from None
-        X, request_id = v2.parse_infer_request(data, runtime.info, self.settings.max_batch)
+        X, request_id = v2.parse_infer_request(data, runtime.info, self.settings.max_batch, binary)
         started = time.perf_counter()
         probabilities = runtime.model.predict_all(X)
         self.metrics.observe_compute(time.perf_counter() - started, len(X))

@@ -47,8 +47,14 @@ def _flatten(data: list[Any], n_rows: int, n_features: int) -> list[Any]:
     return flat
 
 
-def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt.NDArray[np.float32], Any]:
-    """Return the input tensor and the request id; raise :class:`V2Error` naming what is wrong."""
+def parse_infer_request(
+    body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None
+) -> tuple[npt.NDArray[np.float32], Any]:
+    """Return the input tensor and the request id; raise :class:`V2Error` naming what is wrong.
+
+    With ``binary`` (the binary tensor extension: the bytes after the JSON header), the input's values are those
+    little-endian FP32 bytes, announced by ``parameters.binary_data_size``, instead of a JSON ``data`` list.
+    """
     if type(body) is not dict or type(body.get("inputs")) is not list:
         raise V2Error("request must be an object with an 'inputs' list")
     inputs = body["inputs"]
@@ -70,23 +76,43 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt
         raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
     if shape[0] > max_batch:
         raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
-    data = tensor.get("data")
-    if type(data) is not list:
-        raise V2Error("input 'data' must be a list of numbers")
-    flat = _flatten(data, shape[0], n_features)
-    if not set(map(type, flat)) <= {int, float}:
-        raise V2Error("input data must contain numbers only")
     for output in body.get("outputs") or []:
         if type(output) is not dict or output.get("name") != info.probability_output:
             raise V2Error(f"unknown output {output!r}; the model's output is {info.probability_output!r}")
+    X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
+    _check_range(X, info)
+    return X.astype(np.float32, copy=False), body.get("id")
+
+
+def _json_values(tensor: dict[str, Any], shape: list[int]) -> npt.NDArray[np.float64]:
+    data = tensor.get("data")
+    if type(data) is not list:
+        raise V2Error("input 'data' must be a list of numbers")
+    flat = _flatten(data, shape[0], shape[1])
+    if not set(map(type, flat)) <= {int, float}:
+        raise V2Error("input data must contain numbers only")
     try:
-        X = np.array(flat, dtype=np.float64).reshape(shape)
+        return np.array(flat, dtype=np.float64).reshape(shape)
     except OverflowError:
         raise V2Error("input data must be finite float32 numbers") from None
-    if not (np.abs(X) <= FLOAT32_MAX).all():
+
+
+def _binary_values(tensor: dict[str, Any], shape: list[int], binary: bytes) -> npt.NDArray[np.float32]:
+    parameters = tensor.get("parameters")
+    size = parameters.get("binary_data_size") if type(parameters) is dict else None
+    expected = shape[0] * shape[1] * 4
+    if "data" in tensor or size != len(binary) or size != expected:
+        raise V2Error(
+            f"binary input must carry parameters.binary_data_size = {expected} (N x features x 4 bytes) "
+            f"and no 'data'; got binary_data_size {size!r} and {len(binary)} bytes"
+        )
+    return np.frombuffer(binary, dtype="<f4").reshape(shape)
+
+
+def _check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
+    if not (np.abs(X) <= FLOAT32_MAX).all():  # NaN fails too
         raise V2Error("input data must be finite float32 numbers")
-    minimums = np.asarray(info.minimums)
-    below = X < minimums
+    below = X < np.asarray(info.minimums)
     if below.any():
         row, col = map(int, np.argwhere(below)[0])
         bound = info.minimums[col]
@@ -95,7 +121,13 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int) -> tuple[npt
             if math.isfinite(bound)
             else f"row {row} feature {info.features[col]!r} is out of range"
         )
-    return X.astype(np.float32), body.get("id")
+
+
+def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
+    """The JSON header and the binary tensor data of a request using the binary tensor extension."""
+    if not header_length.isdigit() or int(header_length) > len(body):
+        raise V2Error(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
+    return body[: int(header_length)], body[int(header_length) :]
 
 
 def infer_response(

@@ -13,12 +13,24 @@ LOGGING_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"default": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "default", "stream": "ext://sys.stderr"}},
+    "handlers": {"stderr": {"()": "train.__main__.StderrHandler", "formatter": "default"}},
     "root": {"handlers": ["stderr"], "level": "INFO"},
     "loggers": {"numba": {"level": "WARNING"}, "matplotlib": {"level": "WARNING"}},
 }
 
 logger = logging.getLogger("train")
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record is emitted (test runners swap it between tests)."""
+
+    @property
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
 
 
 def _timestamp(text: str) -> datetime:

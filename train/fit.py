@@ -14,8 +14,8 @@ import numpy.typing as npt
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import precision_recall_curve
-from sklearn.model_selection import ParameterGrid, StratifiedKFold, cross_val_predict, cross_validate, train_test_split
+from sklearn.metrics import precision_recall_curve, roc_auc_score
+from sklearn.model_selection import ParameterGrid, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -72,24 +72,54 @@ def _forest(params: dict[str, Any], random_state: int) -> RandomForestClassifier
     return RandomForestClassifier(**params, random_state=random_state, n_jobs=-1)
 
 
+def _cross_validate(
+    params: dict[str, Any], X: pd.DataFrame, y: pd.Series, cv: StratifiedKFold, random_state: int
+) -> tuple[npt.NDArray[np.float64], list[float], list[int]]:
+    """Out-of-fold P(churn), per-fold ROC-AUC and per-fold node counts.
+
+    Forests fit on all cores but score on one: threads would sum the trees in a varying order and make the
+    out-of-fold scores, and so the threshold, differ in the last bit from run to run.
+    """
+    oof = np.empty(len(y), dtype=np.float64)
+    aucs, nodes = [], []
+    for train_idx, val_idx in cv.split(X, y):
+        forest = _forest(params, random_state).fit(X.iloc[train_idx], y.iloc[train_idx])
+        forest.set_params(n_jobs=None)
+        oof[val_idx] = forest.predict_proba(X.iloc[val_idx])[:, 1]
+        aucs.append(float(roc_auc_score(y.iloc[val_idx], oof[val_idx])))
+        nodes.append(count_nodes(forest))
+    return oof, aucs, nodes
+
+
 def select_forest_params(
     X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Cross-validate the grid; return the smallest forest within ``auc_tolerance`` of the best ROC-AUC."""
+) -> tuple[dict[str, Any], list[dict[str, Any]], npt.NDArray[np.float64]]:
+    """Cross-validate the grid; the smallest forest within ``auc_tolerance`` of the best ROC-AUC.
+
+    Returns the chosen parameters, one result row per grid point, and the chosen forest's out-of-fold scores.
+    """
     cv = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
     results: list[dict[str, Any]] = []
+    oof_by_point: list[npt.NDArray[np.float64]] = []
     grid = list(ParameterGrid(PARAM_GRID))
     for i, params in enumerate(grid, start=1):
-        scores = cross_validate(_forest(params, random_state), X, y, cv=cv, scoring="roc_auc", return_estimator=True)
-        nodes = float(np.mean([count_nodes(est) for est in scores["estimator"]]))
-        results.append({**params, "cv_roc_auc": float(np.mean(scores["test_score"])), "mean_nodes": nodes})
-        logger.info("cv %d/%d %s roc_auc=%.4f nodes=%.0f", i, len(grid), params, results[-1]["cv_roc_auc"], nodes)
+        oof, aucs, nodes = _cross_validate(params, X, y, cv, random_state)
+        results.append({**params, "cv_roc_auc": float(np.mean(aucs)), "mean_nodes": float(np.mean(nodes))})
+        oof_by_point.append(oof)
+        logger.info(
+            "cv %d/%d %s roc_auc=%.4f nodes=%.0f",
+            i,
+            len(grid),
+            params,
+            results[-1]["cv_roc_auc"],
+            results[-1]["mean_nodes"],
+        )
     best_auc = max(r["cv_roc_auc"] for r in results)
-    eligible = [r for r in results if r["cv_roc_auc"] >= best_auc - auc_tolerance]
-    chosen = min(eligible, key=lambda r: (r["mean_nodes"], -r["cv_roc_auc"]))
-    params = {k: chosen[k] for k in PARAM_GRID}
-    logger.info("chosen %s cv_roc_auc=%.4f (best %.4f)", params, chosen["cv_roc_auc"], best_auc)
-    return params, results
+    eligible = [i for i, r in enumerate(results) if r["cv_roc_auc"] >= best_auc - auc_tolerance]
+    chosen = min(eligible, key=lambda i: (results[i]["mean_nodes"], -results[i]["cv_roc_auc"]))
+    params = {k: results[chosen][k] for k in PARAM_GRID}
+    logger.info("chosen %s cv_roc_auc=%.4f (best %.4f)", params, results[chosen]["cv_roc_auc"], best_auc)
+    return params, results, oof_by_point[chosen]
 
 
 def tune_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> ThresholdChoice:
@@ -120,9 +150,7 @@ def tune_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> ThresholdCh
 
 def fit_forest(X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int) -> FittedForest:
     """Choose the size, tune the threshold on out-of-fold predictions, then refit on all of ``X``."""
-    params, cv_results = select_forest_params(X, y, cv_folds, auc_tolerance, random_state)
-    cv = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
-    oof_proba = cross_val_predict(_forest(params, random_state), X, y, cv=cv, method="predict_proba")[:, 1]
+    params, cv_results, oof_proba = select_forest_params(X, y, cv_folds, auc_tolerance, random_state)
     choice = tune_threshold(y, oof_proba)
     if choice.degenerate:
         logger.warning("best-F1 threshold labels every validation user churned (churn is the majority)")

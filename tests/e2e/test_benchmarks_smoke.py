@@ -49,6 +49,7 @@ def test_every_scenario_runs_and_reports(exported: Path, tmp_path: Path) -> None
         "/predict [1000]",
         "/v2 infer [1]",
         "/v2 infer [1000]",
+        "/v2 infer binary [1000]",
     }
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.e2e
 
 def test_reliability_suite_finds_nothing(exported: Path, tmp_path: Path) -> None:
     out = tmp_path / "reliability.json"
-    result = subprocess.run([sys.executable, "-m", "benchmarks", "reliability", "--artifacts", str(exported.parent),
-                             "--out", str(out)], capture_output=True, text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "reliability", "--artifacts", str(exported.parent), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     print(result.stdout)
     figures = json.loads(out.read_text())
     assert figures["fuzz"]["tried"] >= 500

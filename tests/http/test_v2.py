@@ -85,3 +85,53 @@ def test_v2_malformed_json_is_400(client: TestClient) -> None:
     response = client.post("/v2/models/churn/infer", content=b"{", headers={"content-type": "application/json"})
     assert response.status_code == 400
     assert "error" in response.json()
+
+
+def _binary_request(rows: list[list[float]], size: int | None = None) -> tuple[bytes, dict[str, str]]:
+    import json
+
+    import numpy as np
+
+    data = np.asarray(rows, dtype="<f4").tobytes()
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "features",
+                    "shape": [len(rows), 5],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": len(data) if size is None else size},
+                }
+            ]
+        }
+    )
+    headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
+    return header.encode() + data, headers
+
+
+def test_v2_binary_tensor_extension_matches_json(client: TestClient, golden: dict[str, Any]) -> None:
+    rows = golden["inputs"][:4]
+    body, headers = _binary_request(rows)
+    binary = client.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert binary.status_code == 200, binary.text
+    assert binary.json()["outputs"] == _infer(client, rows).json()["outputs"]
+
+
+@pytest.mark.parametrize("size", [0, 19, 80])
+def test_v2_binary_size_must_match_the_shape(client: TestClient, golden: dict[str, Any], size: int) -> None:
+    body, headers = _binary_request(golden["inputs"][:1], size=size)
+    response = client.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert response.status_code == 400 and "binary_data_size" in response.json()["error"]
+
+
+def test_v2_binary_header_length_must_fit(client: TestClient, golden: dict[str, Any]) -> None:
+    body, headers = _binary_request(golden["inputs"][:1])
+    headers["inference-header-content-length"] = str(len(body) + 1)
+    response = client.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert response.status_code == 400 and "does not fit" in response.json()["error"]
+
+
+def test_v2_binary_values_are_range_checked(client: TestClient) -> None:
+    body, headers = _binary_request([[1.0, -1.0, 1.0, 1.0, float("nan")]])
+    response = client.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert response.status_code == 400 and "finite" in response.json()["error"]
