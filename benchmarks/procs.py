@@ -113,3 +113,29 @@ def run_server(
 
 def python_command(*args: str) -> list[str]:
     return [sys.executable, *args]
+
+
+def locust_command(url: str, user_class: str, users: int, seconds: float, csv_prefix: Path) -> list[str]:
+    """A headless, time-bounded locust run of one user class from ``benchmarks/locustfile.py``."""
+    return [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "benchmarks" / "locustfile.py"),
+        user_class,
+        "--headless",
+        "-u",
+        str(users),
+        "-r",
+        str(users),
+        "-t",
+        f"{max(3, round(seconds))}s",
+        "--host",
+        url,
+        "--csv",
+        str(csv_prefix),
+        "--only-summary",
+        "--loglevel",
+        "WARNING",
+    ]

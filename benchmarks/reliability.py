@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import shutil
 import signal
 import socket
@@ -27,7 +28,7 @@ import psutil
 from hypothesis import HealthCheck, given, settings
 
 from benchmarks.fuzz import FuzzRequest, problems, requests
-from benchmarks.procs import ROOT, ServerProcess, free_port, http_get, python_command, run_server
+from benchmarks.procs import ROOT, ServerProcess, free_port, http_get, locust_command, python_command, run_server
 
 ROW = {
     "total_events": 40,
@@ -135,35 +136,9 @@ def soak(
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     prefix = workdir / "soak"
-    env = {**__import__("os").environ, "PULSE_BENCH_ROWS": str(rows_file), "PULSE_BENCH_USER_RPS": str(user_rps)}
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "locust",
-            "-f",
-            str(ROOT / "benchmarks" / "locustfile.py"),
-            "MixedTraffic",
-            "--headless",
-            "-u",
-            str(users),
-            "-r",
-            str(users),
-            "-t",
-            f"{round(seconds)}s",
-            "--host",
-            server.url,
-            "--csv",
-            str(prefix),
-            "--csv-full-history",
-            "--only-summary",
-            "--loglevel",
-            "WARNING",
-        ],
-        capture_output=True,
-        timeout=seconds + 120,
-        env=env,
-    )
+    env = {**os.environ, "PULSE_BENCH_ROWS": str(rows_file), "PULSE_BENCH_USER_RPS": str(user_rps)}
+    command = [*locust_command(server.url, "MixedTraffic", users, seconds, prefix), "--csv-full-history"]
+    subprocess.run(command, capture_output=True, timeout=seconds + 120, env=env)
     stop.set()
     sampler.join()
     stats = pd.read_csv(f"{prefix}_stats.csv")

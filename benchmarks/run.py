@@ -13,7 +13,6 @@ import platform
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from contextlib import ExitStack
@@ -26,7 +25,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from benchmarks.procs import ROOT, ServerProcess, free_port, python_command, run_server
+from benchmarks.procs import ROOT, ServerProcess, free_port, locust_command, python_command, run_server
 from benchmarks.report import write_report
 
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -101,29 +100,7 @@ def run_locust(
 ) -> dict[str, Any]:
     """One headless locust run at a fixed offered load (``users`` x ``user_rps``)."""
     prefix = workdir / f"locust-{user_class}-{int(time.time() * 1000)}"
-    command = [
-        *_taskset(LOAD_CORE),
-        sys.executable,
-        "-m",
-        "locust",
-        "-f",
-        str(ROOT / "benchmarks" / "locustfile.py"),
-        user_class,
-        "--headless",
-        "-u",
-        str(users),
-        "-r",
-        str(users),
-        "-t",
-        f"{max(3, round(seconds))}s",
-        "--host",
-        url,
-        "--csv",
-        str(prefix),
-        "--only-summary",
-        "--loglevel",
-        "WARNING",
-    ]
+    command = [*_taskset(LOAD_CORE), *locust_command(url, user_class, users, seconds, prefix)]
     env = {**os.environ, "PULSE_BENCH_ROWS": str(rows_file), "PULSE_BENCH_USER_RPS": str(user_rps)}
     result = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 120, env=env)
     stats = pd.read_csv(f"{prefix}_stats.csv")
