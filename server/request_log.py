@@ -31,8 +31,10 @@ class RequestLog:
         self.features = features
         self.model_version = model_version
         self.sample = sample
+        # Each counter has one writer thread: the event loop counts a full queue, the writer thread the rest.
         self.written = 0
         self.dropped = 0
+        self.failed_rows = 0
         self.errors = 0
         self._queue: queue.Queue[tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = queue.Queue(
             maxsize=max_queue
@@ -52,7 +54,7 @@ class RequestLog:
             self.dropped += len(X)
 
     def counters(self) -> dict[str, int]:
-        return {"written": self.written, "dropped": self.dropped, "write_errors": self.errors}
+        return {"written": self.written, "dropped": self.dropped + self.failed_rows, "write_errors": self.errors}
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the thread."""
@@ -90,7 +92,7 @@ class RequestLog:
                 self.written += len(item[1])
             except OSError as exc:
                 self.errors += 1
-                self.dropped += len(item[1])
+                self.failed_rows += len(item[1])
                 if self.errors == 1 or self.errors % 1000 == 0:
                     logger.warning("request log write failed errors=%d reason=%s", self.errors, exc.strerror)
                 if fd is not None:

@@ -43,10 +43,12 @@ class RowParser:
         self.features = tuple(features)
         self.minimums = tuple(minimums)
         self.max_batch = max_batch
-        self._bounds = tuple(zip(self.features, self.minimums, strict=True))
+        # The lowest accepted value per feature: its minimum, and never below what float32 can hold.
+        lows = tuple(max(minimum, -FLOAT32_MAX) for minimum in self.minimums)
+        self._bounds = tuple(zip(self.features, lows, strict=True))
         self._n = len(self.features)
         self._feature_set = frozenset(self.features)
-        self._minimum_row = np.asarray(self.minimums, dtype=np.float64)
+        self._minimum_row = np.asarray(lows, dtype=np.float64)
 
     def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32]:
         """One row as a list in feature order (a JSON object), or ``float32[N, n]`` (a JSON array of objects)."""
@@ -112,7 +114,7 @@ class RowParser:
             if type(row) is not dict:
                 found.append(field_error(prefix, "Input should be a valid dictionary", "dict_type"))
                 continue
-            for name, minimum in self._bounds:
+            for name, minimum in zip(self.features, self.minimums, strict=True):
                 if name not in row:
                     found.append(field_error([*prefix, name], "Field required", "missing"))
                     continue

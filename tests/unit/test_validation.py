@@ -56,3 +56,10 @@ def test_decode_json_accepts_nan_for_a_precise_422_and_rejects_garbage() -> None
     assert np.isnan(decode_json(b"NaN"))
     with pytest.raises(MalformedJson):
         decode_json(b"{nope}")
+
+
+def test_values_beyond_float32_are_refused_even_without_a_minimum() -> None:
+    for body in (b'{"a": 1, "b": 2, "c": -1e39}', b'[{"a": 1, "b": 2, "c": -1e39}]'):
+        with pytest.raises(ValidationFailed) as info:
+            parser.parse(body)
+        assert [(e["loc"][-1], e["type"]) for e in info.value.detail] == [("c", "finite_number")]
