@@ -33,7 +33,8 @@ serve: export
 
 run: serve  ## simulate, train, export, then serve on 127.0.0.1:8000
 
-test: setup  ## every marker: unit, parity, http, e2e
+test: setup  ## every marker: unit, parity, http, e2e (installs chromium and wrk with apt-get when missing)
+	bash scripts/system-deps
 	bash scripts/test
 
 check: setup
