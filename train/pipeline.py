@@ -160,6 +160,13 @@ def render_model_card(metrics: dict[str, Any]) -> str:
         else ""
     )
     rows = "\n".join(f"| `{name}` | {desc} |" for name, desc in metrics["feature_descriptions"].items())
+    baseline_auc = metrics["baseline_logreg"]["roc_auc"]
+    baseline = (
+        f"\nThe logistic-regression baseline reaches ROC-AUC {baseline_auc:.3f} on the same split, as good as the "
+        "forest or better: on this data churn moves smoothly with activity, which a linear model captures as well.\n"
+        if baseline_auc >= test["roc_auc"]
+        else ""
+    )
     return f"""# Model card: {metrics["model_version"]}
 
 RandomForest churn classifier trained {metrics["trained_at"]} on {metrics["n_users"]} users
@@ -184,7 +191,7 @@ training part as the smallest forest ({metrics["node_count"]} nodes) within 0.00
 | confusion matrix | tn {tn}, fp {fp}, fn {fn}, tp {tp} |
 
 The threshold ({metrics["threshold"]:.4f}) maximizes F1 on out-of-fold predictions of the training part
-(validation F1 {tuning["validation_f1"]:.3f}); the test set played no part in choosing it.{degenerate}
+(validation F1 {tuning["validation_f1"]:.3f}); the test set played no part in choosing it.{degenerate}{baseline}
 
 ![confusion matrix]({PLOTS["confusion_matrix"]}) ![ROC]({PLOTS["roc"]})
 ![precision-recall]({PLOTS["precision_recall"]}) ![calibration]({PLOTS["calibration"]})
