@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import joblib
@@ -61,28 +62,31 @@ def test_edge_rows_sit_on_and_beside_split_thresholds(exported: Path) -> None:
     assert (rows == 0).all(axis=1).any()
 
 
-def test_a_perturbed_model_fails_parity(exported: Path) -> None:
+def _check_altered(exported: Path, attribute: str, alter: Callable[[list[float]], None]) -> None:
+    """Run the parity check on the exported model after ``alter`` changed one tree-ensemble attribute."""
     artifacts = exported.parent
     metrics = json.loads((artifacts / "metrics.json").read_text())
     forest = joblib.load(artifacts / "model.joblib")
     model = onnx.load(str(exported))
     (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
-    weights = next(a for a in node.attribute if a.name == "class_weights")
-    weights.floats[0] += 0.05  # one leaf of one tree says something else
+    alter(next(a for a in node.attribute if a.name == attribute).floats)
+    check_parity(forest, model, _test_rows(artifacts, metrics["features"]), metrics["threshold"])
+
+
+def test_a_perturbed_model_fails_parity(exported: Path) -> None:
+    def one_leaf_says_something_else(weights: list[float]) -> None:
+        weights[0] += 0.05
+
     with pytest.raises(ParityError, match="parity failed"):
-        check_parity(forest, model, _test_rows(artifacts, metrics["features"]), metrics["threshold"])
+        _check_altered(exported, "class_weights", one_leaf_says_something_else)
 
 
 def test_a_shifted_split_threshold_fails_parity(exported: Path) -> None:
-    artifacts = exported.parent
-    metrics = json.loads((artifacts / "metrics.json").read_text())
-    forest = joblib.load(artifacts / "model.joblib")
-    model = onnx.load(str(exported))
-    (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
-    values = next(a for a in node.attribute if a.name == "nodes_values")
-    values.floats[0] = float(np.nextafter(np.float32(values.floats[0]), np.float32(np.inf)))  # one float32 step
+    def one_float32_step_up(values: list[float]) -> None:
+        values[0] = float(np.nextafter(np.float32(values[0]), np.float32(np.inf)))
+
     with pytest.raises(ParityError):
-        check_parity(forest, model, _test_rows(artifacts, metrics["features"]), metrics["threshold"])
+        _check_altered(exported, "nodes_values", one_float32_step_up)
 
 
 def test_floor_float32_never_rounds_up() -> None:
