@@ -14,22 +14,24 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-ROUTES = (
-    "/predict",
-    "/health",
-    "/ready",
-    "/metadata",
-    "/metrics",
-    "/openapi.json",
-    "/docs",
-    "/docs/assets/swagger-ui.css",
-    "/v2",
-    "/v2/health/live",
-    "/v2/health/ready",
-    "/v2/models/churn",
-    "/v2/models/churn/ready",
-    "/v2/models/churn/infer",
-    "/v2/models/other/infer",
+from server.routes import DOCS_ASSETS, ENDPOINTS
+from server.settings import Settings
+
+
+def _example_paths() -> tuple[str, ...]:
+    """Every path of the server's route table, with the served model's name and another in path parameters."""
+    paths: list[str] = [DOCS_ASSETS + "/swagger-ui.css"]
+    for endpoint in ENDPOINTS:
+        if "{model_name}" in endpoint.path:
+            paths += [endpoint.path.replace("{model_name}", name) for name in (Settings().model_name, "other")]
+        else:
+            paths.append(endpoint.path)
+    return tuple(dict.fromkeys(paths))
+
+
+ROUTES = _example_paths()
+NOT_JSON_ROUTES = tuple(
+    e.path for e in ENDPOINTS if any(r.media_type != "application/json" for r in e.responses.values())
 )
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD")
 CONTENT_TYPES = (
@@ -42,7 +44,6 @@ CONTENT_TYPES = (
     "",
     "application/jsonx",
 )
-NOT_JSON_ROUTES = ("/metrics", "/docs")
 LEAKS = (b"Traceback", b'File "', b"site-packages", b"/work/", b"/usr/lib/python", b'.py"', b"onnxruntime 1.")
 
 

@@ -84,7 +84,17 @@ def fuzz(server: ServerProcess, features: list[str], max_body: int, n: int) -> d
     return seen
 
 
-def schemathesis_run(server: ServerProcess, max_examples: int, workdir: Path) -> dict[str, Any]:
+def _wait_not_ready(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while http_get(url + "/ready", timeout=2)[0] != 503:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} is still ready {timeout:.0f}s after SIGTERM")
+        time.sleep(0.05)
+
+
+def schemathesis_run(
+    server: ServerProcess, max_examples: int, workdir: Path, transcript: str = "schemathesis.txt"
+) -> dict[str, Any]:
     """schemathesis against our own /openapi.json: no 5xx, responses conform to the schema."""
     # Every check but the two about how tight the schema is: a V2 tensor's data length (N x features) cannot be
     # said in OpenAPI, and an over-long batch is 413 by design (negative_data_rejection expects 400/422).
@@ -112,7 +122,7 @@ def schemathesis_run(server: ServerProcess, max_examples: int, workdir: Path) ->
     ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=workdir)
     output = result.stdout + result.stderr
-    (workdir / "schemathesis.txt").write_text(output)
+    (workdir / transcript).write_text(output)
     return {
         "exit_code": result.returncode,
         "passed": result.returncode == 0,
@@ -335,6 +345,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print(
             f"schemathesis: {'passed' if results['schemathesis']['passed'] else 'FAILED'} "
             f"{results['schemathesis']['summary']}",
+            flush=True,
+        )
+    # The same checks while draining: readiness answers 503, and those bodies must match the document too.
+    with _serve(model, workdir, "draining", {"PULSE_DRAIN_SECONDS": "600"}) as server:
+        os.kill(server.pid, signal.SIGTERM)
+        _wait_not_ready(server.url)
+        results["schemathesis_draining"] = schemathesis_run(
+            server, max(1, args.schemathesis_examples // 4), workdir, "schemathesis_draining.txt"
+        )
+        print(
+            f"schemathesis while draining: {'passed' if results['schemathesis_draining']['passed'] else 'FAILED'} "
+            f"{results['schemathesis_draining']['summary']}",
             flush=True,
         )
     with _serve(model, workdir, "soak") as server:

@@ -1,64 +1,102 @@
-"""``python -m server --model artifacts/model.onnx --host 127.0.0.1 --port 8000 [--workers N]``."""
+"""``python -m server --model artifacts/model.onnx --host 127.0.0.1 --port 8000 [--workers N]``.
+
+Flags override the ``PULSE_*`` environment; the settings are read once here and handed to uvicorn's config,
+which carries them (pickled with the app factory) into every worker process.
+"""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import logging.config
-import os
 import sys
 
 from server.logs import logging_config
 from server.model import ModelError, load_model
 from server.settings import Settings, SettingsError
 
+FLAGS = {  # flag -> settings field; every other setting comes from its PULSE_* variable
+    "model": "model_path",
+    "host": "host",
+    "port": "port",
+    "workers": "workers",
+    "log_level": "log_level",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m server",
+        description="Serve model.onnx over HTTP. Every setting is also a PULSE_* environment variable "
+        "(see the README); a flag wins over its variable.",
+    )
+    defaults = Settings()
+    parser.add_argument("--model", help=f"path to model.onnx (PULSE_MODEL_PATH; default {defaults.model_path})")
+    parser.add_argument("--host", help=f"address to listen on (PULSE_HOST; default {defaults.host})")
+    parser.add_argument("--port", help=f"TCP port, 0 picks a free one (PULSE_PORT; default {defaults.port})")
+    parser.add_argument(
+        "--workers",
+        help=f"processes, each with its own onnxruntime session (PULSE_WORKERS; default {defaults.workers})",
+    )
+    parser.add_argument(
+        "--log-level", help=f"critical/error/warning/info/debug (PULSE_LOG_LEVEL; default {defaults.log_level})"
+    )
+    return parser
+
+
+def read_settings(argv: list[str] | None) -> Settings:
+    """The environment's settings with the command line's flags on top."""
+    args = build_parser().parse_args(argv)
+    env = Settings.from_env()
+    flags = {field: getattr(args, flag) for flag, field in FLAGS.items() if getattr(args, flag) is not None}
+    from_flags = Settings.from_strings(flags)
+    return Settings(**{**_as_dict(env), **{field: getattr(from_flags, field) for field in flags}})
+
+
+def _as_dict(settings: Settings) -> dict[str, object]:
+    return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server", description="Serve model.onnx over HTTP.")
-    parser.add_argument("--model", help="path to model.onnx (PULSE_MODEL_PATH)")
-    parser.add_argument("--host", help="PULSE_HOST, default 127.0.0.1")
-    parser.add_argument("--port", help="PULSE_PORT, default 8000")
-    parser.add_argument("--workers", help="processes, one onnxruntime session each (PULSE_WORKERS)")
-    parser.add_argument("--log-level", help="PULSE_LOG_LEVEL, default info")
-    args = parser.parse_args(argv)
-    for flag, value in (
-        ("MODEL_PATH", args.model),
-        ("HOST", args.host),
-        ("PORT", args.port),
-        ("WORKERS", args.workers),
-        ("LOG_LEVEL", args.log_level),
-    ):
-        if value is not None:
-            os.environ["PULSE_" + flag] = value  # workers read their settings from the environment
     try:
-        settings = Settings.from_env()
+        settings = read_settings(argv)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     config = logging_config(settings.log_level)
     logging.config.dictConfig(config)
     try:  # fail fast, with one line, before any worker starts
-        load_model(settings.model_path, settings.model_sha256, settings.ort_threads)
+        model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads)
     except ModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
-    uvicorn.run(
-        "server.app:create_app_from_env",
-        factory=True,
+    from server.app import create_app
+
+    uvicorn_config = uvicorn.Config(
+        # One worker serves the model loaded above; each of N worker processes loads its own session.
+        create_app(settings, model) if settings.workers == 1 else functools.partial(create_app, settings),
+        factory=settings.workers > 1,
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="uvloop",
-        http="httptools",
+        loop="auto",  # uvloop and httptools when installed (the serve extra installs them)
+        http="auto",
         lifespan="on",
         log_config=config,
         access_log=settings.access_log,
         server_header=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.graceful_timeout_seconds,
     )
-    return 0
+    server = uvicorn.Server(uvicorn_config)
+    if settings.workers > 1:
+        Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()]).run()
+        return 0
+    server.run()
+    return 0 if server.started else 3
 
 
 if __name__ == "__main__":

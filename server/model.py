@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,15 +48,6 @@ def _sha256_file(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
 
 
-def _json(meta: dict[str, str], key: str, default: Any) -> Any:
-    if key not in meta:
-        return default
-    try:
-        return json.loads(meta[key])
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"model metadata {key!r} is not valid JSON") from exc
-
-
 def session_options(threads: int) -> ort.SessionOptions:
     """Tuned for one row on one core: no spinning threads competing with the event loop."""
     options = ort.SessionOptions()
@@ -69,20 +61,19 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 class Model:
-    """An ``InferenceSession`` and its :class:`ModelInfo`; ``predict_proba`` is the only hot call."""
+    """An ``InferenceSession`` and its :class:`ModelInfo`; ``predict_one`` is the hot call."""
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo) -> None:
+    def __init__(self, session: ort.InferenceSession, info: ModelInfo, n_classes: int) -> None:
         self.info = info
+        self.n_classes = n_classes
         self._session = session
         self._run = session.run
         self._outputs = [info.probability_output]
         self._input = info.input_name
         self._positive = info.positive_index
         # One-row calls go through buffers bound once: no per-call tensor or output allocation (~40% faster).
-        zeros = np.zeros((1, len(info.features)), np.float32)
-        self.n_classes = int(self._run(self._outputs, {self._input: zeros})[0].shape[1])
         self._one_in = np.zeros((1, len(info.features)), dtype=np.float32)
-        self._one_out = np.zeros((1, self.n_classes), dtype=np.float32)
+        self._one_out = np.zeros((1, n_classes), dtype=np.float32)
         self._binding = session.io_binding()
         self._binding.bind_cpu_input(self._input, self._one_in)
         self._binding.bind_output(
@@ -101,33 +92,92 @@ class Model:
         return probability
 
     def predict_proba(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """P(churn) for each row of ``X`` (float32, [N, n_features]), in one onnxruntime call."""
-        probabilities: npt.NDArray[np.float32] = self._run(self._outputs, {self._input: X})[0]
-        return np.ascontiguousarray(probabilities[:, self._positive])
-
-    def predict_all(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """The model's probability output as it is, ``[N, n_classes]``."""
+        """Class probabilities ``[N, n_classes]`` for the rows of ``X`` (float32), as scikit-learn's method."""
         probabilities: npt.NDArray[np.float32] = self._run(self._outputs, {self._input: X})[0]
         return probabilities
 
+    def churn_probability(self, X: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """P(churn) for each row of ``X`` (float32, [N, n_features]), in one onnxruntime call."""
+        return np.ascontiguousarray(self.predict_proba(X)[:, self._positive])
 
-def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> ModelInfo:
-    meta = session.get_modelmeta().custom_metadata_map
-    missing = [k for k in REQUIRED_METADATA if k not in meta]
-    if missing:
-        raise ModelError(f"model metadata lacks {', '.join(missing)}; export it with `python -m export`")
-    features = _json(meta, "features", [])
+
+class _Metadata:
+    """The model's ``metadata_props``, read key by key; every problem is a :class:`ModelError` naming the key."""
+
+    def __init__(self, meta: dict[str, str]) -> None:
+        self.meta = meta
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.meta
+
+    def text(self, key: str, default: str | None = None) -> str:
+        if key in self.meta:
+            return self.meta[key]
+        if default is None:
+            raise ModelError(f"model metadata lacks {key!r}; export it with `python -m export`")
+        return default
+
+    def json(self, key: str, default: Any) -> Any:
+        if key not in self.meta:
+            return default
+        try:
+            return json.loads(self.meta[key])
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"model metadata {key!r} is not valid JSON") from exc
+
+    def number(self, key: str, low: float, high: float, default: str | None = None) -> float:
+        raw = self.text(key, default)
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ModelError(f"model metadata {key!r} = {raw!r} is not a number") from None
+        if not low <= value <= high:
+            raise ModelError(f"model metadata {key!r} = {value} is outside [{low:g}, {high:g}]")
+        return value
+
+
+def _feature_schema(meta: _Metadata, features: list[str]) -> dict[str, dict[str, Any]]:
+    schema = meta.json("feature_schema", [])
+    if not isinstance(schema, list) or not all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in schema):
+        raise ModelError("model metadata 'feature_schema' must be a JSON list of objects with a 'name'")
+    by_name = {item["name"]: item for item in schema}
+    for item in by_name.values():
+        minimum = item.get("minimum", None)
+        if minimum is not None and (type(minimum) not in (int, float) or not math.isfinite(minimum)):
+            raise ModelError(f"model metadata 'feature_schema' gives {item['name']!r} a minimum of {minimum!r}")
+    return by_name
+
+
+def _golden_rows(meta: _Metadata, n_features: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float64]] | None:
+    golden = meta.json("golden_rows", None)
+    if golden is None:
+        return None
+    if not isinstance(golden, dict) or "inputs" not in golden or "probabilities" not in golden:
+        raise ModelError("model metadata 'golden_rows' must be an object with 'inputs' and 'probabilities'")
+    try:
+        X = np.asarray(golden["inputs"], dtype=np.float32)
+        expected = np.asarray(golden["probabilities"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ModelError("model metadata 'golden_rows' holds values that are not numbers") from None
+    if X.ndim != 2 or X.shape[1] != n_features or len(X) == 0:
+        raise ModelError(f"model metadata 'golden_rows' inputs must be rows of {n_features} numbers, got {X.shape}")
+    if expected.shape != (len(X),):
+        raise ModelError(f"model metadata 'golden_rows' needs one probability per input row, got {expected.shape}")
+    return X, expected
+
+
+def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> tuple[ModelInfo, int]:
+    """The model's :class:`ModelInfo` and its number of classes."""
+    meta = _Metadata(session.get_modelmeta().custom_metadata_map)
+    for key in REQUIRED_METADATA:
+        meta.text(key)
+    features = meta.json("features", [])
     if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
         raise ModelError("model metadata 'features' must be a non-empty JSON list of names")
-    schema = {item["name"]: item for item in _json(meta, "feature_schema", []) if isinstance(item, dict)}
-    try:
-        threshold = float(meta["threshold"])
-    except ValueError as exc:
-        raise ModelError(f"model metadata threshold {meta['threshold']!r} is not a number") from exc
-    if not 0.0 <= threshold <= 1.0:
-        raise ModelError(f"model metadata threshold {threshold} is outside [0, 1]")
+    schema = _feature_schema(meta, features)
+    threshold = meta.number("threshold", 0.0, 1.0)
 
-    input_name = meta.get("input_name", session.get_inputs()[0].name)
+    input_name = meta.text("input_name", session.get_inputs()[0].name)
     inputs = {i.name: i for i in session.get_inputs()}
     if input_name not in inputs or len(inputs) != 1:
         raise ModelError(f"model must have one input named {input_name!r}, has {sorted(inputs)}")
@@ -136,38 +186,43 @@ def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> ModelIn
         raise ModelError(f"model input takes {width} features but its metadata lists {len(features)}")
     if inputs[input_name].type != "tensor(float)":
         raise ModelError(f"model input must be float32, is {inputs[input_name].type}")
-    probability_output = meta.get("probability_output", "probabilities")
+    probability_output = meta.text("probability_output", "probabilities")
     if probability_output not in {o.name for o in session.get_outputs()}:
         raise ModelError(f"model has no output {probability_output!r}")
+    zeros = np.zeros((1, len(features)), np.float32)
+    n_classes = int(session.run([probability_output], {input_name: zeros})[0].shape[1])
+    positive = meta.number("positive_class_index", 0, n_classes - 1, default="1")
+    if positive != int(positive):
+        raise ModelError(f"model metadata 'positive_class_index' = {positive} is not a whole number")
 
-    golden = _json(meta, "golden_rows", None)
-    first = golden["inputs"][0] if isinstance(golden, dict) and golden.get("inputs") else [0.0] * len(features)
-    return ModelInfo(
+    golden = _golden_rows(meta, len(features))
+    first = golden[0][0].tolist() if golden is not None else [0.0] * len(features)
+    info = ModelInfo(
         features=tuple(features),
         minimums=tuple(float(schema.get(f, {}).get("minimum", float("-inf"))) for f in features),
         descriptions=tuple(str(schema.get(f, {}).get("description", "")) for f in features),
         threshold=threshold,
-        version=meta["model_version"],
-        trained_at=meta.get("trained_at", ""),
+        version=meta.text("model_version"),
+        trained_at=meta.text("trained_at", ""),
         sha256=sha256,
         size_bytes=size,
         input_name=input_name,
         probability_output=probability_output,
-        positive_index=int(meta.get("positive_class_index", "1")),
-        test_metrics=_json(meta, "test_metrics", {}),
-        node_count=_json(meta, "node_count", None),
+        positive_index=int(positive),
+        test_metrics=meta.json("test_metrics", {}),
+        node_count=meta.json("node_count", None),
         example=dict(zip(features, map(float, first), strict=True)),
     )
+    return info, n_classes
 
 
 def _check_golden_rows(model: Model, meta: dict[str, str]) -> None:
-    golden = _json(meta, "golden_rows", None)
+    golden = _golden_rows(_Metadata(meta), len(model.info.features))
     if golden is None:
         logger.warning("model has no golden rows; its outputs cannot be checked at start-up")
         return
-    X = np.asarray(golden["inputs"], dtype=np.float32)
-    expected = np.asarray(golden["probabilities"], dtype=np.float64)
-    got = model.predict_proba(X)
+    X, expected = golden
+    got = model.churn_probability(X)
     worst = float(np.max(np.abs(got - expected)))
     if not worst <= GOLDEN_TOLERANCE:
         raise ModelError(
@@ -198,12 +253,13 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model
     except Exception as exc:  # onnxruntime raises its own family for corrupt or unsupported files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model file {str(path)!r} is not a loadable ONNX model: {message[:200]}") from exc
-    model = Model(session, _read_info(session, digest, len(data)))
+    info, n_classes = _read_info(session, digest, len(data))
+    model = Model(session, info, n_classes)
     meta = session.get_modelmeta().custom_metadata_map
     _check_golden_rows(model, meta)
     warm = np.zeros((1, len(model.info.features)), dtype=np.float32)
     for _ in range(50):  # page the trees into cache before the first request
-        model.predict_proba(warm)
+        model.predict_one(warm[0].tolist())
     logger.info(
         "model loaded version=%s sha256=%s features=%d", model.info.version, digest[:12], len(model.info.features)
     )

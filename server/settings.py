@@ -1,10 +1,16 @@
-"""The one settings object, read once from ``PULSE_*`` environment variables."""
+"""The one settings object, read once from ``PULSE_*`` environment variables.
+
+Each field declares how its text is parsed and which values it accepts, in one place (the field's metadata),
+the way scikit-learn declares ``_parameter_constraints``: a bad value is one error naming the variable, the
+value and what is allowed.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,7 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
 class SettingsError(ValueError):
-    """A setting has a value we cannot use; the message names the variable and the value."""
+    """A setting has a value we cannot use; the message names the variable, the value and what is allowed."""
 
 
 def _bool(text: str) -> bool:
@@ -37,80 +43,61 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "model_path": Path,
-    "model_sha256": str,
-    "model_name": str,
-    "host": str,
-    "port": int,
-    "workers": int,
-    "max_batch": int,
-    "max_body_bytes": int,
-    "ort_threads": int,
-    "log_level": _log_level,
-    "access_log": _bool,
-    "request_log": _optional_path,
-    "request_log_sample": float,
-    "request_log_queue": int,
-    "drain_seconds": float,
-}
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    return value
 
-_MINIMUMS: dict[str, float] = {
-    "port": 0,
-    "workers": 1,
-    "max_batch": 1,
-    "max_body_bytes": 1,
-    "ort_threads": 1,
-    "request_log_queue": 1,
-    "drain_seconds": 0,
-    "request_log_sample": 0,
-}
+
+def _setting(default: Any, parse: Callable[[str], Any], low: float | None = None, high: float | None = None) -> Any:
+    """A field with its parser and its closed range ``[low, high]`` (``None``: unbounded on that side)."""
+    return field(default=default, metadata={"parse": parse, "low": low, "high": high})
 
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    model_path: Path = Path("artifacts/model.onnx")
-    model_sha256: str = ""  # empty: check against <model>.sha256 when that file exists
-    model_name: str = "churn"  # the model's name in the V2 inference protocol
-    host: str = "127.0.0.1"
-    port: int = 8000
-    workers: int = 1
-    max_batch: int = DEFAULT_MAX_BATCH
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    ort_threads: int = 1  # one core per worker; more helps large batches only
-    log_level: str = "info"
-    access_log: bool = False  # /metrics counts every request; a log line per request costs throughput
-    request_log: Path | None = None  # JSONL of features and predictions, for drift reports
-    request_log_sample: float = 1.0
-    request_log_queue: int = 10_000
-    drain_seconds: float = 2.0  # after SIGTERM: not ready, still serving with Connection: close
+    model_path: Path = _setting(Path("artifacts/model.onnx"), Path)
+    model_sha256: str = _setting("", str)  # empty: check against <model>.sha256 when that file exists
+    model_name: str = _setting("churn", str)  # the model's name in the V2 inference protocol
+    host: str = _setting("127.0.0.1", str)
+    port: int = _setting(8000, int, 0, 65535)
+    workers: int = _setting(1, int, 1, 256)
+    max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
+    max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)
+    ort_threads: int = _setting(1, int, 1, 256)  # one core per worker; more helps large batches only
+    log_level: str = _setting("info", _log_level)
+    access_log: bool = _setting(False, _bool)  # /metrics counts every request; a log line each costs throughput
+    request_log: Path | None = _setting(None, _optional_path)  # JSONL of features and predictions, for drift
+    request_log_sample: float = _setting(1.0, _finite_float, 0, 1)
+    request_log_queue: int = _setting(10_000, int, 1, 10_000_000)
+    drain_seconds: float = _setting(2.0, _finite_float, 0, 3600)  # after SIGTERM: not ready, still serving
+    graceful_timeout_seconds: int = _setting(30, int, 0, 3600)  # then in-flight requests get this long to finish
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
         """Read every ``PULSE_<FIELD>`` variable; a bad value raises :class:`SettingsError` naming it."""
-        values: dict[str, Any] = {}
-        for field in fields(cls):
-            name = PREFIX + field.name.upper()
-            if name not in environ:
-                continue
-            raw = environ[name]
-            try:
-                value = _PARSERS[field.name](raw)
-            except ValueError as exc:
-                raise SettingsError(f"{name} has value {raw!r}: {exc}") from exc
-            minimum = _MINIMUMS.get(field.name)
-            if minimum is not None and value < minimum:
-                raise SettingsError(f"{name} has value {raw!r}: must be at least {minimum:g}")
-            if field.name == "request_log_sample" and value > 1:
-                raise SettingsError(f"{name} has value {raw!r}: must be between 0 and 1")
-            values[field.name] = value
-        return cls(**values)
+        return cls.from_strings(
+            {f.name: environ[_variable(f.name)] for f in fields(cls) if _variable(f.name) in environ}
+        )
 
-    def to_env(self) -> dict[str, str]:
-        """The settings as environment variables, for worker processes that read them again."""
-        env = {}
-        for field in fields(self):
-            value = getattr(self, field.name)
-            text = "" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-            env[PREFIX + field.name.upper()] = text
-        return env
+    @classmethod
+    def from_strings(cls, values: Mapping[str, str]) -> Settings:
+        """Settings from text values keyed by field name (environment variables or command-line flags)."""
+        parsed: dict[str, Any] = {}
+        by_name = {f.name: f for f in fields(cls)}
+        for name, raw in values.items():
+            meta = by_name[name].metadata
+            try:
+                value = meta["parse"](raw)
+            except ValueError as exc:
+                raise SettingsError(f"{_variable(name)} has value {raw!r}: {exc}") from exc
+            low, high = meta["low"], meta["high"]
+            if (low is not None and value < low) or (high is not None and value > high):
+                raise SettingsError(f"{_variable(name)} has value {raw!r}: must be between {low:g} and {high:g}")
+            parsed[name] = value
+        return cls(**parsed)
+
+
+def _variable(name: str) -> str:
+    return PREFIX + name.upper()

@@ -1,25 +1,27 @@
-"""Open Inference Protocol V2 (KServe / Triton / MLServer REST) over the same onnxruntime session."""
+"""Open Inference Protocol V2 (KServe / Triton / MLServer REST) over the same onnxruntime session:
+request parsing, response building and the protocol's handlers."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+import time
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+from starlette.requests import Request
+from starlette.responses import Response
 
+from server.asgi import OrjsonResponse, is_json, read_body
+from server.errors import ApiError, V2Error
 from server.model import ModelInfo
-from server.validation import FLOAT32_MAX
+from server.validation import FLOAT32_MAX, decode_json
+
+if TYPE_CHECKING:
+    from server.predict import ServedModel
+    from server.state import ServerState
 
 PLATFORM = "onnxruntime_onnx"
-
-
-class V2Error(Exception):
-    """Rendered as the protocol's ``{"error": "..."}``."""
-
-    def __init__(self, message: str, status_code: int = 400) -> None:
-        super().__init__(message)
-        self.status_code = status_code
 
 
 def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
@@ -148,3 +150,68 @@ def infer_response(
     if request_id is not None:
         response["id"] = request_id
     return response
+
+
+class V2Handlers:
+    """The protocol's endpoints for the one model this server serves."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.model_name = state.settings.model_name
+
+    async def server_metadata(self, request: Request) -> Response:
+        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": []})
+
+    async def live(self, request: Request) -> Response:
+        return OrjsonResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.state.ready
+        return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    def _served(self, request: Request) -> ServedModel:
+        name = request.path_params["model_name"]
+        if name != self.model_name:
+            raise V2Error(f"model {name!r} not found; this server serves {self.model_name!r}", 404)
+        if self.state.served is None:
+            raise V2Error("model not loaded yet", 503)
+        return self.state.served
+
+    async def model_metadata(self, request: Request) -> Response:
+        served = self._served(request)
+        return OrjsonResponse(model_metadata(self.model_name, served.info, served.model.n_classes))
+
+    async def model_ready(self, request: Request) -> Response:
+        self._served(request)
+        ready = self.state.ready
+        return OrjsonResponse({"name": self.model_name, "ready": ready}, status_code=200 if ready else 503)
+
+    async def infer(self, request: Request) -> Response:
+        served = self._served(request)
+        settings = self.state.settings
+        header_length = request.headers.get("inference-header-content-length")
+        content_type = request.headers.get("content-type", "").encode()
+        if not is_json(content_type) and not (header_length and content_type.startswith(b"application/octet-stream")):
+            raise V2Error(
+                "Content-Type must be application/json (or application/octet-stream with the binary tensor extension)",
+                415,
+            )
+        try:
+            body = await read_body(
+                request.receive, request.headers.get("content-length", "").encode() or None, settings.max_body_bytes
+            )
+            binary = None
+            if header_length is not None:
+                body, binary = split_binary_body(body, header_length)
+            data = decode_json(body)
+        except V2Error:
+            raise
+        except ApiError as exc:
+            raise V2Error(str(exc.detail), exc.status_code) from None
+        X, request_id = parse_infer_request(data, served.info, settings.max_batch, binary)
+        started = time.perf_counter()
+        probabilities = served.model.predict_proba(X)
+        self.state.metrics.observe_compute(time.perf_counter() - started, len(X))
+        if served.request_log is not None:
+            served.request_log.submit(X, np.ascontiguousarray(probabilities[:, served.info.positive_index]))
+        return OrjsonResponse(infer_response(self.model_name, served.info, probabilities, request_id))

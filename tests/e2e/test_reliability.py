@@ -25,10 +25,12 @@ def test_reliability_suite_finds_nothing(exported: Path, tmp_path: Path) -> None
         timeout=900,
     )
     print(result.stdout)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     figures = json.loads(out.read_text())
     assert figures["fuzz"]["tried"] >= 500
     assert figures["fuzz"]["status_5xx"] == 0 and figures["fuzz"]["problems"] == []
     assert figures["schemathesis"]["passed"], figures["schemathesis"]
+    assert figures["schemathesis_draining"]["passed"], figures["schemathesis_draining"]
     assert figures["soak"]["failures"] == 0 and figures["soak"]["requests"] > 0
     sigterm = figures["faults"]["sigterm_under_load"]
     assert sigterm["lost"] == 0 and sigterm["idle_lost"] == 0 and sigterm["idle_answered"] > 0
@@ -39,4 +41,3 @@ def test_reliability_suite_finds_nothing(exported: Path, tmp_path: Path) -> None
     assert slow["ok"] == slow["requests"]
     for name, outcome in figures["faults"]["bad_models"].items():
         assert outcome["exit_code"] == 2 and outcome["one_line"], name
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]

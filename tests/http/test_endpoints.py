@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
+import jsonschema
 import pytest
 from starlette.testclient import TestClient
 
@@ -82,3 +84,60 @@ def test_docs_page_and_its_assets_are_served_locally(client: TestClient) -> None
     for asset in re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text):
         response = client.get(asset)
         assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
+def _resolve(schema: Any, components: dict[str, Any]) -> Any:
+    if isinstance(schema, dict):
+        if "$ref" in schema:
+            return _resolve(components[schema["$ref"].rsplit("/", 1)[1]], components)
+        return {k: _resolve(v, components) for k, v in schema.items()}
+    if isinstance(schema, list):
+        return [_resolve(v, components) for v in schema]
+    return schema
+
+
+def _check_against_document(spec: dict[str, Any], method: str, path: str, template: str, response: Any) -> None:
+    documented = spec["paths"][template][method.lower()]["responses"]
+    assert str(response.status_code) in documented, (template, response.status_code)
+    content = documented[str(response.status_code)]["content"]
+    media = response.headers["content-type"].split(";")[0]
+    assert media in content, (template, media)
+    if media == "application/json":
+        schema = _resolve(content[media]["schema"], spec["components"]["schemas"])
+        jsonschema.validate(response.json(), schema)
+
+
+PROBES = [
+    ("GET", "/ready", "/ready"),
+    ("GET", "/health", "/health"),
+    ("GET", "/v2/health/ready", "/v2/health/ready"),
+    ("GET", "/v2/health/live", "/v2/health/live"),
+    ("GET", "/v2/models/churn/ready", "/v2/models/{model_name}/ready"),
+    ("GET", "/v2/models/other/ready", "/v2/models/{model_name}/ready"),
+    ("GET", "/metadata", "/metadata"),
+]
+
+
+def test_responses_match_the_openapi_document_when_ready_and_when_draining(settings: Settings) -> None:
+    app = create_app(settings)
+    with TestClient(app) as client:
+        spec = client.get("/openapi.json").json()
+        for method, path, template in PROBES:
+            _check_against_document(spec, method, path, template, client.request(method, path))
+        app.state.draining = True
+        for method, path, template in PROBES:
+            response = client.request(method, path)
+            if template.endswith("ready") and "other" not in path:
+                assert response.status_code == 503, path
+            _check_against_document(spec, method, path, template, response)
+
+
+def test_openapi_lists_exactly_the_route_table(client: TestClient) -> None:
+    from server.routes import ENDPOINTS
+
+    spec = client.get("/openapi.json").json()
+    documented = {(path, method.upper()) for path, item in spec["paths"].items() for method in item}
+    assert documented == {(e.path, e.method) for e in ENDPOINTS}
+    v2_output = spec["components"]["schemas"]["V2Response"]["properties"]["outputs"]["items"]
+    n_classes = client.get("/v2/models/churn").json()["outputs"][0]["shape"][1]
+    assert f"[N, {n_classes}]" in v2_output["description"]

@@ -74,11 +74,27 @@ def test_v2_errors_use_the_protocol_shape(client: TestClient, body: Any, status:
     assert set(response.json()) == {"error"}
 
 
-def test_v2_unknown_model_is_404(client: TestClient) -> None:
-    assert client.get("/v2/models/other").status_code == 404
-    response = _infer(client, [[1, 1, 1, 1, 1]]).request
-    assert response is not None
-    assert client.post("/v2/models/other/infer", json={}).json().keys() == {"error"}
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/v2/models/other"),
+        ("GET", "/v2/models/other/ready"),
+        ("POST", "/v2/models/other/infer"),
+        ("GET", "/v2/nothing/here"),
+    ],
+)
+def test_v2_unknown_model_or_path_is_a_protocol_404(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path, json={})
+    assert response.status_code == 404
+    assert response.json().keys() == {"error"}
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v2/models/churn/infer"), ("POST", "/v2/health/live")])
+def test_v2_wrong_method_is_a_protocol_405(client: TestClient, method: str, path: str) -> None:
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.json() == {"error": "Method Not Allowed"}
+    assert response.headers["allow"] in ("POST", "GET, HEAD")
 
 
 def test_v2_malformed_json_is_400(client: TestClient) -> None:

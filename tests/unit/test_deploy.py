@@ -31,9 +31,22 @@ def test_deployment_probes_and_limits() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/health"
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["resources"]["limits"]["cpu"] == container["resources"]["requests"]["cpu"] == "1"
-    env = {item["name"]: item["value"] for item in container["env"]}
+    env = {item["name"]: item["value"] for item in container["env"] if "value" in item}
     assert env["PULSE_WORKERS"] == "1"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_the_pod_outlives_drain_and_graceful_shutdown() -> None:
+    """Kubernetes sends SIGKILL after terminationGracePeriodSeconds: it must cover the drain, then uvicorn's
+    graceful shutdown, plus a margin for the process to exit."""
+    from server.settings import Settings
+
+    (deployment,) = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    env = {item["name"]: item["value"] for item in pod["containers"][0]["env"] if "value" in item}
+    settings = Settings.from_env(env)
+    margin = 5
+    assert pod["terminationGracePeriodSeconds"] >= settings.drain_seconds + settings.graceful_timeout_seconds + margin
 
 
 def test_a_broken_manifest_is_caught() -> None:

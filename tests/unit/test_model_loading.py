@@ -69,10 +69,37 @@ def test_golden_rows_that_do_not_reproduce_stop_start_up(model_copy: Path) -> No
         load_model(model_copy)
 
 
-def test_metadata_without_threshold_is_refused(model_copy: Path) -> None:
-    _rewrite(model_copy, threshold="")
-    with pytest.raises(ModelError, match="lacks threshold"):
-        load_model(model_copy)
+GOLDEN_ROW = "[1, 2, 3, 4, 5]"
+
+
+@pytest.mark.parametrize(
+    ("props", "message"),
+    [
+        ({"threshold": ""}, "model metadata lacks 'threshold'"),
+        ({"threshold": "high"}, "model metadata 'threshold' = 'high' is not a number"),
+        ({"model_version": ""}, "model metadata lacks 'model_version'"),
+        ({"golden_rows": '{"inputs": [' + GOLDEN_ROW + "]}"}, "'golden_rows' must be an object with 'inputs' and"),
+        ({"golden_rows": '{"inputs": [[1, 2]], "probabilities": [0.5]}'}, "'golden_rows' inputs must be rows of 5"),
+        ({"golden_rows": '{"inputs": [' + GOLDEN_ROW + '], "probabilities": [0.5, 0.5]}'}, "one probability per"),
+        ({"golden_rows": '{"inputs": [["a", 2, 3, 4, 5]], "probabilities": [0.5]}'}, "'golden_rows' holds values"),
+        ({"positive_class_index": "2"}, "'positive_class_index' = 2.0 is outside [0, 1]"),
+        ({"positive_class_index": "0.5"}, "'positive_class_index' = 0.5 is not a whole number"),
+        ({"feature_schema": "not json"}, "'feature_schema' is not valid JSON"),
+        ({"feature_schema": '{"name": "x"}'}, "'feature_schema' must be a JSON list of objects"),
+        ({"feature_schema": '[{"name": "total_events", "minimum": "0"}]'}, "gives 'total_events' a minimum of '0'"),
+        ({"features": "[total_events]"}, "'features' is not valid JSON"),
+    ],
+)
+def test_malformed_metadata_ends_start_up_with_one_line_naming_the_key(
+    model_copy: Path, props: dict[str, str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from server.__main__ import main
+
+    _rewrite(model_copy, **props)
+    assert main(["--model", str(model_copy), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert message in err
 
 
 def test_features_that_do_not_match_the_input_width_are_refused(model_copy: Path) -> None:
@@ -86,6 +113,17 @@ def test_one_row_path_matches_the_batch_path(model_copy: Path) -> None:
 
     model = load_model(model_copy)
     rows = np.random.default_rng(0).random((50, 5)).astype(np.float32) * [200, 40, 10, 20, 30]
-    batch = model.predict_proba(rows.astype(np.float32))
+    batch = model.churn_probability(rows.astype(np.float32))
     singles = [model.predict_one(row.tolist()) for row in rows]
     assert np.array_equal(np.array(singles, dtype=np.float32), batch)
+
+
+def test_predict_proba_has_scikit_learns_meaning(model_copy: Path) -> None:
+    import numpy as np
+
+    model = load_model(model_copy)
+    rows = np.random.default_rng(1).random((7, 5)).astype(np.float32) * 20
+    proba = model.predict_proba(rows)
+    assert proba.shape == (7, model.n_classes) == (7, 2)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(proba[:, 1], model.churn_probability(rows))

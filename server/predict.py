@@ -1,0 +1,126 @@
+"""``POST /predict``, the product's hot path, as a plain ASGI handler, and the model prepared for it.
+
+No Request/Response objects, no routing, no middleware: the outer callable in ``server.app`` hands the scope
+straight here. Everything the handler needs is prepared once, when the model loads (:class:`ServedModel`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+from starlette.types import Receive, Scope, Send
+
+from server.asgi import CLOSE_HEADER, JSON_HEADER, ORJSON_NUMPY, is_json, read_body
+from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected, NotReady, UnsupportedMediaType
+from server.model import Model
+from server.request_log import RequestLog
+from server.validation import RowParser
+
+if TYPE_CHECKING:
+    from server.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+ROUTE = "/predict"
+
+
+class ServedModel:
+    """The loaded model with everything the handlers need from it prepared once: the row parser, the constant
+    parts of responses, and the rendered ``/metadata`` and ``/openapi.json`` documents."""
+
+    def __init__(
+        self, model: Model, max_batch: int, request_log: RequestLog | None, metadata: bytes, openapi: bytes
+    ) -> None:
+        info = model.info
+        self.model = model
+        self.metadata = metadata
+        self.openapi = openapi
+        self.info = info
+        self.parser = RowParser(info.features, info.minimums, max_batch)
+        self.threshold = info.threshold
+        self.version = info.version
+        self.request_log = request_log
+        constant = orjson.dumps({"threshold": info.threshold, "model_version": info.version})[1:]
+        self._churned_tail = b',"churn":true,' + constant
+        self._stayed_tail = b',"churn":false,' + constant
+
+    def render_one(self, p: Any) -> bytes:
+        return orjson.dumps(
+            {
+                "churn_probability": p,
+                "churn": p >= self.threshold,
+                "threshold": self.threshold,
+                "model_version": self.version,
+            },
+            option=ORJSON_NUMPY,
+        )
+
+    def render_batch(self, proba: npt.NDArray[np.float32]) -> bytes:
+        # Same JSON as one dict per row, built from bytes: orjson formats the probabilities in one C call.
+        numbers = orjson.dumps(proba, option=ORJSON_NUMPY)[1:-1].split(b",")
+        churned, stayed = self._churned_tail, self._stayed_tail
+        rows = [
+            b'{"churn_probability":' + number + (churned if churn else stayed)
+            for number, churn in zip(numbers, (proba >= self.threshold).tolist(), strict=True)
+        ]
+        return b"[" + b",".join(rows) + b"]"
+
+
+async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one ``POST /predict``: a JSON object gives one result, a JSON array one result per row."""
+    started = time.perf_counter()
+    metrics = state.metrics
+    metrics.in_flight += 1
+    status = 200
+    try:
+        served = state.served
+        if served is None:
+            raise NotReady("model not loaded yet")
+        content_type = b""
+        content_length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                content_type = value
+            elif name == b"content-length":
+                content_length = value
+        if content_type != b"application/json" and not is_json(content_type):
+            raise UnsupportedMediaType("Content-Type must be application/json")
+        body = await read_body(receive, content_length, state.settings.max_body_bytes)
+        rows = served.parser.parse(body)
+        compute_started = time.perf_counter()
+        if isinstance(rows, list):
+            p = served.model.predict_one(rows)
+            metrics.observe_compute(time.perf_counter() - compute_started, 1)
+            payload = served.render_one(p)
+            if served.request_log is not None:
+                served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
+        else:
+            proba = served.model.churn_probability(rows)
+            metrics.observe_compute(time.perf_counter() - compute_started, len(rows))
+            payload = served.render_batch(proba)
+            if served.request_log is not None:
+                served.request_log.submit(rows, proba)
+    except ApiError as exc:
+        status = exc.status_code
+        payload = exc.body()
+    except ClientDisconnected:
+        metrics.in_flight -= 1
+        return
+    except Exception:
+        logger.exception("unexpected error in /predict")
+        status = 500
+        payload = INTERNAL_ERROR_BODY
+    headers = [JSON_HEADER, (b"content-length", str(len(payload)).encode())]
+    if state.draining:
+        headers.append(CLOSE_HEADER)
+    try:
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": payload})
+    finally:
+        metrics.in_flight -= 1
+        metrics.observe_request(ROUTE, status, time.perf_counter() - started)
