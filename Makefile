@@ -1,19 +1,29 @@
 # Two entry points for a fresh machine: `make run` (the main job) and `make test` (the whole suite).
+# Generated output goes to ignored folders (data/, artifacts/, benchmarks/results/); the committed examples in
+# assets/ change only through `make assets`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test check setup data train export serve bench drift clean
+.PHONY: run test check setup setup-all data train export serve bench assets clean
 
-$(VENV)/.installed: pyproject.toml
+# The main job installs what it runs (train + serve); the test suite adds the benchmark and dev tools.
+$(VENV)/.installed-run: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[train,serve]'
+	touch $@
+
+$(VENV)/.installed-all: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[train,serve,bench,dev]'
-	touch $@
+	touch $@ $(VENV)/.installed-run
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed-run
+setup-all: $(VENV)/.installed-all
 
 data/events.parquet: | setup
 	$(PY) -m train simulate --users 5000 --days 90 --seed 7 --out data/events.parquet
@@ -33,15 +43,18 @@ serve: export
 
 run: serve  ## simulate, train, export, then serve on 127.0.0.1:8000
 
-test: setup  ## every marker: unit, parity, http, e2e (installs chromium and wrk with apt-get when missing)
+test: setup-all  ## every marker: unit, parity, http, e2e (installs chromium and wrk with apt-get when missing)
 	bash scripts/system-deps
 	bash scripts/test
 
-check: setup
+check: setup-all
 	bash scripts/check
 
-bench: export
+bench: setup-all export  ## the speed report into benchmarks/results/
 	$(PY) -m benchmarks run
+
+assets: setup-all  ## refresh the committed examples in assets/: model report, drift example, speed report
+	bash scripts/assets
 
 clean:
 	rm -rf data artifacts logs benchmarks/results .pytest_cache .mypy_cache .ruff_cache .coverage

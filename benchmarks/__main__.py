@@ -1,14 +1,28 @@
-"""``python -m benchmarks run [...]`` (speed, side by side) or ``python -m benchmarks reliability [--full]``."""
+"""``python -m benchmarks run | reliability | scale``: speed side by side, robustness, and scale."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-if len(sys.argv) > 1 and sys.argv[1] == "reliability":
-    from benchmarks.reliability import main as reliability_main
+from benchmarks import reliability, run, scale
 
-    sys.exit(reliability_main(sys.argv[2:]))
 
-from benchmarks.run import main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    for module in (run, reliability, scale):
+        module.add_parser(commands)
+    return parser
 
-sys.exit(main(sys.argv[1:]))
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -387,12 +387,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks reliability", description=__doc__)
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
+def add_parser(commands: Any) -> None:
+    """``python -m benchmarks reliability``."""
+    parser = commands.add_parser(
+        "reliability",
+        help="fuzzing, schemathesis, soak and faults against real server processes",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder holding model.onnx")
     parser.add_argument("--full", action="store_true", help="nightly size: 10,000 fuzzed requests, 10-minute soak")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reliability.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/reliability.json"), help="JSON figures")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
     args.fuzz_requests = 10_000 if args.full else 600
     args.schemathesis_examples = 200 if args.full else 15
     args.soak_seconds = 600.0 if args.full else 60.0

@@ -324,21 +324,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("run", help="run every scenario and write the report")
-    bench.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    bench.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
-    bench.add_argument("--warmup", type=float, default=2.0)
-    bench.add_argument("--rounds", type=int, default=3)
-    bench.add_argument("--locust-users", type=int, default=10)
-    bench.add_argument("--locust-user-rps", type=float, default=8.0, help="offered load per locust user")
-    bench.add_argument("--inprocess-repeat", type=int, default=20_000)
-    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    bench.add_argument("--assets", type=Path, default=Path("assets"), help="where the table and plots go")
+def add_parser(commands: Any) -> None:
+    """``python -m benchmarks run``."""
+    bench = commands.add_parser(
+        "run",
+        help="run every speed scenario and write the report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    bench.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder holding model.onnx")
+    bench.add_argument("--seconds", type=float, default=10.0, help="length of each measured run, in seconds")
+    bench.add_argument("--warmup", type=float, default=2.0, help="unmeasured warm-up before each run, in seconds")
+    bench.add_argument("--rounds", type=int, default=3, help="interleaved rounds; figures are their medians")
+    bench.add_argument("--locust-users", type=int, default=10, help="simulated users of the fixed-load locust run")
+    bench.add_argument("--locust-user-rps", type=float, default=8.0, help="offered load per locust user, requests/s")
+    bench.add_argument(
+        "--inprocess-repeat", type=int, default=20_000, help="calls timed for the in-process onnxruntime floor"
+    )
+    bench.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for raw results")
+    bench.add_argument(
+        "--assets",
+        type=Path,
+        default=Path("benchmarks/results"),
+        help="folder for the report table and plots (`make assets` points it at assets/)",
+    )
     bench.add_argument("--smoke", action="store_true", help="seconds-long runs of every scenario (CI)")
-    args = parser.parse_args(argv)
+    bench.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
     if args.smoke:
         args.seconds, args.warmup, args.rounds, args.inprocess_repeat = 1.0, 1.0, 1, 500
     results = run(args)

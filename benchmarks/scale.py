@@ -1,6 +1,6 @@
 """Time and peak memory of the simulator and the feature SQL at scale (default: 1,000,000 users x 90 days).
 
-    python -m benchmarks.scale --users 1000000 --out data/scale
+    python -m benchmarks scale --users 1000000 --out data/scale
 
 Each stage runs in a fresh interpreter, which reports its own wall time and peak resident memory.
 """
@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 _STAGE = """
 import json, resource, sys, time
@@ -50,14 +51,22 @@ def run_stage(stage: str, events: Path, extra: dict[str, int]) -> dict[str, floa
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=1_000_000)
-    parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--out", type=Path, default=Path("data/scale"))
+def add_parser(commands: Any) -> None:
+    """``python -m benchmarks scale``."""
+    parser = commands.add_parser(
+        "scale",
+        help="time and peak memory of simulating and featurizing a large log",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--users", type=int, default=1_000_000, help="number of simulated users")
+    parser.add_argument("--days", type=int, default=90, help="length of the simulated log in days")
+    parser.add_argument("--out", type=Path, default=Path("data/scale"), help="folder for the log and the figures")
     parser.add_argument("--sessionize", action="store_true", help="also time the 30-minute-gap sessionization")
     parser.add_argument("--reuse", action="store_true", help="reuse an event log simulated by an earlier run")
-    args = parser.parse_args(argv)
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
     events = args.out / f"events-{args.users}.parquet"
     results: dict[str, object] = {}
     if args.reuse and events.is_file():
@@ -73,7 +82,3 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"scale-{args.users}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,10 +8,20 @@ import sys
 from pathlib import Path
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m export",
+        description="Convert model.joblib to model.onnx, check parity with scikit-learn, write its sha256.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--artifacts", type=Path, default=Path("artifacts"), help="the folder `python -m train fit` wrote into"
+    )
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m export", description="Convert model.joblib to model.onnx")
-    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"))
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     from export.export import export_model
 

@@ -6,6 +6,7 @@ thread. The Prometheus client only runs when ``/metrics`` is scraped (figures ar
 
 from __future__ import annotations
 
+import os
 from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -51,6 +52,7 @@ class Metrics:
         self.compute = Histogram(COMPUTE_BUCKETS)
         self.rows = 0
         self.in_flight = 0
+        self.pid = os.getpid()
         self.info: dict[str, str] = {}
         self.log_counters: Callable[[], dict[str, int]] = dict
 
@@ -91,6 +93,9 @@ class _Collector(Collector):
         yield compute
         yield CounterMetricFamily("pulse_predicted_rows", "Rows scored", value=m.rows)
         yield GaugeMetricFamily("pulse_http_requests_in_flight", "Requests being handled", value=m.in_flight)
+        worker = GaugeMetricFamily("pulse_worker", "The worker process that answered this scrape", labels=["pid"])
+        worker.add_metric([str(m.pid)], 1)
+        yield worker
         if m.info:
             info = GaugeMetricFamily("pulse_model_info", "The loaded model", labels=sorted(m.info))
             info.add_metric([m.info[k] for k in sorted(m.info)], 1)

@@ -19,6 +19,7 @@ from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed, fiel
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_REPORTED_ERRORS = 50
+MAX_JSON_DEPTH = 1024  # orjson's fixed recursion limit
 
 
 class _Invalid(Exception):
@@ -30,6 +31,8 @@ def decode_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
+        if str(exc).startswith("depth limit exceeded"):  # well-formed, but no request of ours nests this deep
+            raise MalformedJson(f"JSON nests deeper than orjson's limit of {MAX_JSON_DEPTH} levels") from None
         try:  # the stdlib parser accepts NaN/Infinity/1e400, which deserve a 422 rather than a 400
             return json.loads(body)
         except (ValueError, RecursionError):

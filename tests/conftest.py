@@ -6,8 +6,23 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+from tests.support import train_config
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+# One hypothesis profile for every property test: reproducible, no deadline on a noisy shared machine.
+# PULSE_FUZZ_EXAMPLES sizes the run (the nightly run uses 10,000).
+settings.register_profile(
+    "pulse",
+    max_examples=int(os.environ.get("PULSE_FUZZ_EXAMPLES", "400")),
+    derandomize=True,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+settings.load_profile("pulse")
 
 
 @pytest.fixture(scope="session")
@@ -22,21 +37,10 @@ def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -> Path:
     """An artifacts/ folder with features.parquet, model.joblib and metrics.json."""
-    from train.config import TrainConfig
     from train.pipeline import run_training
 
     root = tmp_path_factory.mktemp("run")
-    run_training(
-        TrainConfig(
-            events=event_log,
-            out=root / "artifacts",
-            assets=root / "assets",
-            session_col="session_id",
-            revenue_col="revenue",
-            seed=11,
-            shap_rows=50,
-        )
-    )
+    run_training(train_config(event_log, root, shap_rows=50))
     return root / "artifacts"
 
 

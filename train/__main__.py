@@ -40,53 +40,76 @@ def _timestamp(text: str) -> datetime:
         raise argparse.ArgumentTypeError(f"not an ISO date or timestamp: {text!r}") from exc
 
 
+def _add_columns(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--user-col", default="user_id", help="event log column holding the user id")
+    parser.add_argument("--time-col", default="event_time", help="event log column holding the event timestamp")
+    parser.add_argument(
+        "--session-col", default=None, help="column holding a session id; absent: sessionize by a 30-minute gap"
+    )
+    parser.add_argument("--revenue-col", default=None, help="column holding revenue per event; absent: revenue is 0")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=formatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    sim = commands.add_parser("simulate", help="write a simulated product event log")
-    sim.add_argument("--users", type=int, default=5000)
-    sim.add_argument("--days", type=int, default=90)
-    sim.add_argument("--seed", type=int, default=7)
+    sim = commands.add_parser("simulate", help="write a simulated product event log", formatter_class=formatter)
+    sim.add_argument("--users", type=int, default=5000, help="number of users")
+    sim.add_argument("--days", type=int, default=90, help="length of the log in days")
+    sim.add_argument("--seed", type=int, default=7, help="random seed (same seed, same log)")
     sim.add_argument(
         "--sessions-scale",
         type=float,
         default=1.0,
-        help="multiply sessions per active day (below 1: a population that drifted)",
+        help="multiplier on sessions per active day (below 1: a population that drifted)",
     )
-    sim.add_argument("--out", type=Path, default=Path("data/events.parquet"))
+    sim.add_argument("--out", type=Path, default=Path("data/events.parquet"), help="Parquet, or CSV by its suffix")
 
-    fit = commands.add_parser("fit", help="build features and labels, train, evaluate, write artifacts")
-    fit.add_argument("--events", type=Path, default=Path("data/events.parquet"), help="CSV, Parquet or a glob")
-    fit.add_argument("--out", type=Path, default=Path("artifacts"))
-    fit.add_argument("--assets", type=Path, default=Path("assets"))
-    fit.add_argument("--user-col", default="user_id")
-    fit.add_argument("--time-col", default="event_time")
-    fit.add_argument("--session-col", default=None, help="absent: sessionize by a 30-minute inactivity gap")
-    fit.add_argument("--revenue-col", default=None, help="absent: revenue is 0")
-    fit.add_argument("--cutoff", type=_timestamp, default=None, help="absent: last event minus --label-days")
-    fit.add_argument("--label-days", type=int, default=30)
-    fit.add_argument("--seed", type=int, default=7)
+    fit = commands.add_parser(
+        "fit", help="build features and labels, train, evaluate, write artifacts", formatter_class=formatter
+    )
+    fit.add_argument(
+        "--events", type=Path, default=Path("data/events.parquet"), help="event log: CSV, Parquet or a glob"
+    )
+    fit.add_argument(
+        "--out", type=Path, default=Path("artifacts"), help="folder for features, model, metrics (and the report)"
+    )
+    fit.add_argument(
+        "--assets", type=Path, default=None, help="folder for the plots and model card; absent: <out>/report"
+    )
+    _add_columns(fit)
+    fit.add_argument(
+        "--cutoff",
+        type=_timestamp,
+        default=None,
+        help="ISO timestamp ending the observation window; absent: last event minus --label-days",
+    )
+    fit.add_argument("--label-days", type=int, default=30, help="label window in days: churned = no event in it")
+    fit.add_argument("--seed", type=int, default=7, help="random seed of the split, the forests and SHAP sampling")
 
-    feats = commands.add_parser("features", help="write the per-user features of an event log (no labels)")
-    feats.add_argument("--events", type=Path, required=True, help="CSV, Parquet or a glob")
+    feats = commands.add_parser(
+        "features", help="write the per-user features of an event log (no labels)", formatter_class=formatter
+    )
+    feats.add_argument("--events", type=Path, required=True, help="event log: CSV, Parquet or a glob")
     feats.add_argument("--out", type=Path, required=True, help="a .parquet or .csv file")
-    feats.add_argument("--user-col", default="user_id")
-    feats.add_argument("--time-col", default="event_time")
-    feats.add_argument("--session-col", default=None, help="absent: sessionize by a 30-minute inactivity gap")
-    feats.add_argument("--revenue-col", default=None, help="absent: revenue is 0")
-    feats.add_argument("--cutoff", type=_timestamp, default=None, help="absent: the last event")
+    _add_columns(feats)
+    feats.add_argument("--cutoff", type=_timestamp, default=None, help="ISO timestamp; absent: the last event")
 
-    drift = commands.add_parser("drift", help="Evidently data drift: training features vs production requests")
-    drift.add_argument("--reference", type=Path, default=Path("artifacts"))
+    drift = commands.add_parser(
+        "drift", help="Evidently data drift: training features vs production requests", formatter_class=formatter
+    )
+    drift.add_argument(
+        "--reference", type=Path, default=Path("artifacts"), help="the training artifacts folder (features.parquet)"
+    )
     drift.add_argument("--current", type=Path, required=True, help="the server's JSONL request log, CSV or Parquet")
-    drift.add_argument("--out", type=Path, default=Path("assets/drift"))
+    drift.add_argument("--out", type=Path, default=Path("artifacts/drift"), help="folder for the HTML/JSON report")
     drift.add_argument(
         "--drift-share",
         type=float,
         default=0.0,
-        help="report drift (exit 1) only when at least this share of features drifted "
-        "(default: any drifted feature, or drifted predictions)",
+        help="report drift (exit 1) only when at least this share (0-1) of features drifted; "
+        "0: any drifted feature, or drifted predictions",
     )
     return parser
 

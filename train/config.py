@@ -12,7 +12,7 @@ from typing import Any
 class TrainConfig:
     events: Path
     out: Path = Path("artifacts")
-    assets: Path = Path("assets")
+    assets: Path | None = None  # the report (plots, model card); None: <out>/report
     user_col: str = "user_id"
     time_col: str = "event_time"
     session_col: str | None = None  # None: sessionize by a 30-minute gap
@@ -32,6 +32,10 @@ class TrainConfig:
             raise ValueError(f"test size must be between 0 and 1 (got {self.test_size})")
         if self.cv_folds < 2:
             raise ValueError(f"cv folds must be at least 2 (got {self.cv_folds})")
+
+    @property
+    def report_dir(self) -> Path:
+        return self.assets if self.assets is not None else self.out / "report"
 
     def to_json(self) -> dict[str, Any]:
         """The configuration as JSON-ready values."""

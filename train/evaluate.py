@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from pathlib import Path
 from typing import Any
 
 import matplotlib
@@ -27,8 +27,6 @@ from sklearn.metrics import (
     roc_auc_score,
     roc_curve,
 )
-
-from train._io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -70,13 +68,15 @@ def test_metrics(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float
     }
 
 
-def _save(fig: Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG, then closed: plots are rendered in memory and written with the other artifacts."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
+    return buffer.getvalue()
 
 
-def plot_confusion_matrix(matrix: list[list[int]], threshold: float, path: Path) -> None:
+def plot_confusion_matrix(matrix: list[list[int]], threshold: float) -> bytes:
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
     ax.imshow(matrix, cmap="Blues")
     for (i, j), value in np.ndenumerate(np.asarray(matrix)):
@@ -90,10 +90,10 @@ def plot_confusion_matrix(matrix: list[list[int]], threshold: float, path: Path)
         ylabel="actual",
         title=f"Test confusion matrix (threshold {threshold:.3f})",
     )
-    _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_roc(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, baseline_proba: npt.ArrayLike, path: Path) -> None:
+def plot_roc(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, baseline_proba: npt.ArrayLike) -> bytes:
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     for name, proba in (("random forest", y_proba), ("logistic baseline", baseline_proba)):
         fpr, tpr, _ = roc_curve(y_true, proba)
@@ -101,10 +101,10 @@ def plot_roc(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, baseline_proba: npt.
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC, test set")
     ax.legend(loc="lower right")
-    _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_precision_recall(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float, path: Path) -> None:
+def plot_precision_recall(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float) -> bytes:
     precision, recall, _ = precision_recall_curve(y_true, y_proba)
     chosen = classification_metrics(y_true, y_proba, threshold)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
@@ -118,32 +118,32 @@ def plot_precision_recall(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, thresho
     )
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall, test set", ylim=(0, 1.02))
     ax.legend(loc="lower left")
-    _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_feature_importance(names: list[str], importances: npt.ArrayLike, path: Path) -> None:
+def plot_feature_importance(names: list[str], importances: npt.ArrayLike) -> bytes:
     order = np.argsort(importances)
     fig, ax = plt.subplots(figsize=(5.2, 3.2))
     ax.barh(np.asarray(names)[order], np.asarray(importances)[order])
     ax.set(xlabel="mean decrease in impurity", title="Feature importance")
-    _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_calibration(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, path: Path) -> None:
+def plot_calibration(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> bytes:
     observed, predicted = calibration_curve(y_true, y_proba, n_bins=CALIBRATION_BINS)
     fig, ax = plt.subplots(figsize=(4.8, 4.2))
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfectly calibrated")
     ax.plot(predicted, observed, "o-", label="random forest")
     ax.set(xlabel="mean predicted probability", ylabel="observed churn rate", title="Calibration, test set")
     ax.legend(loc="upper left")
-    _save(fig, path)
+    return png_bytes(fig)
 
 
-def plot_reference_histograms(X: pd.DataFrame, path: Path) -> None:
+def plot_reference_histograms(X: pd.DataFrame) -> bytes:
     """One histogram per feature of the training data: the reference that drift reports compare against."""
     fig, axes = plt.subplots(1, X.shape[1], figsize=(3.2 * X.shape[1], 2.8))
     for ax, name in zip(np.atleast_1d(axes), X.columns, strict=True):
         ax.hist(X[name], bins=40, color="slategray")
         ax.set(title=name, yticks=[])
     fig.suptitle("Training features (drift reference)")
-    _save(fig, path)
+    return png_bytes(fig)

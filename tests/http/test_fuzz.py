@@ -3,10 +3,8 @@ non-5xx JSON response that leaks nothing. ``PULSE_FUZZ_EXAMPLES`` sizes the run 
 
 from __future__ import annotations
 
-import os
-
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from starlette.testclient import TestClient
 
 from benchmarks.fuzz import FuzzRequest, problems, requests
@@ -15,16 +13,7 @@ from train.features import FEATURES
 
 pytestmark = pytest.mark.http
 
-EXAMPLES = int(os.environ.get("PULSE_FUZZ_EXAMPLES", "400"))
 
-
-@settings(
-    max_examples=EXAMPLES,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
 @given(request=requests(FEATURES, MAX_BODY))
 def test_no_request_gets_a_5xx_or_leaks_internals(client: TestClient, request: FuzzRequest) -> None:
     headers = {} if request.content_type is None else {"content-type": request.content_type}
@@ -32,13 +21,7 @@ def test_no_request_gets_a_5xx_or_leaks_internals(client: TestClient, request: F
     assert problems(request, response.status_code, response.headers, response.content) == []
 
 
-@settings(
-    max_examples=EXAMPLES // 2,
-    derandomize=True,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+@settings(max_examples=max(1, settings().max_examples // 2))
 @given(request=requests(FEATURES, MAX_BODY))
 def test_predict_answers_every_json_body_with_a_result_or_a_4xx(client: TestClient, request: FuzzRequest) -> None:
     response = client.post("/predict", content=request.body, headers={"content-type": "application/json"})

@@ -11,8 +11,8 @@ import pytest
 
 import train.fit
 import train.pipeline
+from tests.support import train_config, use_small_grid
 from train.__main__ import main
-from train.config import TrainConfig
 from train.features import FEATURES
 from train.pipeline import PLOTS, run_training
 
@@ -46,7 +46,7 @@ def test_artifacts_and_metrics_keys(trained: Path) -> None:
     table = pd.read_parquet(trained / "features.parquet")
     assert set(table["split"]) == {"train", "test"}
     assert (table["split"] == "test").sum() == metrics["n_test"]
-    assets = trained.parent / "assets"
+    assets = trained / "report"
     for name in PLOTS.values():
         assert (assets / name).stat().st_size > 1000, name
     card = (assets / "model_card.md").read_text()
@@ -64,19 +64,9 @@ def test_threshold_is_tuned_on_training_rows_only(
         return real_tune(y_true, y_proba)  # type: ignore[arg-type]
 
     monkeypatch.setattr(train.fit, "tune_threshold", spy)
-    monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]})
-    run_training(
-        TrainConfig(
-            events=event_log,
-            out=tmp_path / "a",
-            assets=tmp_path / "as",
-            session_col="session_id",
-            revenue_col="revenue",
-            seed=11,
-            shap_rows=20,
-        )
-    )
-    table = pd.read_parquet(tmp_path / "a" / "features.parquet")
+    use_small_grid(monkeypatch)
+    run_training(train_config(event_log, tmp_path))
+    table = pd.read_parquet(tmp_path / "artifacts" / "features.parquet")
     test_rows = set(table.index[table["split"] == "test"])
     assert len(seen) == 1
     assert len(seen[0]) == (table["split"] == "train").sum()
@@ -84,22 +74,8 @@ def test_threshold_is_tuned_on_training_rows_only(
 
 
 def test_same_seed_gives_the_same_model(event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10, 20], "max_depth": [4], "min_samples_leaf": [20]})
-    runs = []
-    for name in ("a", "b"):
-        runs.append(
-            run_training(
-                TrainConfig(
-                    events=event_log,
-                    out=tmp_path / name,
-                    assets=tmp_path / f"{name}-assets",
-                    session_col="session_id",
-                    revenue_col="revenue",
-                    seed=5,
-                    shap_rows=20,
-                )
-            )
-        )
+    use_small_grid(monkeypatch, n_estimators=[10, 20])
+    runs = [run_training(train_config(event_log, tmp_path / name, seed=5)) for name in ("a", "b")]
     for key in ("threshold", "params", "node_count", "test", "cv_results"):
         assert runs[0][key] == runs[1][key], key
 
@@ -139,16 +115,44 @@ def test_cli_reports_a_missing_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_plots_are_written_with_the_artifacts_only(
+def test_a_failure_in_the_last_step_writes_nothing_at_all(
     event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A failure late in the run (here in SHAP) leaves no model, metrics or features behind."""
-    monkeypatch.setattr(train.fit, "PARAM_GRID", {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]})
+    """SHAP is the last step that can fail: then no model, metrics, features, plot or card is written."""
+    use_small_grid(monkeypatch)
 
     def boom(*args: object, **kwargs: object) -> None:
         raise RuntimeError("shap failed")
 
     monkeypatch.setattr(train.pipeline, "shap_summary", boom)
+    report = tmp_path / "report"
     with pytest.raises(RuntimeError):
-        run_training(TrainConfig(events=event_log, out=tmp_path / "a", assets=tmp_path / "as", seed=1))
-    assert not (tmp_path / "a").exists()
+        run_training(train_config(event_log, tmp_path, assets=report))
+    assert not (tmp_path / "artifacts").exists()
+    assert not report.exists()
+
+
+def _snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_fit_from_another_directory_writes_only_under_out(
+    event_log: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report defaults to <out>/report: a run changes nothing in the working directory (a repo's assets/)."""
+    use_small_grid(monkeypatch)
+    workdir = tmp_path / "somewhere"
+    (workdir / "assets").mkdir(parents=True)
+    (workdir / "assets" / "model_card.md").write_text("committed card")
+    monkeypatch.chdir(workdir)
+    before = _snapshot(tmp_path)
+    out = tmp_path / "out"
+    code = main(["fit", "--events", str(event_log), "--out", str(out), "--session-col", "session_id", "--seed", "3"])
+    assert code == 0
+    after = _snapshot(tmp_path)
+    changed = {name for name in after if before.get(name) != after[name]} | (set(before) - set(after))
+    assert changed and all(name.startswith("out/") for name in changed), changed
+    assert {name.removeprefix("out/report/") for name in changed if name.startswith("out/report/")} >= {
+        *PLOTS.values(),
+        "model_card.md",
+    }

@@ -1,0 +1,41 @@
+"""What several tests share: one valid request row, one small training configuration, one small grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+# A valid /predict body for a model on the seed features: a moderately active user.
+EXAMPLE_ROW: dict[str, float] = {
+    "total_events": 12,
+    "total_sessions": 3,
+    "avg_events_per_session": 4,
+    "revenue_per_session": 1,
+    "active_days": 3,
+}
+
+SMALL_GRID = {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]}
+
+
+def train_config(events: Path, root: Path, **overrides: Any) -> Any:
+    """A quick TrainConfig on a simulated log: outputs under ``root``, the log's own session and revenue columns."""
+    from train.config import TrainConfig
+
+    values: dict[str, Any] = {
+        "events": events,
+        "out": root / "artifacts",
+        "session_col": "session_id",
+        "revenue_col": "revenue",
+        "seed": 11,
+        "shap_rows": 20,
+    }
+    return TrainConfig(**{**values, **overrides})
+
+
+def use_small_grid(monkeypatch: pytest.MonkeyPatch, **grid: list[Any]) -> None:
+    """Cross-validate one small forest instead of the full grid (seconds instead of tens of seconds)."""
+    import train.fit
+
+    monkeypatch.setattr(train.fit, "PARAM_GRID", {**SMALL_GRID, **grid})
