@@ -22,7 +22,6 @@ from export.parity import ParityError, check_parity, sklearn_probabilities
 logger = logging.getLogger(__name__)
 
 N_GOLDEN = 16
-FEATURE_MINIMUM = 0.0  # every feature is a count, a ratio of counts or revenue: never negative
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -60,9 +59,11 @@ def load_metrics(path: Path) -> dict[str, Any]:
         raise ValueError(f"metrics file {str(path)!r} does not exist; run `python -m train fit` first") from exc
     except json.JSONDecodeError as exc:
         raise ValueError(f"metrics file {str(path)!r} is not valid JSON: {exc}") from exc
-    for key in ("threshold", "features", "model_version", "trained_at", "test"):
+    for key in ("threshold", "features", "feature_set", "feature_schema", "model_version", "trained_at", "test"):
         if key not in metrics:
             raise ValueError(f"metrics file {str(path)!r} has no {key!r}")
+    if [item.get("name") for item in metrics["feature_schema"]] != list(metrics["features"]):
+        raise ValueError(f"metrics file {str(path)!r}: 'feature_schema' does not describe 'features' in order")
     threshold = metrics["threshold"]
     if not isinstance(threshold, int | float) or not 0.0 < threshold < 1.0:
         raise ValueError(f"metrics file {str(path)!r}: threshold must be a number in (0, 1), got {threshold!r}")
@@ -71,13 +72,10 @@ def load_metrics(path: Path) -> dict[str, Any]:
 
 def model_metadata(metrics: dict[str, Any], forest: RandomForestClassifier, golden: dict[str, Any]) -> dict[str, Any]:
     """What any consumer needs, as ONNX ``metadata_props`` (non-strings become JSON)."""
-    descriptions = metrics.get("feature_descriptions", {})
     return {
+        "feature_set": metrics["feature_set"],
         "features": metrics["features"],
-        "feature_schema": [
-            {"name": name, "minimum": FEATURE_MINIMUM, "description": descriptions.get(name, "")}
-            for name in metrics["features"]
-        ],
+        "feature_schema": metrics["feature_schema"],  # name, sql, description, unit, minimum: as training defined it
         "input_name": INPUT_NAME,
         "label_output": LABEL_OUTPUT,
         "probability_output": PROBABILITY_OUTPUT,

@@ -45,7 +45,14 @@ def serve_model(model: Model, settings: Settings, request_log: RequestLog | None
         {
             "model_version": info.version,
             "trained_at": info.trained_at,
+            "feature_set": info.feature_set,
             "features": list(info.features),
+            "feature_schema": [
+                {"name": name, "description": description, "unit": unit, "minimum": minimum}
+                for name, description, unit, minimum in zip(
+                    info.features, info.descriptions, info.units, info.minimums, strict=True
+                )
+            ],
             "threshold": info.threshold,
             "threshold_rule": "churn = churn_probability >= threshold",
             "metrics": info.test_metrics,

@@ -28,9 +28,11 @@ class ModelError(RuntimeError):
 class ModelInfo:
     """What the server knows about the model, all of it read from the file."""
 
+    feature_set: str  # the name training gave the feature list ("" for a model exported before feature sets)
     features: tuple[str, ...]
     minimums: tuple[float, ...]
     descriptions: tuple[str, ...]
+    units: tuple[str, ...]
     threshold: float
     version: str
     trained_at: str
@@ -198,9 +200,11 @@ def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> tuple[M
     golden = _golden_rows(meta, len(features))
     first = golden[0][0].tolist() if golden is not None else [0.0] * len(features)
     info = ModelInfo(
+        feature_set=meta.text("feature_set", ""),
         features=tuple(features),
         minimums=tuple(float(schema.get(f, {}).get("minimum", float("-inf"))) for f in features),
         descriptions=tuple(str(schema.get(f, {}).get("description", "")) for f in features),
+        units=tuple(str(schema.get(f, {}).get("unit", "")) for f in features),
         threshold=threshold,
         version=meta.text("model_version"),
         trained_at=meta.text("trained_at", ""),

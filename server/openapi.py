@@ -57,8 +57,11 @@ def _operation(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
 
 def _feature_properties(info: ModelInfo) -> dict[str, Any]:
     properties: dict[str, Any] = {}
-    for name, minimum, description in zip(info.features, info.minimums, info.descriptions, strict=True):
-        prop: dict[str, Any] = {"type": "number", "maximum": FLOAT32_MAX, "description": description or name}
+    for name, minimum, description, unit in zip(
+        info.features, info.minimums, info.descriptions, info.units, strict=True
+    ):
+        text = (description or name) + (f" ({unit})" if unit else "")
+        prop: dict[str, Any] = {"type": "number", "maximum": FLOAT32_MAX, "description": text}
         if math.isfinite(minimum):
             prop["minimum"] = minimum
         properties[name] = prop

@@ -36,7 +36,7 @@ def event_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -> Path:
-    """An artifacts/ folder with features.parquet, model.joblib and metrics.json."""
+    """An artifacts/ folder with features.parquet, model.joblib and metrics.json (seed feature set)."""
     from train.pipeline import run_training
 
     root = tmp_path_factory.mktemp("run")
@@ -51,3 +51,15 @@ def exported(trained: Path) -> Path:
 
     export_model(trained)
     return trained / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def behaviour_model(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -> Path:
+    """``model.onnx`` trained and exported on the default (behaviour) feature set."""
+    from export.export import export_model
+    from train.pipeline import run_training
+
+    root = tmp_path_factory.mktemp("behaviour")
+    run_training(train_config(event_log, root, feature_set="behaviour", shap_rows=50))
+    export_model(root / "artifacts")
+    return root / "artifacts" / "model.onnx"

@@ -15,6 +15,8 @@ EXAMPLE_ROW: dict[str, float] = {
     "revenue_per_session": 1,
     "active_days": 3,
 }
+# The same user for a model on the behaviour features: last seen 2 days before the cutoff.
+BEHAVIOUR_ROW: dict[str, float] = {**EXAMPLE_ROW, "days_since_last_event": 2}
 
 SMALL_GRID = {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]}
 
@@ -30,6 +32,7 @@ def train_config(events: Path, root: Path, **overrides: Any) -> Any:
         "revenue_col": "revenue",
         "seed": 11,
         "shap_rows": 20,
+        "feature_set": "seed",  # the first version's five features, which most tests' request bodies use
     }
     return TrainConfig(**{**values, **overrides})
 

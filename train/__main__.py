@@ -9,6 +9,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
+
 LOGGING_CONFIG = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fit.add_argument("--label-days", type=int, default=30, help="label window in days: churned = no event in it")
     fit.add_argument("--seed", type=int, default=7, help="random seed of the split, the forests and SHAP sampling")
+    fit.add_argument(
+        "--feature-set",
+        choices=sorted(FEATURE_SETS),
+        default=DEFAULT_FEATURE_SET,
+        help="which features the model takes: 'seed' (the five activity counts of the first version) or "
+        "'behaviour' (those plus recency and tenure, the default: it beats the classic baselines)",
+    )
 
     feats = commands.add_parser(
         "features", help="write the per-user features of an event log (no labels)", formatter_class=formatter
@@ -95,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     feats.add_argument("--out", type=Path, required=True, help="a .parquet or .csv file")
     _add_columns(feats)
     feats.add_argument("--cutoff", type=_timestamp, default=None, help="ISO timestamp; absent: the last event")
+    feats.add_argument(
+        "--feature-set", choices=sorted(FEATURE_SETS), default=DEFAULT_FEATURE_SET, help="which features to write"
+    )
 
     drift = commands.add_parser(
         "drift", help="Evidently data drift: training features vs production requests", formatter_class=formatter
@@ -142,11 +154,20 @@ def main(argv: list[str] | None = None) -> int:
                     cutoff=args.cutoff,
                     label_days=args.label_days,
                     seed=args.seed,
+                    feature_set=args.feature_set,
                 )
             )
             test = metrics["test"]
+            if metrics["timestamps_are_dates"]:
+                print("note: the log's timestamps are dates only: sessions equal calendar days")
+            if metrics["threshold_tuning"]["near_degenerate"]:
+                print(
+                    f"note: near-degenerate threshold: {test['predicted_churn_share']:.1%} of test users called "
+                    f"churners; F1 {test['f1']:.3f} vs {test['everyone_churns_f1']:.3f} for calling everyone churned"
+                )
             print(
-                f"trained {metrics['model_version']}: {metrics['n_users']} users, "
+                f"trained {metrics['model_version']} on feature set {metrics['feature_set']!r}: "
+                f"{metrics['n_users']} users, "
                 f"churn rate {metrics['churn_rate']:.1%}, "
                 f"test ROC-AUC {test['roc_auc']:.3f} F1 {test['f1']:.3f} at threshold {metrics['threshold']:.3f}, "
                 f"{metrics['node_count']} nodes, {metrics['elapsed_seconds']:.0f}s -> {args.out}/"
@@ -159,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.out,
                 EventColumns(args.user_col, args.time_col, args.session_col, args.revenue_col),
                 args.cutoff,
+                args.feature_set,
             )
             print(f"features of {n_users} users -> {args.out}")
         else:

@@ -7,6 +7,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
+
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
@@ -19,6 +21,7 @@ class TrainConfig:
     revenue_col: str | None = None  # None: revenue is 0
     cutoff: datetime | None = None  # None: last event time minus label_days
     label_days: int = 30
+    feature_set: str = DEFAULT_FEATURE_SET
     seed: int = 7
     test_size: float = 0.2
     cv_folds: int = 3
@@ -30,6 +33,8 @@ class TrainConfig:
             raise ValueError(f"--label-days must be at least 1 (got {self.label_days})")
         if not 0.0 < self.test_size < 1.0:
             raise ValueError(f"test size must be between 0 and 1 (got {self.test_size})")
+        if self.feature_set not in FEATURE_SETS:
+            raise ValueError(f"unknown feature set {self.feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
         if self.cv_folds < 2:
             raise ValueError(f"cv folds must be at least 2 (got {self.cv_folds})")
 

@@ -57,10 +57,23 @@ def classification_metrics(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, thresh
 
 
 def test_metrics(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float) -> dict[str, Any]:
-    """All test-set figures of the served model."""
+    """All test-set figures of the served model.
+
+    PR-AUC is given for both classes (``pr_auc`` for churners, ``pr_auc_retained`` for those who stay): when churn
+    is the majority the churners' figure mostly reflects the base rate. ``everyone_churns_f1`` is the F1 of the
+    trivial rule that calls every user a churner, the floor a tuned threshold must clear.
+    """
+    y_true = np.asarray(y_true).astype(bool)
+    y_proba = np.asarray(y_proba, dtype=np.float64)
+    rate = float(y_true.mean())
+    called = y_proba >= threshold
     return {
         "roc_auc": float(roc_auc_score(y_true, y_proba)),
         "pr_auc": float(average_precision_score(y_true, y_proba)),
+        "pr_auc_retained": float(average_precision_score(~y_true, 1.0 - y_proba)),
+        "everyone_churns_f1": 2 * rate / (1 + rate),
+        "predicted_churn_share": float(called.mean()),
+        "retained_recall": float((~called[~y_true]).mean()) if (~y_true).any() else 1.0,
         **classification_metrics(y_true, y_proba, threshold),
         "brier": float(brier_score_loss(y_true, y_proba)),
         "calibration_error": expected_calibration_error(y_true, y_proba),

@@ -146,3 +146,11 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
     )
     logger.info("event log %s rows=%d columns=%s", path, n_rows, ",".join(wanted))
     return con
+
+
+def timestamps_are_dates(con: duckdb.DuckDBPyConnection) -> bool:
+    """True when no event has a time of day: 30-minute sessions then equal calendar days."""
+    (dates_only,) = con.execute(  # type: ignore[misc]
+        "SELECT bool_and(CAST(event_time AS TIME) = TIME '00:00:00') FROM events"
+    ).fetchone()
+    return bool(dates_only)

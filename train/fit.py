@@ -37,6 +37,12 @@ class Split:
     y_test: pd.Series
 
 
+# A threshold is near-degenerate when it calls almost everyone a churner, or recognises few of those who stay:
+# then F1 mostly reflects the base rate (calling everyone churned scores nearly as well).
+NEAR_DEGENERATE_CHURN_SHARE = 0.95
+NEAR_DEGENERATE_RETAINED_RECALL = 0.20
+
+
 @dataclass(frozen=True, slots=True)
 class ThresholdChoice:
     threshold: float
@@ -44,6 +50,16 @@ class ThresholdChoice:
     precision: float
     recall: float
     degenerate: bool  # the best-F1 threshold labels every validation user churned
+    predicted_churn_share: float  # share of validation users called churners
+    retained_recall: float  # share of validation users who stayed that the threshold calls retained
+    everyone_churns_f1: float  # F1 of calling every validation user a churner
+
+    @property
+    def near_degenerate(self) -> bool:
+        return (
+            self.predicted_churn_share >= NEAR_DEGENERATE_CHURN_SHARE
+            or self.retained_recall < NEAR_DEGENERATE_RETAINED_RECALL
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,12 +155,17 @@ def tune_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> ThresholdCh
     lower = np.unique(y_proba[y_proba < best_score])
     degenerate = lower.size == 0
     threshold = best_score / 2 if degenerate else (best_score + float(lower[-1])) / 2
+    called = y_proba >= threshold
+    rate = float(y_true.mean())
     return ThresholdChoice(
         threshold=threshold,
         best_f1=float(f1[best]),
         precision=float(precision[best]),
         recall=float(recall[best]),
         degenerate=degenerate,
+        predicted_churn_share=float(called.mean()),
+        retained_recall=float((~called[~y_true]).mean()) if (~y_true).any() else 1.0,
+        everyone_churns_f1=2 * rate / (1 + rate),
     )
 
 
@@ -152,8 +173,15 @@ def fit_forest(X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: floa
     """Choose the size, tune the threshold on out-of-fold predictions, then refit on all of ``X``."""
     params, cv_results, oof_proba = select_forest_params(X, y, cv_folds, auc_tolerance, random_state)
     choice = tune_threshold(y, oof_proba)
-    if choice.degenerate:
-        logger.warning("best-F1 threshold labels every validation user churned (churn is the majority)")
+    if choice.near_degenerate:
+        logger.warning(
+            "near-degenerate threshold: it calls %.1f%% of validation users churners and recognises %.1f%% of those "
+            "who stay; F1 %.3f vs %.3f for calling everyone churned",
+            100 * choice.predicted_churn_share,
+            100 * choice.retained_recall,
+            choice.best_f1,
+            choice.everyone_churns_f1,
+        )
     logger.info("threshold=%.6f validation f1=%.4f", choice.threshold, choice.best_f1)
     model = _forest(params, random_state).fit(X, y)
     model.set_params(n_jobs=None)  # threads sum the trees in a varying order; one thread scores reproducibly

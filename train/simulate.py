@@ -1,9 +1,10 @@
 """A product event log in which churn emerges from behaviour over time.
 
 Each user has a latent engagement level, a sign-up day and a churn day drawn from an engagement-dependent
-hazard. Activity fades over the two weeks before churn and stops after it. Active days hold sessions, sessions
-hold events, and some events are purchases with revenue. The label is never drawn from the features: the
-training code has to recover churn from what users did.
+hazard. Users drift away before they stop, as in real logs: over the weeks before churn (two to seven, per user)
+the gaps between active days grow and sessions thin out; after churn there is no activity at all. Active days hold
+sessions, sessions hold events, and some events are purchases with revenue. The label is never drawn from the
+features: the training code has to recover churn from what users did.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ EVENT_TYPES = ("page_view", "click", "search", "add_to_cart", "purchase")
 _PURCHASE = EVENT_TYPES.index("purchase")
 _USERS_PER_CHUNK = 50_000  # bounds memory: ~5M events per chunk at the default behaviour
 _DAY_US = 86_400 * 1_000_000
-_FADE_DAYS = 14  # activity declines over this many days before churn
+_FADE_DAYS = (14, 50)  # activity declines over a per-user number of days in this range before churn
+_FADE_FLOOR = 0.05  # activity just before churn, relative to the user's usual level
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,19 +52,20 @@ def simulate_chunk(
     lifetime = rng.exponential(scale=70.0 * engagement**1.2)
     churn_day = signup_day + lifetime
 
+    fade_days = rng.uniform(*_FADE_DAYS, size=n_users)
     day = np.arange(days, dtype=np.float64)[None, :]
-    fade = np.clip((churn_day[:, None] - day) / _FADE_DAYS, 0.2, 1.0)
+    fade = np.clip((churn_day[:, None] - day) / fade_days[:, None], _FADE_FLOOR, 1.0) ** 1.5
     alive = (day >= signup_day[:, None]) & (day < churn_day[:, None])
     p_active = np.clip(0.12 * engagement, 0.02, 0.85)[:, None] * fade
     active = alive & (rng.random((n_users, days)) < p_active)
     user_idx, active_day = np.nonzero(active)
 
     # Sessions on each active day.
-    sess_per_day = 1 + rng.poisson(0.5 * engagement[user_idx] * config.sessions_scale)
+    sess_per_day = 1 + rng.poisson(0.5 * engagement[user_idx] * config.sessions_scale * fade[user_idx, active_day])
     s_user = np.repeat(user_idx, sess_per_day)
     s_day = np.repeat(active_day, sess_per_day)
     s_start_us = rng.integers(6 * 3600, 23 * 3600, size=s_user.size) * 1_000_000
-    s_fade = np.clip((churn_day[s_user] - s_day) / _FADE_DAYS, 0.2, 1.0)
+    s_fade = fade[s_user, s_day]
     events_per_session = 1 + rng.poisson(1.5 + 2.0 * engagement[s_user] * s_fade)
 
     # Events inside a session: exponential gaps from the session's start.

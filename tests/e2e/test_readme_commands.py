@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.procs import free_port, http_post_json, run_server
-from tests.support import EXAMPLE_ROW
+from tests.support import BEHAVIOUR_ROW
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -54,7 +54,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         port,
         clone.parent / "server.log",
     ) as server:
-        status, body = http_post_json(server.url + "/predict", json.dumps(EXAMPLE_ROW).encode())
+        status, body = http_post_json(server.url + "/predict", json.dumps(BEHAVIOUR_ROW).encode())
         assert status == 200 and 0 <= json.loads(body)["churn_probability"] <= 1
 
     # The drift check as the README runs it, with its default report folder.

@@ -9,12 +9,12 @@ from starlette.testclient import TestClient
 
 from benchmarks.fuzz import FuzzRequest, problems, requests
 from tests.http.conftest import MAX_BODY
-from train.features import FEATURES
+from train.features import FEATURE_SETS
 
 pytestmark = pytest.mark.http
 
 
-@given(request=requests(FEATURES, MAX_BODY))
+@given(request=requests(FEATURE_SETS["seed"], MAX_BODY))
 def test_no_request_gets_a_5xx_or_leaks_internals(client: TestClient, request: FuzzRequest) -> None:
     headers = {} if request.content_type is None else {"content-type": request.content_type}
     response = client.request(request.method, request.path, content=request.body, headers=headers)
@@ -22,7 +22,7 @@ def test_no_request_gets_a_5xx_or_leaks_internals(client: TestClient, request: F
 
 
 @settings(max_examples=max(1, settings().max_examples // 2))
-@given(request=requests(FEATURES, MAX_BODY))
+@given(request=requests(FEATURE_SETS["seed"], MAX_BODY))
 def test_predict_answers_every_json_body_with_a_result_or_a_4xx(client: TestClient, request: FuzzRequest) -> None:
     response = client.post("/predict", content=request.body, headers={"content-type": "application/json"})
     assert response.status_code in (200, 400, 413, 422), response.text

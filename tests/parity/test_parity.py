@@ -27,7 +27,9 @@ def _test_rows(artifacts: Path, features: list[str]) -> np.ndarray:
     return table.loc[table["split"] == "test", features].to_numpy(np.float32)
 
 
-def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(exported: Path) -> None:
+@pytest.mark.parametrize("model", ["exported", "behaviour_model"])
+def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(model: str, request: pytest.FixtureRequest) -> None:
+    exported: Path = request.getfixturevalue(model)
     artifacts = exported.parent
     metrics = json.loads((artifacts / "metrics.json").read_text())
     forest = joblib.load(artifacts / "model.joblib")
@@ -40,8 +42,10 @@ def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(exported: Path) ->
     assert np.array_equal(got >= threshold, expected >= threshold)
 
 
-def test_onnxruntime_matches_sklearn_on_10000_edge_rows(exported: Path) -> None:
+@pytest.mark.parametrize("model", ["exported", "behaviour_model"])
+def test_onnxruntime_matches_sklearn_on_10000_edge_rows(model: str, request: pytest.FixtureRequest) -> None:
     """Checked here, not read back from parity.json (which export writes only once its own check passed)."""
+    exported: Path = request.getfixturevalue(model)
     artifacts = exported.parent
     metrics = json.loads((artifacts / "metrics.json").read_text())
     forest = joblib.load(artifacts / "model.joblib")

@@ -19,7 +19,7 @@ def _features(tmp_path: Path, trained: Path, name: str, **changes: float) -> Pat
     simulate_events(SimulationConfig(users=1500, days=75, seed=12, **changes), events)  # type: ignore[arg-type]
     cutoff = pd.Timestamp(json.loads((trained / "metrics.json").read_text())["cutoff"]).to_pydatetime()
     out = tmp_path / f"{name}-features.parquet"
-    write_features(events, out, EventColumns(session="session_id", revenue="revenue"), cutoff)
+    write_features(events, out, EventColumns(session="session_id", revenue="revenue"), cutoff, "seed")
     return out
 
 

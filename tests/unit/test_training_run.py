@@ -13,7 +13,7 @@ import train.fit
 import train.pipeline
 from tests.support import train_config, use_small_grid
 from train.__main__ import main
-from train.features import FEATURES
+from train.features import FEATURE_SETS
 from train.pipeline import PLOTS, run_training
 
 
@@ -35,7 +35,11 @@ def test_artifacts_and_metrics_keys(trained: Path) -> None:
     ):
         assert key in metrics, key
     assert metrics["threshold_source"] == "validation"
-    assert metrics["features"] == list(FEATURES)
+    assert metrics["features"] == list(FEATURE_SETS["seed"]) and metrics["feature_set"] == "seed"
+    assert [f["name"] for f in metrics["feature_schema"]] == metrics["features"]
+    for key in ("pr_auc_retained", "everyone_churns_f1", "predicted_churn_share", "retained_recall"):
+        assert key in metrics["test"], key
+    assert metrics["timestamps_are_dates"] is False
     for key in ("roc_auc", "pr_auc", "precision", "recall", "f1", "brier", "calibration_error", "confusion_matrix"):
         assert key in metrics["test"], key
     (tn, fp), (fn, tp) = metrics["test"]["confusion_matrix"]
