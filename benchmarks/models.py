@@ -22,6 +22,7 @@ import pandas as pd
 from benchmarks.datasets import cdnow_event_log
 from train import evaluate
 from train.bgnbd import BgNbd, summary_from_features
+from train.config import TrainConfig
 from train.events import EventColumns, open_event_log, timestamps_are_dates
 from train.features import CATALOGUE, DEFAULT_FEATURE_SET, FEATURE_SETS, build_features
 from train.fit import PARAM_GRID, fit_baseline, fit_forest, split_data
@@ -31,9 +32,9 @@ logger = logging.getLogger(__name__)
 
 SMALL_GRID = {"n_estimators": [30], "max_depth": [6], "min_samples_leaf": [20]}
 BOOTSTRAP = 1000
-TEST_SIZE = 0.2
-CV_FOLDS = 3
-AUC_TOLERANCE = 0.005
+# The training run's own choices, so the served forest here is the one `train fit` would serve.
+_TRAINING = TrainConfig(events=Path("events.parquet"))
+TEST_SIZE, CV_FOLDS, AUC_TOLERANCE = _TRAINING.test_size, _TRAINING.cv_folds, _TRAINING.auc_tolerance
 SERVED = f"forest · {DEFAULT_FEATURE_SET} (served)"
 
 

@@ -17,6 +17,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.utils.validation import check_is_fitted
 
 from export.convert import INPUT_NAME, LABEL_OUTPUT, PROBABILITY_OUTPUT, convert_to_onnx, sha256_hex
+from export.explain import golden_contributions, tree_covers
 from export.parity import ParityError, check_parity, sklearn_probabilities
 
 logger = logging.getLogger(__name__)
@@ -112,6 +113,8 @@ def export_model(artifacts: Path) -> dict[str, Any]:
     golden_X = X_test[:N_GOLDEN]
     golden = {"inputs": golden_X.tolist(), "probabilities": sklearn_probabilities(forest, golden_X).tolist()}
     metadata = model_metadata(metrics, forest, golden)
+    metadata["tree_covers"] = tree_covers(forest)
+    metadata["golden_shap"] = golden_contributions(forest, golden_X)
     onnx_model = convert_to_onnx(forest, metadata)
     data = onnx_model.SerializeToString()
     try:

@@ -61,6 +61,16 @@ def serve_model(model: Model, settings: Settings, request_log: RequestLog | None
             "node_count": info.node_count,
             "input_name": info.input_name,
             "limits": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
+            "explanations": (
+                {
+                    "available": True,
+                    "method": "exact path-dependent TreeSHAP of P(churn)",
+                    "per_leaf_tables": model.explainer.tabulated,
+                    "base_value": model.explainer.base_value,
+                }
+                if model.explainer is not None
+                else {"available": False, "reason": model.explain_unavailable}
+            ),
         }
     )
     openapi = orjson.dumps(build_openapi(info, settings, model.n_classes))

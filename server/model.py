@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from server.treeshap import TreeExplainer, TreeShapError, explainer_from_onnx
+
 logger = logging.getLogger(__name__)
 
 GOLDEN_TOLERANCE = 1e-6
@@ -63,7 +65,14 @@ def session_options(threads: int) -> ort.SessionOptions:
 
 
 class Model:
-    """An ``InferenceSession`` and its :class:`ModelInfo`; ``predict_one`` is the hot call."""
+    """An ``InferenceSession`` and its :class:`ModelInfo`; ``predict_one`` is the hot call.
+
+    ``explainer`` computes SHAP reason codes when the file carries its trees' covers (``None`` otherwise, with
+    ``explain_unavailable`` saying why).
+    """
+
+    explainer: TreeExplainer | None = None
+    explain_unavailable = "the model file carries no 'tree_covers'; export it again with `python -m export`"
 
     def __init__(self, session: ort.InferenceSession, info: ModelInfo, n_classes: int) -> None:
         self.info = info
@@ -235,6 +244,37 @@ def _check_golden_rows(model: Model, meta: dict[str, str]) -> None:
         )
 
 
+def _attach_explainer(model: Model, data: bytes, meta: dict[str, str]) -> None:
+    """Build the TreeSHAP explainer from the graph and ``tree_covers``, and prove it on ``golden_shap``."""
+    metadata = _Metadata(meta)
+    covers = metadata.json("tree_covers", None)
+    if covers is None:
+        return
+    info = model.info
+    try:
+        explainer = explainer_from_onnx(data, covers, len(info.features), info.positive_index)
+    except TreeShapError as exc:
+        raise ModelError(f"model metadata 'tree_covers' cannot explain this model: {exc}") from None
+    golden_rows = _golden_rows(metadata, len(info.features))
+    golden = metadata.json("golden_shap", None)
+    if golden is not None and golden_rows is not None:
+        try:
+            expected = np.asarray(golden["contributions"], dtype=np.float64)
+            base = float(golden["base_value"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelError("model metadata 'golden_shap' must hold 'contributions' and 'base_value'") from None
+        got = explainer.shap_values(golden_rows[0])
+        if got.shape != expected.shape:
+            raise ModelError(f"model metadata 'golden_shap' has shape {expected.shape}, the golden rows {got.shape}")
+        worst = max(float(np.max(np.abs(got - expected))), abs(explainer.base_value - base))
+        if not worst <= GOLDEN_TOLERANCE:
+            raise ModelError(
+                f"model's golden SHAP contributions do not reproduce (max |diff| {worst:.3g} > {GOLDEN_TOLERANCE}); "
+                "its 'tree_covers' do not match the trees"
+            )
+    model.explainer = explainer
+
+
 def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model:
     """Read, verify (sha256, metadata, golden rows), warm up and return the model.
 
@@ -261,6 +301,7 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model
     model = Model(session, info, n_classes)
     meta = session.get_modelmeta().custom_metadata_map
     _check_golden_rows(model, meta)
+    _attach_explainer(model, data, meta)
     warm = np.zeros((1, len(model.info.features)), dtype=np.float32)
     for _ in range(50):  # page the trees into cache before the first request
         model.predict_one(warm[0].tolist())

@@ -36,17 +36,31 @@ def _reply(reply: Reply) -> dict[str, Any]:
     return {"description": reply.description, "content": {reply.media_type: {"schema": schema}}}
 
 
-def _operation(endpoint: Endpoint, settings: Settings) -> dict[str, Any]:
+def _query_parameter(name: str, info: ModelInfo) -> dict[str, Any]:
+    if name != "explain":
+        raise ValueError(f"no OpenAPI description for query parameter {name!r}")
+    return {
+        "name": "explain",
+        "in": "query",
+        "required": False,
+        "description": "Add the K strongest reasons (exact TreeSHAP contributions to P(churn)) and the base value "
+        "to each result. Absent: the plain result.",
+        "schema": {"type": "integer", "minimum": 1, "maximum": len(info.features)},
+    }
+
+
+def _operation(endpoint: Endpoint, settings: Settings, info: ModelInfo) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": endpoint.summary,
         "operationId": endpoint.name,
         "responses": {str(status): _reply(reply) for status, reply in endpoint.responses.items()},
     }
-    if endpoint.path_params:
-        operation["parameters"] = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": [settings.model_name]}}
-            for name in endpoint.path_params
-        ]
+    parameters = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": [settings.model_name]}}
+        for name in endpoint.path_params
+    ] + [_query_parameter(name, info) for name in endpoint.query]
+    if parameters:
+        operation["parameters"] = parameters
     if endpoint.request_schema:
         operation["requestBody"] = {
             "required": True,
@@ -69,12 +83,24 @@ def _feature_properties(info: ModelInfo) -> dict[str, Any]:
 
 
 def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, Any]:
+    reason = _object(
+        ["feature", "value", "contribution"],
+        feature={"type": "string", "enum": list(info.features)},
+        value=NUMBER,
+        contribution=NUMBER,
+    )
     prediction = _object(
         ["churn_probability", "churn", "threshold", "model_version"],
         churn_probability={"type": "number", "minimum": 0, "maximum": 1},
         churn=BOOLEAN,
         threshold=NUMBER,
         model_version=STRING,
+        base_value={"type": "number", "description": "with `explain`: the expected P(churn) over training"},
+        reasons=_array(reason)
+        | {
+            "description": "with `explain=K`: the K largest |contributions|, largest first; "
+            "all contributions and base_value sum to churn_probability"
+        },
     )
     loc = _array({"anyOf": [STRING, {"type": "integer"}]})
     input_tensor = _object(
@@ -124,6 +150,7 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
         "V2Request": _object(
             ["inputs"],
             id=STRING,
+            parameters=_object([], explain=BOOLEAN | {"description": "add the output 'contributions' [N, features]"}),
             inputs=_array(input_tensor, minItems=1, maxItems=1),
             outputs=_array(_object([], name=STRING)),
         ),
@@ -141,7 +168,7 @@ def build_openapi(info: ModelInfo, settings: Settings, n_classes: int) -> dict[s
     """OpenAPI 3.0 (what the bundled Swagger UI 4 renders) for every endpoint in the route table."""
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in ENDPOINTS:
-        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, settings)
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, settings, info)
     return {
         "openapi": "3.0.3",
         "info": {

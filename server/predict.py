@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from server.asgi import CLOSE_HEADER, JSON_HEADER, ORJSON_NUMPY, is_json, read_body
 from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected, NotReady, UnsupportedMediaType
+from server.explain import explain_count, render_explained
 from server.model import Model
 from server.request_log import RequestLog
 from server.validation import RowParser
@@ -71,6 +72,22 @@ class ServedModel:
         return b"[" + b",".join(rows) + b"]"
 
 
+def explained(served: ServedModel, rows: list[float] | npt.NDArray[np.float32], query_string: bytes) -> bytes:
+    """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
+    one = isinstance(rows, list)
+    X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
+    k = explain_count(query_string, served.model)
+    proba = served.model.churn_probability(X)
+    if k is None:
+        payload = served.render_one(proba[0]) if one else served.render_batch(proba)
+        reasons = None
+    else:
+        payload, reasons = render_explained(served.model, X, proba, k, one)
+    if served.request_log is not None:
+        served.request_log.submit(X, proba, reasons)
+    return payload
+
+
 async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer one ``POST /predict``: a JSON object gives one result, a JSON array one result per row."""
     started = time.perf_counter()
@@ -93,7 +110,10 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
         body = await read_body(receive, content_length, state.settings.max_body_bytes)
         rows = served.parser.parse(body)
         compute_started = time.perf_counter()
-        if isinstance(rows, list):
+        if scope["query_string"]:
+            payload = explained(served, rows, scope["query_string"])
+            metrics.observe_compute(time.perf_counter() - compute_started, 1 if isinstance(rows, list) else len(rows))
+        elif isinstance(rows, list):
             p = served.model.predict_one(rows)
             metrics.observe_compute(time.perf_counter() - compute_started, 1)
             payload = served.render_one(p)

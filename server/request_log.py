@@ -21,6 +21,7 @@ import orjson
 logger = logging.getLogger(__name__)
 
 _STOP = None
+_Entry = tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None]
 
 
 class RequestLog:
@@ -36,20 +37,21 @@ class RequestLog:
         self.dropped = 0
         self.failed_rows = 0
         self.errors = 0
-        self._queue: queue.Queue[tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32]] | None] = queue.Queue(
-            maxsize=max_queue
-        )
+        self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
         self._thread = threading.Thread(target=self._run, name="request-log", daemon=True)
 
     def start(self) -> None:
         self._thread.start()
 
-    def submit(self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32]) -> None:
-        """Queue the rows of one request (sampled); drop and count when the queue is full."""
+    def submit(
+        self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], top_reasons: list[str] | None = None
+    ) -> None:
+        """Queue the rows of one request (sampled), with each row's top reason when explanations were asked;
+        drop and count when the queue is full."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return
         try:
-            self._queue.put_nowait((time.time(), X, proba))
+            self._queue.put_nowait((time.time(), X, proba, top_reasons))
         except queue.Full:
             self.dropped += len(X)
 
@@ -64,16 +66,20 @@ class RequestLog:
             return
         self._thread.join(timeout)
 
-    def _format(self, ts: float, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32]) -> bytes:
+    def _format(
+        self, ts: float, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], reasons: list[str] | None
+    ) -> bytes:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
         lines = []
-        for row, p in zip(X.tolist(), proba.tolist(), strict=True):
+        for i, (row, p) in enumerate(zip(X.tolist(), proba.tolist(), strict=True)):
             record = {
                 "ts": stamp,
                 **dict(zip(self.features, row, strict=True)),
                 "churn_probability": p,
                 "model_version": self.model_version,
             }
+            if reasons is not None:
+                record["top_reason"] = reasons[i]
             lines.append(orjson.dumps(record))
         return b"\n".join(lines) + b"\n"
 

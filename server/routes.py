@@ -57,6 +57,7 @@ class Endpoint:
     responses: dict[int, Reply] = field(default_factory=dict)
     request_schema: str | None = None  # component name of the JSON body
     v2: bool = False  # errors in the protocol's own body
+    query: tuple[str, ...] = ()  # query parameters (OpenAPI describes each from the loaded model)
 
     @property
     def path_params(self) -> list[str]:
@@ -77,10 +78,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             400: Reply("Malformed JSON", "Error"),
             413: Reply("Body or batch too large", "Error"),
             415: Reply("Content-Type is not application/json", "Error"),
-            422: Reply("Invalid fields", "ValidationError"),
+            422: Reply("Invalid fields, or an invalid `explain`", "ValidationError"),
             503: _NOT_READY,
         },
         request_schema="PredictRequest",
+        query=("explain",),
     ),
     Endpoint("/health", "GET", "health", "Liveness", {200: Reply("Alive", "Health")}),
     Endpoint(
@@ -145,6 +147,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             404: Reply("Unknown model", _V2_ERROR),
             413: Reply("Body or batch too large", _V2_ERROR),
             415: Reply("Unsupported Content-Type", _V2_ERROR),
+            422: Reply("Invalid `explain` parameter", _V2_ERROR),
             503: Reply("Loading", _V2_ERROR),
         },
         request_schema="V2Request",

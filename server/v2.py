@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -49,10 +50,18 @@ def _flatten(data: list[Any], n_rows: int, n_features: int) -> list[Any]:
     return flat
 
 
-def parse_infer_request(
-    body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None
-) -> tuple[npt.NDArray[np.float32], Any]:
-    """Return the input tensor and the request id; raise :class:`V2Error` naming what is wrong.
+CONTRIBUTIONS = "contributions"
+
+
+@dataclass(frozen=True, slots=True)
+class InferRequest:
+    X: npt.NDArray[np.float32]
+    id: Any
+    explain: bool  # the request parameter "explain": add the SHAP contributions output
+
+
+def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None) -> InferRequest:
+    """The input tensor, the request id and the explain flag; raise :class:`V2Error` naming what is wrong.
 
     With ``binary`` (the binary tensor extension: the bytes after the JSON header), the input's values are those
     little-endian FP32 bytes, announced by ``parameters.binary_data_size``, instead of a JSON ``data`` list.
@@ -78,12 +87,18 @@ def parse_infer_request(
         raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
     if shape[0] > max_batch:
         raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
+    parameters = body.get("parameters") or {}
+    explain = parameters.get("explain", False) if type(parameters) is dict else None
+    if type(explain) is not bool:
+        raise V2Error(f"request parameter 'explain' must be true or false, got {explain!r}", 422)
     for output in body.get("outputs") or []:
-        if type(output) is not dict or output.get("name") != info.probability_output:
-            raise V2Error(f"unknown output {output!r}; the model's output is {info.probability_output!r}")
+        if type(output) is not dict or output.get("name") not in (info.probability_output, CONTRIBUTIONS):
+            raise V2Error(
+                f"unknown output {output!r}; the model's outputs are {info.probability_output!r} and {CONTRIBUTIONS!r}"
+            )
     X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
     _check_range(X, info)
-    return X.astype(np.float32, copy=False), body.get("id")
+    return InferRequest(X.astype(np.float32, copy=False), body.get("id"), explain)
 
 
 def _json_values(tensor: dict[str, Any], shape: list[int]) -> npt.NDArray[np.float64]:
@@ -133,7 +148,12 @@ def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
 
 
 def infer_response(
-    name: str, info: ModelInfo, probabilities: npt.NDArray[np.float32], request_id: Any
+    name: str,
+    info: ModelInfo,
+    probabilities: npt.NDArray[np.float32],
+    request_id: Any,
+    contributions: npt.NDArray[np.float64] | None = None,
+    base_value: float = 0.0,
 ) -> dict[str, Any]:
     response: dict[str, Any] = {
         "model_name": name,
@@ -147,6 +167,16 @@ def infer_response(
             }
         ],
     }
+    if contributions is not None:
+        response["outputs"].append(
+            {
+                "name": CONTRIBUTIONS,
+                "datatype": "FP32",
+                "shape": list(contributions.shape),
+                "data": contributions.astype(np.float32).reshape(-1),
+            }
+        )
+        response["parameters"] = {"base_value": base_value, "features": list(info.features)}
     if request_id is not None:
         response["id"] = request_id
     return response
@@ -208,10 +238,20 @@ class V2Handlers:
             raise
         except ApiError as exc:
             raise V2Error(str(exc.detail), exc.status_code) from None
-        X, request_id = parse_infer_request(data, served.info, settings.max_batch, binary)
+        request_ = parse_infer_request(data, served.info, settings.max_batch, binary)
+        X, model = request_.X, served.model
+        if request_.explain and model.explainer is None:
+            raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
         started = time.perf_counter()
-        probabilities = served.model.predict_proba(X)
+        probabilities = model.predict_proba(X)
+        contributions = model.explainer.shap_values(X) if request_.explain and model.explainer else None
         self.state.metrics.observe_compute(time.perf_counter() - started, len(X))
         if served.request_log is not None:
-            served.request_log.submit(X, np.ascontiguousarray(probabilities[:, served.info.positive_index]))
-        return OrjsonResponse(infer_response(self.model_name, served.info, probabilities, request_id))
+            top = None
+            if contributions is not None:
+                top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
+            served.request_log.submit(X, np.ascontiguousarray(probabilities[:, served.info.positive_index]), top)
+        base = model.explainer.base_value if model.explainer else 0.0
+        return OrjsonResponse(
+            infer_response(self.model_name, served.info, probabilities, request_.id, contributions, base)
+        )

@@ -25,7 +25,7 @@ class TrainConfig:
     seed: int = 7
     test_size: float = 0.2
     cv_folds: int = 3
-    auc_tolerance: float = 0.005  # prefer the smallest forest within this much of the best CV ROC-AUC
+    auc_tolerance: float = 0.002  # prefer the smallest forest within this much of the best CV ROC-AUC
     shap_rows: int = 200
 
     def __post_init__(self) -> None:

@@ -222,7 +222,8 @@ def render_model_card(metrics: dict[str, Any]) -> str:
 RandomForest churn classifier trained {metrics["trained_at"]} on {metrics["n_users"]} users
 (cutoff {metrics["cutoff"]}, churned = no event in the following {metrics["label_days"]} days;
 churn rate {metrics["churn_rate"]:.1%}). Hyper-parameters {metrics["params"]} were chosen by cross-validation on the
-training part as the smallest forest ({metrics["node_count"]} nodes) within 0.005 ROC-AUC of the best.
+training part as the smallest forest ({metrics["node_count"]} nodes) within {metrics["config"]["auc_tolerance"]}
+ROC-AUC of the best.
 
 ## Inputs: feature set `{metrics["feature_set"]}`
 | feature | meaning | unit | minimum |

@@ -1,0 +1,76 @@
+"""``POST /predict?explain=K``: each result also carries the base value and its K strongest SHAP reasons.
+
+Kept apart from the hot path: a request without a query string never reaches this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from server.asgi import ORJSON_NUMPY
+from server.errors import ValidationFailed, field_error
+from server.model import Model
+
+PARAMETER = "explain"
+
+
+def explain_count(query_string: bytes, model: Model) -> int | None:
+    """K from ``explain=K`` (1 .. number of features), ``None`` without it; a 422 naming the parameter otherwise."""
+    values = [v for k, v in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True) if k == PARAMETER]
+    if not values:
+        return None
+    n_features = len(model.info.features)
+    if model.explainer is None:
+        raise ValidationFailed([field_error(["query", PARAMETER], model.explain_unavailable, "explain_unavailable")])
+    raw = values[-1]
+    if len(values) > 1 or not raw.isdigit() or not 1 <= int(raw) <= n_features:
+        raise ValidationFailed(
+            [
+                field_error(
+                    ["query", PARAMETER],
+                    f"Input should be one whole number from 1 to {n_features} (the model's features), got {raw!r}",
+                    "int_range",
+                )
+            ]
+        )
+    return int(raw)
+
+
+def top_reasons(
+    X: npt.NDArray[np.float32], contributions: npt.NDArray[np.float64], features: tuple[str, ...], k: int
+) -> list[list[dict[str, Any]]]:
+    """Per row, the ``k`` features with the largest |contribution|, largest first."""
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    values, shares = X.tolist(), contributions.tolist()
+    return [
+        [{"feature": features[j], "value": values[i][j], "contribution": shares[i][j]} for j in row]
+        for i, row in enumerate(order.tolist())
+    ]
+
+
+def render_explained(
+    model: Model, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], k: int, one: bool
+) -> tuple[bytes, list[str]]:
+    """The JSON results with reasons, and each row's top reason (for the request log)."""
+    assert model.explainer is not None
+    info = model.info
+    contributions = model.explainer.shap_values(X)
+    reasons = top_reasons(X, contributions, info.features, k)
+    results = [
+        {
+            "churn_probability": p,
+            "churn": p >= info.threshold,
+            "threshold": info.threshold,
+            "model_version": info.version,
+            "base_value": model.explainer.base_value,
+            "reasons": row,
+        }
+        for p, row in zip(proba.tolist(), reasons, strict=True)
+    ]
+    payload = orjson.dumps(results[0] if one else results, option=ORJSON_NUMPY)
+    return payload, [row[0]["feature"] for row in reasons]

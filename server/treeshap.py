@@ -1,0 +1,304 @@
+"""Exact path-dependent TreeSHAP (Lundberg et al. 2020; what ``shap.TreeExplainer`` computes with
+``feature_perturbation="tree_path_dependent"``) for the served forest, from the ONNX graph and per-node covers.
+
+For one leaf with value ``v`` whose path splits on the distinct features ``D`` (``d = |D|``), the conditional
+expectation game is ``v(S) = v * prod_{j in S} o_j * prod_{j in D \\ S} z_j``, where ``z_j`` is the share of
+training cover that follows the path at ``j``'s splits and ``o_j`` is 1 when the row follows them all. Its
+Shapley value for ``i`` in ``D`` is
+
+    phi_i = v * (o_i - z_i) * sum_s w(s, d) * [y^s] prod_{j in D, j != i} (z_j + o_j * y),   w(s, d) = s!(d-s-1)!/d!
+
+and a tree's (the forest's) contributions are the sums over its leaves. Only the pattern of ``o`` (one bit per
+feature on the path) depends on the row, so, as in Fast TreeSHAP v2 (Yang 2021), every leaf's contributions for
+all ``2^d`` patterns are tabulated once at load: a row costs one comparison per split, a few gathers and a sum.
+Above :data:`MAX_TABLE_FEATURES` distinct features on a path, or :data:`MAX_TABLE_BYTES` of tables, the same
+formula is evaluated per row instead (no tables; slower, same numbers).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import factorial
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.onnx_graph import OnnxFormatError, node_attributes
+
+MAX_TABLE_FEATURES = 10
+MAX_TABLE_BYTES = 64 * 2**20
+CHUNK_ROWS = 128
+_FALSE = np.zeros(1, dtype=bool)
+
+Floats = npt.NDArray[np.float64]
+
+
+class TreeShapError(ValueError):
+    """The model cannot be explained; the message says why in one line."""
+
+
+def _shapley_weights(d: int) -> Floats:
+    return np.array([factorial(s) * factorial(d - s - 1) / factorial(d) for s in range(d)], dtype=np.float64)
+
+
+def leaf_contributions(z: Floats, o: Floats, v: Floats) -> Floats:
+    """phi for leaves sharing one path length ``d``: ``z`` (L, d), ``o`` (..., L, d) in {0, 1}, ``v`` (L,).
+
+    Returns (..., L, d): each leaf's contribution to each of its path features, by the formula above.
+    """
+    d = z.shape[-1]
+    weights = _shapley_weights(d)
+    out = np.empty(np.broadcast_shapes(o.shape, z.shape), dtype=np.float64)
+    for i in range(d):
+        poly = np.zeros((*out.shape[:-1], d), dtype=np.float64)  # coefficients of y^0 .. y^(d-1)
+        poly[..., 0] = 1.0
+        for j in range(d):
+            if j == i:
+                continue
+            shifted = np.zeros_like(poly)
+            shifted[..., 1:] = poly[..., :-1]
+            poly = poly * z[..., j, None] + shifted * o[..., j, None]
+        out[..., i] = v * (o[..., i] - z[..., i]) * (poly @ weights)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Leaf:
+    value: float
+    features: list[int]  # distinct features on the path, in path order
+    zero_fraction: list[float]  # z per feature
+    steps: list[list[tuple[int, bool]]]  # per feature: (internal node, went the <= way) of each split on it
+
+
+class TreeExplainer:
+    """Per-row SHAP contributions of P(positive class) for a ``TreeEnsembleClassifier``, in feature order."""
+
+    def __init__(self, leaves: list[_Leaf], n_features: int, node_feature: Any, node_threshold: Any) -> None:
+        self.n_features = n_features
+        self.base_value = float(sum(leaf.value * float(np.prod(leaf.zero_fraction)) for leaf in leaves))
+        self._node_feature = np.asarray(node_feature, dtype=np.intp)
+        self._node_threshold = np.asarray(node_threshold, dtype=np.float32)
+        # Cells: one per (leaf, path feature); steps: one per split, grouped by cell.
+        step_node: list[int] = []
+        step_true: list[bool] = []
+        cell_start: list[int] = []
+        cell_leaf: list[int] = []
+        cell_k: list[int] = []
+        cell_feature: list[int] = []
+        for index, leaf in enumerate(leaves):
+            for k, (feature, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
+                cell_start.append(len(step_node))
+                cell_leaf.append(index)
+                cell_k.append(k)
+                cell_feature.append(feature)
+                for node, went_true in steps:
+                    step_node.append(node)
+                    step_true.append(went_true)
+        self._step_node = np.asarray(step_node, dtype=np.intp)
+        self._step_true = np.asarray(step_true, dtype=bool)
+        self._cell_start = np.asarray(cell_start, dtype=np.intp)
+        per_cell = np.diff(np.r_[self._cell_start, len(step_node)])
+        self._extra_steps = [
+            (np.flatnonzero(per_cell > r), self._cell_start[per_cell > r] + r)
+            for r in range(1, per_cell.max(initial=1))
+        ]
+        self._cell_leaf = np.asarray(cell_leaf, dtype=np.intp)
+        self._leaf_cell_start = np.asarray([0, *np.cumsum([len(leaf.features) for leaf in leaves])[:-1]], np.intp)
+        self._feature_of_cell = np.zeros((len(cell_start), n_features), dtype=np.float64)
+        self._feature_of_cell[np.arange(len(cell_start)), cell_feature] = 1.0
+        self._cell_feature_t = np.ascontiguousarray(self._feature_of_cell.T)
+        self._leaves = leaves
+        depths = np.asarray([len(leaf.features) for leaf in leaves], dtype=np.int64)
+        table_bytes = int(np.sum((1 << depths) * depths)) * 8
+        self.tabulated = bool(depths.max(initial=0) <= MAX_TABLE_FEATURES and table_bytes <= MAX_TABLE_BYTES)
+        self._groups = self._group_by_depth(depths)
+        if self.tabulated:
+            self._build_tables(depths, np.asarray(cell_k, dtype=np.int64))
+
+    def _group_by_depth(self, depths: npt.NDArray[np.int64]) -> list[tuple[int, Any, Floats, Floats, Any]]:
+        groups = []
+        for d in sorted(set(depths.tolist()) - {0}):
+            members = np.flatnonzero(depths == d)
+            z = np.asarray([self._leaves[i].zero_fraction for i in members], dtype=np.float64)
+            v = np.asarray([self._leaves[i].value for i in members], dtype=np.float64)
+            cells = self._leaf_cell_start[members][:, None] + np.arange(d)[None, :]
+            groups.append((d, members, z, v, cells))
+        return groups
+
+    def _build_tables(self, depths: npt.NDArray[np.int64], cell_k: npt.NDArray[np.int64]) -> None:
+        """Every leaf's contributions for each of its ``2^d`` patterns, as rows of ``max_depth`` floats.
+
+        A row's work is then: compare once per split, one gather of ``leaves x max_depth`` bits, a weighted sum to
+        each leaf's pattern number, one gather of a short row per leaf, and one matrix product into features.
+        """
+        max_depth = int(depths.max())
+        row_offset = np.concatenate([[0], np.cumsum(1 << depths)[:-1]]).astype(np.int64)
+        rows = np.zeros((int((1 << depths).sum()) + 1, max_depth), dtype=np.float64)  # +1: an all-zero row
+        for d, members, z, v, _ in self._groups:
+            patterns = ((np.arange(1 << d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
+            phi = leaf_contributions(z, patterns[:, None, :], v)  # (2^d, L, d)
+            for column, leaf in enumerate(members):
+                rows[row_offset[leaf] : row_offset[leaf] + (1 << d), :d] = phi[:, column, :]
+        # float32 halves the bytes each row's gather moves; every entry is a share of one leaf's value, so rounding
+        # stays near 1e-8, inside the 1e-6 parity bound that the start-up check enforces.
+        self._rows = rows.astype(np.float32)
+        self._row_offset = row_offset.astype(np.int32)[None, :]
+        # Which split answers each (leaf, path feature): an index into [goes <=, goes >, zero row] per split.
+        n_internal = len(self._node_feature)
+        zero = 2 * n_internal
+        first = np.full((len(depths), max_depth), zero, dtype=np.intp)
+        extra: list[list[tuple[int, int]]] = []
+        for leaf_index, leaf in enumerate(self._leaves):
+            for k, steps in enumerate(leaf.steps):
+                for rank, (node, went_true) in enumerate(steps):
+                    answer = node if went_true else node + n_internal
+                    if rank == 0:
+                        first[leaf_index, k] = answer
+                    else:
+                        while len(extra) < rank:
+                            extra.append([])
+                        extra[rank - 1].append((leaf_index * max_depth + k, answer))
+        self._first_answer = first
+        self._extra_answers = [
+            (np.asarray([c for c, _ in group], np.intp), np.asarray([a for _, a in group], np.intp)) for group in extra
+        ]
+        self._pattern_weights = (1 << np.arange(max_depth)).astype(np.int32)
+        feature_of_slot = np.zeros((len(depths), max_depth, self.n_features), dtype=np.float32)
+        for leaf_index, leaf in enumerate(self._leaves):
+            for k, feature in enumerate(leaf.features):
+                feature_of_slot[leaf_index, k, feature] = 1.0
+        self._feature_of_slot = feature_of_slot.reshape(-1, self.n_features)
+
+    def _cell_bits(self, XT: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
+        """(cells, N): does each row follow every split of each leaf's path on that path feature?"""
+        goes_true = XT[self._node_feature] <= self._node_threshold[:, None]
+        satisfied = goes_true[self._step_node] == self._step_true[:, None]
+        bits: npt.NDArray[np.bool_] = satisfied[self._cell_start]
+        for cells, steps in self._extra_steps:  # the second, third, ... split on the same feature of a path
+            bits[cells] &= satisfied[steps]
+        return bits
+
+    def _tabulated(self, X: npt.NDArray[np.float32]) -> Floats:
+        n = len(X)
+        XT = np.ascontiguousarray(X.T)
+        goes_true = XT[self._node_feature] <= self._node_threshold[:, None]
+        answers = np.concatenate([goes_true, ~goes_true, np.zeros((1, n), dtype=bool)])
+        slots = answers[self._first_answer]  # (leaves, max_depth, N)
+        flat = slots.reshape(-1, n)
+        for cells, extra in self._extra_answers:  # the second, third, ... split on one feature of a path
+            flat[cells] &= answers[extra]
+        patterns = np.einsum("lkn,k->nl", slots.view(np.uint8), self._pattern_weights)
+        patterns += self._row_offset
+        values = np.take(self._rows, patterns.reshape(-1), axis=0)  # (N * leaves, max_depth)
+        result: Floats = (values.reshape(n, -1) @ self._feature_of_slot).astype(np.float64)
+        return result
+
+    def _tabulated_one(self, x: npt.NDArray[np.float32]) -> Floats:
+        """The same for one row, in 1-D arrays: a dozen small numpy calls."""
+        goes_true = x[self._node_feature] <= self._node_threshold
+        answers = np.concatenate([goes_true, ~goes_true, _FALSE])
+        slots = answers[self._first_answer]  # (leaves, max_depth)
+        flat = slots.reshape(-1)
+        for cells, extra in self._extra_answers:
+            flat[cells] &= answers[extra]
+        patterns = slots.view(np.uint8) @ self._pattern_weights
+        patterns += self._row_offset[0]
+        result: Floats = (np.take(self._rows, patterns, axis=0).reshape(-1) @ self._feature_of_slot).astype(np.float64)
+        return result
+
+    def shap_values(self, X: npt.NDArray[np.float32]) -> Floats:
+        """Contributions ``[N, n_features]``; with :attr:`base_value` they sum to each row's probability."""
+        X = np.asarray(X, dtype=np.float32).reshape(-1, self.n_features)
+        if len(X) > CHUNK_ROWS:  # chunks keep every intermediate array in cache: ~3x the rows/s of one big pass
+            return np.concatenate([self.shap_values(X[i : i + CHUNK_ROWS]) for i in range(0, len(X), CHUNK_ROWS)])
+        if self.tabulated:
+            return self._tabulated_one(X[0])[None, :] if len(X) == 1 else self._tabulated(X)
+        bits = self._cell_bits(np.ascontiguousarray(X.T))
+        phi = np.zeros((len(X), self.n_features), dtype=np.float64)
+        for _, _, z, v, cells in self._groups:
+            o = np.moveaxis(bits[cells], -1, 0).astype(np.float64)  # (N, L, d)
+            contributions = leaf_contributions(z, o, v)
+            phi += contributions.reshape(len(phi), -1) @ self._feature_of_cell[cells.reshape(-1)]
+        return phi
+
+
+def explainer_from_onnx(model: bytes, covers: list[list[float]], n_features: int, positive_index: int) -> TreeExplainer:
+    """Read the forest from the model's ``TreeEnsembleClassifier`` node; ``covers[t][n]`` is the training cover of
+    node ``n`` of tree ``t``. Raises :class:`TreeShapError` naming what does not fit."""
+    try:
+        attrs = node_attributes(model, "TreeEnsembleClassifier")
+    except OnnxFormatError as exc:
+        raise TreeShapError(f"cannot read the forest: {exc}") from None
+    post = attrs.get("post_transform") or b"NONE"
+    if post != b"NONE" or np.any(attrs.get("base_values", 0.0) != 0):
+        raise TreeShapError(f"post_transform {post.decode()!r} or base_values: only summed leaf values are supported")
+    trees, nodes = attrs["nodes_treeids"], attrs["nodes_nodeids"]
+    modes = attrs["nodes_modes"]
+    if set(modes) - {b"BRANCH_LEQ", b"LEAF"}:
+        raise TreeShapError(f"unsupported node modes {sorted(set(modes) - {b'BRANCH_LEQ', b'LEAF'})}")
+    position = {(int(t), int(n)): i for i, (t, n) in enumerate(zip(trees, nodes, strict=True))}
+    value = _leaf_values(attrs, position, positive_index)
+    cover = np.full(len(trees), np.nan)
+    try:
+        for (t, n), i in position.items():
+            cover[i] = float(covers[t][n])
+    except (IndexError, TypeError, ValueError):
+        raise TreeShapError("metadata 'tree_covers' does not match the forest's trees and nodes") from None
+    if not (np.isfinite(cover) & (cover > 0)).all():
+        raise TreeShapError("metadata 'tree_covers' holds a cover that is not a positive number")
+
+    internal = [i for i, mode in enumerate(modes) if mode == b"BRANCH_LEQ"]
+    internal_index = {node: k for k, node in enumerate(internal)}
+    leaves: list[_Leaf] = []
+    for tree in sorted(set(map(int, trees))):
+        stack: list[tuple[int, list[tuple[int, int, bool, float]]]] = [(position[(tree, 0)], [])]
+        while stack:
+            node, path = stack.pop()
+            if modes[node] == b"LEAF":
+                leaves.append(_make_leaf(float(value[node]), path))
+                continue
+            true_child = position[(tree, int(attrs["nodes_truenodeids"][node]))]
+            false_child = position[(tree, int(attrs["nodes_falsenodeids"][node]))]
+            feature = int(attrs["nodes_featureids"][node])
+            for child, went_true in ((true_child, True), (false_child, False)):
+                step = (internal_index[node], feature, went_true, cover[child] / cover[node])
+                stack.append((child, [*path, step]))
+    node_feature = attrs["nodes_featureids"][internal]
+    if node_feature.size and (node_feature.max() >= n_features or node_feature.min() < 0):
+        raise TreeShapError("the forest splits on a feature the model's input does not have")
+    return TreeExplainer(leaves, n_features, node_feature, attrs["nodes_values"][internal])
+
+
+def _make_leaf(value: float, path: list[tuple[int, int, bool, float]]) -> _Leaf:
+    features: list[int] = []
+    fractions: list[float] = []
+    steps: list[list[tuple[int, bool]]] = []
+    for node, feature, went_true, fraction in path:
+        if feature not in features:
+            features.append(feature)
+            fractions.append(1.0)
+            steps.append([])
+        k = features.index(feature)
+        fractions[k] *= fraction
+        steps[k].append((node, went_true))
+    return _Leaf(value, features, fractions, steps)
+
+
+def _leaf_values(attrs: dict[str, Any], position: dict[tuple[int, int], int], positive_index: int) -> Floats:
+    """Each leaf's weight for the positive class (a binary ensemble may carry only that class's weights)."""
+    class_ids = attrs["class_ids"]
+    n_labels = len(attrs.get("classlabels_int64s", attrs.get("classlabels_strings", [])))
+    if set(class_ids.tolist()) == {0} and n_labels == 2:
+        if positive_index != 1:
+            raise TreeShapError("a binary ensemble with one weight per leaf scores class 1 only")
+        wanted = 0
+    else:
+        wanted = positive_index
+    value = np.zeros(len(position), dtype=np.float64)
+    for t, n, c, w in zip(
+        attrs["class_treeids"], attrs["class_nodeids"], class_ids, attrs["class_weights"], strict=True
+    ):
+        if c == wanted:
+            value[position[(int(t), int(n))]] += float(w)
+    return value
