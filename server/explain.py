@@ -46,9 +46,10 @@ def top_reasons(
 ) -> list[list[dict[str, Any]]]:
     """Per row, the ``k`` features with the largest |contribution|, largest first."""
     order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
-    values, shares = X.tolist(), contributions.tolist()
+    shares = contributions.tolist()
+    # Values stay float32 scalars: orjson writes them as the request's numbers (7.666, not 7.665999889373779).
     return [
-        [{"feature": features[j], "value": values[i][j], "contribution": shares[i][j]} for j in row]
+        [{"feature": features[j], "value": X[i, j], "contribution": shares[i][j]} for j in row]
         for i, row in enumerate(order.tolist())
     ]
 
@@ -70,7 +71,7 @@ def render_explained(
             "base_value": model.explainer.base_value,
             "reasons": row,
         }
-        for p, row in zip(proba.tolist(), reasons, strict=True)
+        for p, row in zip(proba, reasons, strict=True)  # float32 scalars, rendered as the plain results are
     ]
     payload = orjson.dumps(results[0] if one else results, option=ORJSON_NUMPY)
     return payload, [row[0]["feature"] for row in reasons]

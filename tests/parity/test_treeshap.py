@@ -1,0 +1,147 @@
+"""The server's TreeSHAP equals shap.TreeExplainer (path-dependent) on the scikit-learn forest, to 1e-6."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import shutil
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnx
+import pandas as pd
+import pytest
+import shap
+from sklearn.ensemble import RandomForestClassifier
+
+import server.treeshap
+from export.convert import convert_to_onnx
+from export.explain import tree_covers
+from export.parity import edge_rows
+from server.__main__ import main
+from server.model import ModelError, load_model
+from server.onnx_graph import node_attributes
+from server.treeshap import explainer_from_onnx, leaf_contributions
+
+pytestmark = pytest.mark.parity
+TOLERANCE = 1e-6
+
+
+def _reference(forest: RandomForestClassifier, X: np.ndarray) -> tuple[np.ndarray, float]:
+    explainer = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
+    values = np.asarray(explainer.shap_values(pd.DataFrame(X.astype(np.float64), columns=forest.feature_names_in_)))
+    return values[:, :, 1], float(np.ravel(explainer.expected_value)[1])
+
+
+def _rows(artifacts: Path, forest: RandomForestClassifier) -> np.ndarray:
+    table = pd.read_parquet(artifacts / "features.parquet")
+    test = table.loc[table["split"] == "test", list(forest.feature_names_in_)].to_numpy(np.float32)
+    return np.concatenate([test, edge_rows(forest, test, 2000, seed=5)])
+
+
+@pytest.mark.parametrize("fixture", ["exported", "behaviour_model"])
+def test_server_contributions_match_shap_on_test_and_edge_rows(fixture: str, request: pytest.FixtureRequest) -> None:
+    exported: Path = request.getfixturevalue(fixture)
+    forest = joblib.load(exported.parent / "model.joblib")
+    model = load_model(exported)
+    assert model.explainer is not None and model.explainer.tabulated
+    X = _rows(exported.parent, forest)
+    got = model.explainer.shap_values(X)
+    expected, base = _reference(forest, X)
+    assert np.max(np.abs(got - expected)) <= TOLERANCE
+    assert abs(model.explainer.base_value - base) <= TOLERANCE
+    probability = forest.predict_proba(pd.DataFrame(X, columns=forest.feature_names_in_))[:, 1]
+    assert np.max(np.abs(model.explainer.base_value + got.sum(axis=1) - probability)) <= TOLERANCE
+    assert np.max(np.abs(model.explainer.base_value + got.sum(axis=1) - model.churn_probability(X))) <= TOLERANCE
+
+
+@pytest.mark.parametrize("tabulated", [True, False])
+def test_a_depth_12_forest_matches_shap_with_tables_and_per_row(
+    trained: Path, tabulated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = pd.read_parquet(trained / "features.parquet")
+    features = json.loads((trained / "metrics.json").read_text())["features"]
+    train = table[table["split"] == "train"]
+    forest = RandomForestClassifier(n_estimators=8, max_depth=12, min_samples_leaf=2, random_state=0)
+    forest.fit(train[features], train["churned"])
+    assert max(t.get_depth() for t in forest.estimators_) == 12
+    if not tabulated:
+        monkeypatch.setattr(server.treeshap, "MAX_TABLE_FEATURES", 0)  # force the per-row evaluation
+    data = convert_to_onnx(forest, {"features": features}).SerializeToString()
+    explainer = explainer_from_onnx(data, tree_covers(forest), len(features), 1)
+    assert explainer.tabulated is tabulated
+    X = edge_rows(forest, train[features].to_numpy(np.float32)[:300], 500, seed=2)
+    expected, base = _reference(forest, X)
+    assert np.max(np.abs(explainer.shap_values(X) - expected)) <= TOLERANCE
+    assert abs(explainer.base_value - base) <= TOLERANCE
+
+
+def test_leaf_formula_equals_brute_force_shapley_values() -> None:
+    """phi from the closed form against the Shapley definition, enumerating every coalition."""
+    rng = np.random.default_rng(0)
+    for d in range(1, 6):
+        z = rng.uniform(0.05, 0.95, size=(1, d))
+        v = np.array([0.3])
+        for pattern in itertools.product([0.0, 1.0], repeat=d):
+            o = np.array(pattern)[None, :]
+
+            def game(coalition: tuple[int, ...], z: np.ndarray = z, o: np.ndarray = o, d: int = d) -> float:
+                return float(0.3 * np.prod([o[0, j] if j in coalition else z[0, j] for j in range(d)]))
+
+            for i in range(d):
+                others = [j for j in range(d) if j != i]
+                brute = sum(
+                    math.factorial(len(s))
+                    * math.factorial(d - len(s) - 1)
+                    / math.factorial(d)
+                    * (game((*s, i)) - game(s))
+                    for size in range(d)
+                    for s in itertools.combinations(others, size)
+                )
+                assert leaf_contributions(z, o, v)[0, i] == pytest.approx(brute, abs=1e-15)
+
+
+def test_the_graph_reader_agrees_with_the_onnx_package(behaviour_model: Path) -> None:
+    model = onnx.load(str(behaviour_model))
+    (node,) = [n for n in model.graph.node if n.op_type == "TreeEnsembleClassifier"]
+    ours = node_attributes(behaviour_model.read_bytes(), "TreeEnsembleClassifier")
+    assert set(ours) == {a.name for a in node.attribute}
+    for attribute in node.attribute:
+        reference = onnx.helper.get_attribute_value(attribute)
+        if isinstance(reference, list) and reference and not isinstance(reference[0], bytes):
+            np.testing.assert_array_equal(np.asarray(reference, dtype=ours[attribute.name].dtype), ours[attribute.name])
+        else:
+            assert ours[attribute.name] == reference, attribute.name
+
+
+def _with_covers(exported: Path, tmp_path: Path, change: float) -> Path:
+    path = tmp_path / "model.onnx"
+    shutil.copy(exported, path)
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props}
+    covers = json.loads(props["tree_covers"])
+    forest = joblib.load(exported.parent / "model.joblib")
+    leaf = int(np.flatnonzero(forest.estimators_[0].tree_.children_left == -1)[0])
+    covers[0][leaf] *= change  # one leaf's cover (an inner node's can cancel along a path that splits on one feature)
+    props["tree_covers"] = json.dumps(covers)
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_perturbed_cover_stops_start_up_with_one_line(
+    behaviour_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _with_covers(behaviour_model, tmp_path, 1.5)
+    with pytest.raises(ModelError, match="golden SHAP contributions do not reproduce"):
+        load_model(path)
+    assert main(["--model", str(path), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "golden SHAP contributions do not reproduce" in err
+
+
+def test_an_unchanged_copy_loads(behaviour_model: Path, tmp_path: Path) -> None:
+    assert load_model(_with_covers(behaviour_model, tmp_path, 1.0)).explainer is not None
