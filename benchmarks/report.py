@@ -87,6 +87,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"In-process floor (same model, one thread): onnxruntime {floor['onnx_single_row_us']:.1f} µs per single "
         f"row (pre-bound buffers), {floor['onnx_rows_per_s_1000']:,.0f} rows/s in 1000-row batches; "
         f"scikit-learn `predict_proba` on a one-row DataFrame {floor['sklearn_single_row_us']:,.0f} µs.",
+        *(_explain_lines(results) if "explain_rows_per_s_1000" in floor else []),
         "",
         f"Conditions: {c['cpu']} ({c['cores']} cores), {c['date']}, commit {c['commit']}. Each server alone on "
         f"core {c['server_core']} with {c['workers']} uvicorn worker (uvloop, httptools, no access log), "
@@ -97,6 +98,22 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{c['wrk']}. Locust {'warned' if cpu_bound else 'did not warn'} that it was CPU-bound.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _explain_lines(results: dict[str, Any]) -> list[str]:
+    floor, ours = results["in_process"], results["ours"]
+    explained = ours.get("/predict?explain=3 [1]")
+    http = ""
+    if explained:
+        ratio = explained["rps"]["median"] / results["single"]["ours"]["rps"]["median"]
+        http = f"Over HTTP, single-row `/predict?explain=3` serves **{ratio:.2f}×** the requests/s of plain `/predict`."
+    return [
+        "",
+        f"Reason codes (exact TreeSHAP, in-process, one thread): {floor['explain_single_row_us']:.1f} µs for one "
+        f"row; {floor['explain_rows_per_s_1000']:,.0f} rows/s in 1000-row batches, vs "
+        f"{floor['shap_rows_per_s_1000']:,.0f} rows/s for `shap.TreeExplainer` (C++) on the same rows "
+        f"(**{floor['explain_rows_per_s_1000'] / floor['shap_rows_per_s_1000']:.1f}×**). {http}",
+    ]
 
 
 def write_plots(results: dict[str, Any], assets: Path) -> None:

@@ -30,6 +30,7 @@ from benchmarks.report import write_report
 
 SERVER_CORE, LOAD_CORE = 0, 1
 WRK_CONNECTIONS = 16
+EXPLAIN_SCENARIO = "/predict?explain=3 [1]"
 BATCH_SIZES = (10, 100, 1000)
 
 WRK_SCRIPT = """
@@ -164,10 +165,43 @@ def in_process_floor(artifacts: Path, rows: np.ndarray, repeat: int) -> dict[str
     started = time.perf_counter()
     for _ in range(20):
         forest.predict_proba(frame)
+    sklearn_single_us = (time.perf_counter() - started) / 20 * 1e6
     return {
         "onnx_single_row_us": single_us,
         "onnx_rows_per_s_1000": 1000 / statistics.median(timings),
-        "sklearn_single_row_us": (time.perf_counter() - started) / 20 * 1e6,
+        "sklearn_single_row_us": sklearn_single_us,
+        **explain_floor(model, forest, batch, repeat),
+    }
+
+
+def explain_floor(model: Any, forest: Any, batch: np.ndarray, repeat: int) -> dict[str, float]:
+    """Our TreeSHAP in-process (one row; 1000-row batches) beside shap.TreeExplainer's C++ on the same rows."""
+    if model.explainer is None:
+        return {}
+    import shap
+
+    explainer = model.explainer
+    for _ in range(50):
+        explainer.shap_values(batch[:1])
+    started = time.perf_counter()
+    for _ in range(max(50, repeat // 10)):
+        explainer.shap_values(batch[:1])
+    single_us = (time.perf_counter() - started) / max(50, repeat // 10) * 1e6
+    ours, theirs = [], []
+    reference = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
+    frame = pd.DataFrame(batch.astype(np.float64), columns=list(model.info.features))
+    for _ in range(5):
+        started = time.perf_counter()
+        explainer.shap_values(batch)
+        ours.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        reference.shap_values(frame)
+        theirs.append(time.perf_counter() - started)
+    return {
+        "explain_single_row_us": single_us,
+        "explain_rows_per_s_1000": len(batch) / statistics.median(ours),
+        "shap_rows_per_s_1000": len(batch) / statistics.median(theirs),
+        "explain_tabulated": float(explainer.tabulated),
     }
 
 
@@ -290,6 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(f"round {round_index + 1}/{args.rounds}", flush=True)
             for name in servers:
                 measure("single", name, "/predict", single)
+            measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
             for label, body in bodies.items():
                 measure(label, "ours", "/predict", body)
             for label, body in v2_bodies.items():

@@ -118,7 +118,7 @@ def test_image_serves_like_the_model_it_carries(container: tuple[str, str], tmp_
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
     meta = session.get_modelmeta().custom_metadata_map
     features = json.loads(meta["features"])
-    row = dict(zip(features, [40.0, 10.0, 4.0, 2.5, 8.0], strict=True))
+    row = dict(zip(features, json.loads(meta["golden_rows"])["inputs"][0], strict=True))
     expected = session.run(["probabilities"], {"features": np.array([[row[f] for f in features]], np.float32)})[0]
     status, body = http_post_json(url + "/predict", json.dumps(row).encode())
     assert status == 200

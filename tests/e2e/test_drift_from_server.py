@@ -29,6 +29,7 @@ def test_drift_report_on_the_servers_request_log(exported: Path, tmp_path: Path)
         features,
         EventColumns(session="session_id", revenue="revenue"),
         pd.Timestamp(metrics["cutoff"]).to_pydatetime(),
+        metrics["feature_set"],
     )
     rows = pd.read_parquet(features)[metrics["features"]].head(400)
 

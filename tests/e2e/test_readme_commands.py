@@ -50,7 +50,17 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     python = str(VENV / "bin" / "python")
     port = free_port()
     with run_server(
-        [python, "-m", "server", "--model", "artifacts/model.onnx", "--host", "127.0.0.1", "--port", str(port)],
+        [
+            python,
+            "-m",
+            "server",
+            "--model",
+            str(clone / "artifacts/model.onnx"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
         port,
         clone.parent / "server.log",
     ) as server:
@@ -94,6 +104,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     for entry in [*results["single"].values(), *results["ours"].values()]:
         assert entry["rps"]["median"] > 0 and entry["errors"] == 0
     assert set(results["ours"]) == {
+        "/predict?explain=3 [1]",
         "/predict [10]",
         "/predict [100]",
         "/predict [1000]",
@@ -104,6 +115,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0
     assert results["in_process"]["onnx_single_row_us"] > 0
+    assert results["in_process"]["explain_rows_per_s_1000"] > 0 and results["in_process"]["shap_rows_per_s_1000"] > 0
     assert "ML-PulseChecker" in (clone / "benchmarks" / "results" / "benchmarks.md").read_text()
 
     assert (clone / "artifacts" / "report" / "model_card.md").is_file()
