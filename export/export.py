@@ -19,6 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from export.convert import INPUT_NAME, LABEL_OUTPUT, PROBABILITY_OUTPUT, convert_to_onnx, sha256_hex
 from export.explain import golden_contributions, tree_covers
 from export.parity import ParityError, check_parity, sklearn_probabilities
+from export.reference import reference_distributions
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +108,7 @@ def export_model(artifacts: Path) -> dict[str, Any]:
     try:
         table = pd.read_parquet(artifacts / "features.parquet")
         X_test = table.loc[table["split"] == "test", features].to_numpy(np.float32)
+        X_train = table.loc[table["split"] == "train", features].to_numpy(np.float32)
     except (OSError, KeyError, ValueError) as exc:
         raise ValueError(f"cannot read the test rows from {str(artifacts / 'features.parquet')!r}: {exc}") from exc
 
@@ -115,6 +117,7 @@ def export_model(artifacts: Path) -> dict[str, Any]:
     metadata = model_metadata(metrics, forest, golden)
     metadata["tree_covers"] = tree_covers(forest)
     metadata["golden_shap"] = golden_contributions(forest, golden_X)
+    metadata["reference_bins"] = reference_distributions(X_train, features, sklearn_probabilities(forest, X_train))
     onnx_model = convert_to_onnx(forest, metadata)
     data = onnx_model.SerializeToString()
     try:

@@ -7,12 +7,17 @@ which carries them (pickled with the app factory) into every worker process.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import logging.config
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 from server.logs import logging_config
-from server.model import ModelError, load_model
+from server.model import Model, ModelError, load_model
 from server.settings import Settings, SettingsError
 
 FLAGS = {  # flag -> settings field; every other setting comes from its PULSE_* variable
@@ -71,6 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    settings, made_here = _with_metrics_folder(settings)
+    try:
+        return _serve(settings, model, config)
+    finally:
+        if made_here is not None:
+            shutil.rmtree(made_here, ignore_errors=True)
+
+
+def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -92,11 +106,21 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,
     )
     server = uvicorn.Server(uvicorn_config)
-    if settings.workers > 1:
-        Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()]).run()
-        return 0
-    server.run()
-    return 0 if server.started else 3
+    if settings.workers == 1:
+        server.run()
+        return 0 if server.started else 3
+    Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()]).run()
+    return 0
+
+
+def _with_metrics_folder(settings: Settings) -> tuple[Settings, Path | None]:
+    """N workers sum their metrics through snapshot files in one folder: in memory (/dev/shm) when there is one.
+    Returns the settings to use and the folder made here (to remove at exit), if any."""
+    if settings.workers == 1 or settings.metrics_dir is not None:
+        return settings, None
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(prefix="pulse-metrics-", dir=shm if shm.is_dir() else None))
+    return dataclasses.replace(settings, metrics_dir=folder), folder
 
 
 if __name__ == "__main__":

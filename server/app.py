@@ -8,6 +8,7 @@ table in ``server.routes``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -23,6 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
 from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
+from server.drift import DriftWindow
 from server.metrics import Metrics
 from server.model import Model, load_model
 from server.openapi import build_openapi
@@ -89,11 +91,20 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(INTERNAL_ERROR_BODY, 500, media_type="application/json")
 
 
+async def _flush_every(metrics: Metrics, seconds: float) -> None:
+    """Write this worker's metrics snapshot for the other workers' scrapes (when there is a metrics folder)."""
+    if metrics.folder is None:
+        return
+    while True:
+        metrics.flush()
+        await asyncio.sleep(seconds)
+
+
 class PulseApp:
     """The outer ASGI callable: ``POST /predict`` to the lean handler, everything else to Starlette."""
 
     def __init__(self, settings: Settings, model: Model | None = None) -> None:
-        self.state = ServerState(settings, Metrics())
+        self.state = ServerState(settings, Metrics(settings.metrics_dir, settings.drift_min_rows))
         self._preloaded = model
         self.starlette = Starlette(
             routes=build_routes(self.state),
@@ -158,18 +169,25 @@ class PulseApp:
             )
             request_log.start()
             state.metrics.log_counters = request_log.counters
-        state.metrics.info = {"version": model.info.version, "sha256": model.info.sha256}
+        metrics = state.metrics
+        metrics.info = {"version": model.info.version, "sha256": model.info.sha256}
+        if model.drift_columns is not None:
+            metrics.drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds)
+        metrics.ready = lambda: state.ready
         drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
         drain.install()
         state.served = serve_model(model, settings, request_log)
+        flusher = asyncio.create_task(_flush_every(metrics, settings.metrics_flush_seconds))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
             yield
         finally:
             state.draining = True
+            flusher.cancel()
             drain.restore()
             if request_log is not None:
                 request_log.close()
+            metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
 
     def _begin_drain(self) -> None:
         self.state.draining = True

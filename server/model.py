@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from server.drift import Column, DriftReferenceError, read_reference
 from server.treeshap import TreeExplainer, TreeShapError, explainer_from_onnx
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class Model:
 
     explainer: TreeExplainer | None = None
     explain_unavailable = "the model file carries no 'tree_covers'; export it again with `python -m export`"
+    drift_columns: list[Column] | None = None  # reference bins for live drift, when the file carries them
 
     def __init__(self, session: ort.InferenceSession, info: ModelInfo, n_classes: int) -> None:
         self.info = info
@@ -302,6 +304,12 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model
     meta = session.get_modelmeta().custom_metadata_map
     _check_golden_rows(model, meta)
     _attach_explainer(model, data, meta)
+    reference = _Metadata(meta).json("reference_bins", None)
+    if reference is not None:
+        try:
+            model.drift_columns = read_reference(reference, model.info.features)
+        except DriftReferenceError as exc:
+            raise ModelError(f"model metadata {exc}") from None
     warm = np.zeros((1, len(model.info.features)), dtype=np.float32)
     for _ in range(50):  # page the trees into cache before the first request
         model.predict_one(warm[0].tolist())

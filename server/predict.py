@@ -16,6 +16,7 @@ import orjson
 from starlette.types import Receive, Scope, Send
 
 from server.asgi import CLOSE_HEADER, JSON_HEADER, ORJSON_NUMPY, is_json, read_body
+from server.drift import DriftWindow
 from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected, NotReady, UnsupportedMediaType
 from server.explain import explain_count, render_explained
 from server.model import Model
@@ -72,12 +73,16 @@ class ServedModel:
         return b"[" + b",".join(rows) + b"]"
 
 
-def explained(served: ServedModel, rows: list[float] | npt.NDArray[np.float32], query_string: bytes) -> bytes:
+def explained(
+    served: ServedModel, rows: list[float] | npt.NDArray[np.float32], query_string: bytes, drift: DriftWindow | None
+) -> bytes:
     """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
     one = isinstance(rows, list)
     X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
     k = explain_count(query_string, served.model)
     proba = served.model.churn_probability(X)
+    if drift is not None:
+        drift.count_batch(X, proba)
     if k is None:
         payload = served.render_one(proba[0]) if one else served.render_batch(proba)
         reasons = None
@@ -109,20 +114,29 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
             raise UnsupportedMediaType("Content-Type must be application/json")
         body = await read_body(receive, content_length, state.settings.max_body_bytes)
         rows = served.parser.parse(body)
-        compute_started = time.perf_counter()
+        parsed = time.perf_counter()
+        drift = metrics.drift
         if scope["query_string"]:
-            payload = explained(served, rows, scope["query_string"])
-            metrics.observe_compute(time.perf_counter() - compute_started, 1 if isinstance(rows, list) else len(rows))
+            payload = explained(served, rows, scope["query_string"], drift)
+            metrics.observe_compute(time.perf_counter() - parsed, 1 if isinstance(rows, list) else len(rows))
         elif isinstance(rows, list):
             p = served.model.predict_one(rows)
-            metrics.observe_compute(time.perf_counter() - compute_started, 1)
+            scored = time.perf_counter()
             payload = served.render_one(p)
+            metrics.observe_compute(scored - parsed, 1)
+            metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+            if drift is not None:
+                drift.count_row(rows, float(p))
             if served.request_log is not None:
                 served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
         else:
             proba = served.model.churn_probability(rows)
-            metrics.observe_compute(time.perf_counter() - compute_started, len(rows))
+            scored = time.perf_counter()
             payload = served.render_batch(proba)
+            metrics.observe_compute(scored - parsed, len(rows))
+            metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+            if drift is not None:
+                drift.count_batch(rows, proba)
             if served.request_log is not None:
                 served.request_log.submit(rows, proba)
     except ApiError as exc:

@@ -73,6 +73,11 @@ class Settings:
     request_log_queue: int = _setting(10_000, int, 1, 10_000_000)
     drain_seconds: float = _setting(2.0, _finite_float, 0, 3600)  # after SIGTERM: not ready, still serving
     graceful_timeout_seconds: int = _setting(30, int, 0, 3600)  # then in-flight requests get this long to finish
+    metrics_dir: Path | None = _setting(None, _optional_path)  # workers' metric snapshots (made for --workers N)
+    metrics_flush_seconds: float = _setting(0.5, _finite_float, 0.05, 60)  # how stale another worker's figures get
+    drift_slots: int = _setting(10, int, 1, 1440)  # the live drift window: this many slots ...
+    drift_slot_seconds: float = _setting(60.0, _finite_float, 1, 86400)  # ... of this length
+    drift_min_rows: int = _setting(100, int, 1, 10**9)  # fewer rows in the window: no PSI reported (noise)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:

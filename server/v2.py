@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from server.state import ServerState
 
 PLATFORM = "onnxruntime_onnx"
+INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
 
 
 def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
@@ -217,6 +218,7 @@ class V2Handlers:
         return OrjsonResponse({"name": self.model_name, "ready": ready}, status_code=200 if ready else 503)
 
     async def infer(self, request: Request) -> Response:
+        started = time.perf_counter()
         served = self._served(request)
         settings = self.state.settings
         header_length = request.headers.get("inference-header-content-length")
@@ -242,16 +244,23 @@ class V2Handlers:
         X, model = request_.X, served.model
         if request_.explain and model.explainer is None:
             raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
-        started = time.perf_counter()
+        metrics = self.state.metrics
+        parsed = time.perf_counter()
         probabilities = model.predict_proba(X)
         contributions = model.explainer.shap_values(X) if request_.explain and model.explainer else None
-        self.state.metrics.observe_compute(time.perf_counter() - started, len(X))
+        scored = time.perf_counter()
+        metrics.observe_compute(scored - parsed, len(X))
+        churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
+        if metrics.drift is not None:
+            metrics.drift.count_batch(X, churn)
         if served.request_log is not None:
             top = None
             if contributions is not None:
                 top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-            served.request_log.submit(X, np.ascontiguousarray(probabilities[:, served.info.positive_index]), top)
+            served.request_log.submit(X, churn, top)
         base = model.explainer.base_value if model.explainer else 0.0
-        return OrjsonResponse(
+        response = OrjsonResponse(
             infer_response(self.model_name, served.info, probabilities, request_.id, contributions, base)
         )
+        metrics.observe_stages(INFER_ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+        return response

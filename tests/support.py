@@ -42,3 +42,16 @@ def use_small_grid(monkeypatch: pytest.MonkeyPatch, **grid: list[Any]) -> None:
     import train.fit
 
     monkeypatch.setattr(train.fit, "PARAM_GRID", {**SMALL_GRID, **grid})
+
+
+def require_tool(name: str, install: str) -> str:
+    """The path of a command-line tool the test drives; skip without it, but fail under CI, which installs it."""
+    import os
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI must install {name} (scripts/system-deps)")
+        pytest.skip(f"{name} is not installed ({install})")
+    return path

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="multiplier on sessions per active day (below 1: a population that drifted)",
     )
+    sim.add_argument(
+        "--revenue-scale",
+        type=float,
+        default=1.0,
+        help="multiplier on every purchase's revenue (not 1: prices or currency changed, drift in one feature)",
+    )
     sim.add_argument("--out", type=Path, default=Path("data/events.parquet"), help="Parquet, or CSV by its suffix")
 
     fit = commands.add_parser(
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "simulate":
             from train.simulate import SimulationConfig, simulate_events
 
-            config = SimulationConfig(args.users, args.days, args.seed, args.sessions_scale)
+            config = SimulationConfig(args.users, args.days, args.seed, args.sessions_scale, args.revenue_scale)
             n_events = simulate_events(config, args.out)
             print(f"simulated {n_events} events of {args.users} users over {args.days} days -> {args.out}")
         elif args.command == "fit":

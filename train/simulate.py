@@ -38,6 +38,7 @@ class SimulationConfig:
     days: int = 90
     seed: int = 7
     sessions_scale: float = 1.0  # < 1 gives fewer sessions per user (a drifted population)
+    revenue_scale: float = 1.0  # multiplies every purchase's revenue (prices or currency changed: drift in one feature)
 
 
 def simulate_chunk(
@@ -85,7 +86,9 @@ def simulate_chunk(
     p_purchase = 0.015 + 0.03 * engagement[e_user] / (1.0 + engagement[e_user])
     is_purchase = rng.random(e_session.size) < p_purchase
     event_type = np.where(is_purchase, _PURCHASE, rng.integers(0, _PURCHASE, size=e_session.size))
-    revenue = np.where(is_purchase, np.round(rng.lognormal(3.0, 0.6, size=e_session.size), 2), 0.0)
+    revenue = np.where(
+        is_purchase, np.round(rng.lognormal(3.0, 0.6, size=e_session.size) * config.revenue_scale, 2), 0.0
+    )
 
     order = np.lexsort((event_time, e_user))
     return {

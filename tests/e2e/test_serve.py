@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import re
 import shutil
 import signal
 import subprocess
@@ -99,21 +98,6 @@ def _wait_for_log(proc: ServerProcess, text: str, timeout: float = 10) -> None:
     while text not in proc.log():
         assert time.monotonic() < deadline, f"{text!r} not logged within {timeout}s: {proc.log()[-2000:]}"
         time.sleep(0.02)
-
-
-def test_two_workers_answer_on_one_port(exported: Path, tmp_path: Path) -> None:
-    port = free_port()
-    command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--workers", "2")
-    with run_server(command, port, tmp_path / "server.log") as proc:
-        pids: set[str] = set()
-        for _ in range(300):  # each scrape is a new connection; the kernel hands them to either worker
-            code, body = http_get(proc.url + "/metrics")
-            assert code == 200 and b"pulse_model_info" in body
-            pids.update(re.findall(r'pulse_worker\{pid="(\d+)"\}', body.decode()))
-            if len(pids) == 2:
-                break
-        assert len(pids) == 2, pids
-        assert str(proc.process.pid) not in pids  # the supervisor does not serve; its workers do
 
 
 def _start_failure(args: list[str], env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

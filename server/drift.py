@@ -1,0 +1,135 @@
+"""Live drift: every scored row is counted into the reference bins that export wrote into the model, over a
+sliding window of time slots, and ``/metrics`` reports the Population Stability Index of each feature and of the
+predicted probability against the training shares.
+
+Counting is plain Python (``bisect`` on a short list per column): a few microseconds per row, no numpy call on the
+single-row path. The window is a ring of ``slots`` counters of ``slot_seconds`` each, keyed by wall-clock slot
+number, so that rings of several worker processes merge by slot.
+
+PSI = sum_i (c_i - r_i) * ln(c_i / r_i) over the bins, with ``c`` the window's shares and ``r`` the training
+shares. Smoothing: half a row is added to every bin of the window (Jeffreys), and training shares are floored at
+1e-4, so an empty bin costs a finite amount. Below ``min_rows`` rows in the window nothing is reported.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+PREDICTION = "churn_probability"
+REFERENCE_FLOOR = 1e-4
+PSEUDO_COUNT = 0.5
+
+
+class DriftReferenceError(ValueError):
+    """The model's ``reference_bins`` metadata cannot be used; the message names what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    edges: tuple[float, ...]
+    shares: tuple[float, ...]
+
+
+def read_reference(metadata: Mapping[str, Any], features: Sequence[str]) -> list[Column]:
+    """Columns in counting order: the model's features, then the predicted probability."""
+    try:
+        specs = [(name, metadata["features"][name]) for name in features] + [(PREDICTION, metadata["prediction"])]
+        columns = [Column(name, tuple(map(float, s["edges"])), tuple(map(float, s["shares"]))) for name, s in specs]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DriftReferenceError(f"'reference_bins' lacks a usable entry: {exc!s:.80}") from None
+    for column in columns:
+        if len(column.shares) != len(column.edges) + 1 or list(column.edges) != sorted(column.edges):
+            raise DriftReferenceError(f"'reference_bins' for {column.name!r}: need sorted edges and one share more")
+        if not math.isclose(sum(column.shares), 1.0, abs_tol=1e-6):
+            raise DriftReferenceError(f"'reference_bins' shares for {column.name!r} do not sum to 1")
+    return columns
+
+
+def psi(counts: Sequence[float], reference: Sequence[float]) -> float:
+    """Population Stability Index of window ``counts`` against reference shares, smoothed as stated above."""
+    total = sum(counts) + PSEUDO_COUNT * len(counts)
+    value = 0.0
+    for count, share in zip(counts, reference, strict=True):
+        current = (count + PSEUDO_COUNT) / total
+        expected = max(share, REFERENCE_FLOOR)
+        value += (current - expected) * math.log(current / expected)
+    return value
+
+
+class DriftWindow:
+    """One worker's sliding window of bin counts; ``merge`` combines the windows of several workers."""
+
+    def __init__(self, columns: list[Column], slots: int, slot_seconds: float) -> None:
+        self.columns = columns
+        self.slots = slots
+        self.slot_seconds = slot_seconds
+        self._edges = [list(c.edges) for c in columns]
+        self._slot_ids = [-1] * slots
+        self._counts = [[[0] * (len(c.edges) + 1) for c in columns] for _ in range(slots)]
+        self._rows = [0] * slots
+
+    def _slot(self, now: float) -> int:
+        slot_id = int(now // self.slot_seconds)
+        index = slot_id % self.slots
+        if self._slot_ids[index] != slot_id:  # a new slot: what it held has left the window
+            self._slot_ids[index] = slot_id
+            self._counts[index] = [[0] * (len(e) + 1) for e in self._edges]
+            self._rows[index] = 0
+        return index
+
+    def count_row(self, values: Sequence[float], probability: float) -> None:
+        """Count one scored row (features in model order, then its probability)."""
+        index = self._slot(time.time())
+        counts = self._counts[index]
+        edges = self._edges
+        for j, value in enumerate(values):
+            counts[j][bisect_right(edges[j], value)] += 1
+        counts[-1][bisect_right(edges[-1], probability)] += 1
+        self._rows[index] += 1
+
+    def count_batch(self, X: npt.NDArray[np.float32], probabilities: npt.NDArray[np.float32]) -> None:
+        """Count the rows of a batch: one searchsorted and one bincount per column."""
+        index = self._slot(time.time())
+        counts = self._counts[index]
+        for j, column in enumerate((*X.T, probabilities)):
+            edges = self._edges[j]
+            found = np.bincount(np.searchsorted(edges, column, side="right"), minlength=len(edges) + 1).tolist()
+            counts[j] = [a + b for a, b in zip(counts[j], found, strict=True)]
+        self._rows[index] += len(X)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The ring as JSON-ready data, for another process to merge."""
+        return {"slot_ids": self._slot_ids, "counts": self._counts, "rows": self._rows}
+
+    def merged(self, snapshots: Iterable[dict[str, Any]], now: float) -> tuple[int, list[list[int]]]:
+        """Rows and per-column bin counts inside the window ending now, over every snapshot given."""
+        newest = int(now // self.slot_seconds)
+        live = range(newest - self.slots + 1, newest + 1)
+        rows = 0
+        totals = [[0] * (len(e) + 1) for e in self._edges]
+        for snapshot in snapshots:
+            for slot_id, counts, n in zip(snapshot["slot_ids"], snapshot["counts"], snapshot["rows"], strict=True):
+                if slot_id in live:
+                    rows += n
+                    for total, column in zip(totals, counts, strict=True):
+                        for i, c in enumerate(column):
+                            total[i] += c
+        return rows, totals
+
+    def report(self, snapshots: Iterable[dict[str, Any]], now: float, min_rows: int) -> dict[str, Any]:
+        """Window rows and the PSI of each column (``None`` below ``min_rows`` rows: noise, not drift)."""
+        rows, totals = self.merged(snapshots, now)
+        values = {
+            c.name: (psi(counts, c.shares) if rows >= min_rows else None)
+            for c, counts in zip(self.columns, totals, strict=True)
+        }
+        return {"rows": rows, "psi": values}
