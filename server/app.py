@@ -23,8 +23,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
-from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
 from server.drift import DriftWindow
+from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
 from server.metrics import Metrics
 from server.model import Model, load_model
 from server.openapi import build_openapi

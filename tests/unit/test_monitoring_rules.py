@@ -29,11 +29,15 @@ def test_every_alert_has_a_unit_test() -> None:
     alerts = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     tests = yaml.safe_load((MONITORING / "alerts_test.yml").read_text())
     tested = {case["alertname"] for test in tests["tests"] for case in test["alert_rule_test"] if case["exp_alerts"]}
-    assert alerts == tested == {
-        "PulseNotReady",
-        "PulseHigh5xxRatio",
-        "PulseHighP99Latency",
-        "PulseFeatureDrift",
-        "PulsePredictionDrift",
-        "PulseRequestLogDrops",
-    }
+    assert (
+        alerts
+        == tested
+        == {
+            "PulseNotReady",
+            "PulseHigh5xxRatio",
+            "PulseHighP99Latency",
+            "PulseFeatureDrift",
+            "PulsePredictionDrift",
+            "PulseRequestLogDrops",
+        }
+    )
