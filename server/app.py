@@ -92,10 +92,11 @@ async def render_error(request: Request, exc: Exception) -> Response:
 
 
 async def _flush_every(metrics: Metrics, seconds: float) -> None:
-    """Write this worker's metrics snapshot for the other workers' scrapes (when there is a metrics folder)."""
-    if metrics.folder is None:
-        return
+    """The metrics tick: count the rows queued for live drift, and write this worker's snapshot for the other
+    workers' scrapes (when there is a metrics folder)."""
     while True:
+        if metrics.drift is not None:
+            metrics.drift.drain()
         metrics.flush()
         await asyncio.sleep(seconds)
 

@@ -2,9 +2,10 @@
 sliding window of time slots, and ``/metrics`` reports the Population Stability Index of each feature and of the
 predicted probability against the training shares.
 
-Counting is plain Python (``bisect`` on a short list per column): a few microseconds per row, no numpy call on the
-single-row path. The window is a ring of ``slots`` counters of ``slot_seconds`` each, keyed by wall-clock slot
-number, so that rings of several worker processes merge by slot.
+The request path only appends the row to a pending list (``add``, ``add_batch``: well under a microsecond); the
+binning happens in batches, with numpy, when the worker's metrics tick or a scrape calls ``drain``. The window is
+a ring of ``slots`` counters of ``slot_seconds`` each, keyed by wall-clock slot number, so that rings of several
+worker processes merge by slot; a row counts in the slot current when it is drained (at most one tick later).
 
 PSI = sum_i (c_i - r_i) * ln(c_i / r_i) over the bins, with ``c`` the window's shares and ``r`` the training
 shares. Smoothing: half a row is added to every bin of the window (Jeffreys), and training shares are floored at
@@ -26,6 +27,7 @@ import numpy.typing as npt
 PREDICTION = "churn_probability"
 REFERENCE_FLOOR = 1e-4
 PSEUDO_COUNT = 0.5
+MAX_PENDING = 100_000  # queued rows before a drain is forced on the request path
 
 
 class DriftReferenceError(ValueError):
@@ -76,6 +78,9 @@ class DriftWindow:
         self._slot_ids = [-1] * slots
         self._counts = [[[0] * (len(c.edges) + 1) for c in columns] for _ in range(slots)]
         self._rows = [0] * slots
+        self._pending_rows: list[list[float]] = []
+        self._pending_probabilities: list[float | np.floating[Any]] = []
+        self._pending_batches: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
 
     def _slot(self, now: float) -> int:
         slot_id = int(now // self.slot_seconds)
@@ -86,8 +91,30 @@ class DriftWindow:
             self._rows[index] = 0
         return index
 
+    def add(self, values: list[float], probability: float | np.floating[Any]) -> None:
+        """Queue one scored row (features in model order) and its probability, to be counted at the next drain."""
+        self._pending_rows.append(values)
+        self._pending_probabilities.append(probability)
+        if len(self._pending_rows) >= MAX_PENDING:  # the tick is late: count now rather than grow without bound
+            self.drain()
+
+    def add_batch(self, X: npt.NDArray[np.float32], probabilities: npt.NDArray[np.float32]) -> None:
+        """Queue a batch of scored rows."""
+        self._pending_batches.append((X, probabilities))
+        if len(self._pending_batches) >= MAX_PENDING // 100:
+            self.drain()
+
+    def drain(self) -> None:
+        """Count every queued row into the current slot."""
+        if self._pending_rows:
+            rows, probabilities = self._pending_rows, self._pending_probabilities
+            self._pending_rows, self._pending_probabilities = [], []
+            self.count_batch(np.asarray(rows, dtype=np.float64), np.asarray(probabilities, dtype=np.float64))
+        while self._pending_batches:
+            self.count_batch(*self._pending_batches.pop())
+
     def count_row(self, values: Sequence[float], probability: float) -> None:
-        """Count one scored row (features in model order, then its probability)."""
+        """Count one scored row at once (features in model order, then its probability)."""
         index = self._slot(time.time())
         counts = self._counts[index]
         edges = self._edges
@@ -96,7 +123,7 @@ class DriftWindow:
         counts[-1][bisect_right(edges[-1], probability)] += 1
         self._rows[index] += 1
 
-    def count_batch(self, X: npt.NDArray[np.float32], probabilities: npt.NDArray[np.float32]) -> None:
+    def count_batch(self, X: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         """Count the rows of a batch: one searchsorted and one bincount per column."""
         index = self._slot(time.time())
         counts = self._counts[index]
@@ -107,7 +134,8 @@ class DriftWindow:
         self._rows[index] += len(X)
 
     def snapshot(self) -> dict[str, Any]:
-        """The ring as JSON-ready data, for another process to merge."""
+        """The ring as JSON-ready data (after counting what is queued), for another process to merge."""
+        self.drain()
         return {"slot_ids": self._slot_ids, "counts": self._counts, "rows": self._rows}
 
     def merged(self, snapshots: Iterable[dict[str, Any]], now: float) -> tuple[int, list[list[int]]]:

@@ -82,7 +82,7 @@ def explained(
     k = explain_count(query_string, served.model)
     proba = served.model.churn_probability(X)
     if drift is not None:
-        drift.count_batch(X, proba)
+        drift.add_batch(X, proba)
     if k is None:
         payload = served.render_one(proba[0]) if one else served.render_batch(proba)
         reasons = None
@@ -126,7 +126,7 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
             metrics.observe_compute(scored - parsed, 1)
             metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
             if drift is not None:
-                drift.count_row(rows, float(p))
+                drift.add(rows, p)
             if served.request_log is not None:
                 served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
         else:
@@ -136,7 +136,7 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
             metrics.observe_compute(scored - parsed, len(rows))
             metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
             if drift is not None:
-                drift.count_batch(rows, proba)
+                drift.add_batch(rows, proba)
             if served.request_log is not None:
                 served.request_log.submit(rows, proba)
     except ApiError as exc:

@@ -252,7 +252,7 @@ class V2Handlers:
         metrics.observe_compute(scored - parsed, len(X))
         churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
         if metrics.drift is not None:
-            metrics.drift.count_batch(X, churn)
+            metrics.drift.add_batch(X, churn)
         if served.request_log is not None:
             top = None
             if contributions is not None:
