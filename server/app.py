@@ -23,7 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
-from server.drift import DriftWindow
+from server.drift import DRAIN_SECONDS, DriftWindow
 from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
 from server.metrics import Metrics
 from server.model import Model, load_model
@@ -91,14 +91,17 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(INTERNAL_ERROR_BODY, 500, media_type="application/json")
 
 
-async def _flush_every(metrics: Metrics, seconds: float) -> None:
-    """The metrics tick: count the rows queued for live drift, and write this worker's snapshot for the other
-    workers' scrapes (when there is a metrics folder)."""
+async def _metrics_tick(metrics: Metrics, flush_seconds: float) -> None:
+    """Count the rows queued for live drift every ``DRAIN_SECONDS``, and write this worker's snapshot for the other
+    workers' scrapes every ``flush_seconds`` (when there is a metrics folder)."""
+    last_flush = 0.0
     while True:
         if metrics.drift is not None:
             metrics.drift.drain()
-        metrics.flush()
-        await asyncio.sleep(seconds)
+        if time.monotonic() - last_flush >= flush_seconds:
+            metrics.flush()
+            last_flush = time.monotonic()
+        await asyncio.sleep(min(DRAIN_SECONDS, flush_seconds))
 
 
 class PulseApp:
@@ -178,7 +181,7 @@ class PulseApp:
         drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
         drain.install()
         state.served = serve_model(model, settings, request_log)
-        flusher = asyncio.create_task(_flush_every(metrics, settings.metrics_flush_seconds))
+        flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
             yield

@@ -28,6 +28,7 @@ PREDICTION = "churn_probability"
 REFERENCE_FLOOR = 1e-4
 PSEUDO_COUNT = 0.5
 MAX_PENDING = 100_000  # queued rows before a drain is forced on the request path
+DRAIN_SECONDS = 0.1  # how often queued rows are counted: short pauses (well under 1 ms at 20,000 rows/s)
 
 
 class DriftReferenceError(ValueError):
@@ -78,7 +79,7 @@ class DriftWindow:
         self._slot_ids = [-1] * slots
         self._counts = [[[0] * (len(c.edges) + 1) for c in columns] for _ in range(slots)]
         self._rows = [0] * slots
-        self._pending_rows: list[list[float]] = []
+        self._pending_values: list[float] = []
         self._pending_probabilities: list[float | np.floating[Any]] = []
         self._pending_batches: list[tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]] = []
 
@@ -93,9 +94,9 @@ class DriftWindow:
 
     def add(self, values: list[float], probability: float | np.floating[Any]) -> None:
         """Queue one scored row (features in model order) and its probability, to be counted at the next drain."""
-        self._pending_rows.append(values)
+        self._pending_values.extend(values)  # one flat list: a cheap append now, one fast array at the drain
         self._pending_probabilities.append(probability)
-        if len(self._pending_rows) >= MAX_PENDING:  # the tick is late: count now rather than grow without bound
+        if len(self._pending_probabilities) >= MAX_PENDING:  # the tick is late: count now, do not grow unbounded
             self.drain()
 
     def add_batch(self, X: npt.NDArray[np.float32], probabilities: npt.NDArray[np.float32]) -> None:
@@ -106,10 +107,11 @@ class DriftWindow:
 
     def drain(self) -> None:
         """Count every queued row into the current slot."""
-        if self._pending_rows:
-            rows, probabilities = self._pending_rows, self._pending_probabilities
-            self._pending_rows, self._pending_probabilities = [], []
-            self.count_batch(np.asarray(rows, dtype=np.float64), np.asarray(probabilities, dtype=np.float64))
+        if self._pending_probabilities:
+            values, probabilities = self._pending_values, self._pending_probabilities
+            self._pending_values, self._pending_probabilities = [], []
+            X = np.array(values, dtype=np.float64).reshape(len(probabilities), -1)
+            self.count_batch(X, np.array(probabilities, dtype=np.float64))
         while self._pending_batches:
             self.count_batch(*self._pending_batches.pop())
 
