@@ -8,6 +8,7 @@ import re
 import subprocess
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -40,26 +41,44 @@ def test_two_workers_report_exact_totals_and_drift_rows(exported: Path, tmp_path
     command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--workers", "2")
     rows = _rows(exported)
     with run_server(command, port, tmp_path / "server.log", {"PULSE_DRIFT_MIN_ROWS": "1"}) as server:
-        for i in range(60):  # each on a new connection: the kernel hands them to either worker
+        singles = batches = 0
+
+        def send(i: int) -> None:
             assert http_post_json(server.url + "/predict", json.dumps(rows[i % len(rows)]).encode())[0] == 200
-        for _ in range(3):
-            assert http_post_json(server.url + "/predict", json.dumps(rows[:10]).encode())[0] == 200
-        deadline = time.monotonic() + 10
-        while True:  # another worker's snapshot is at most one flush interval (0.5 s) old
-            text = http_get(server.url + "/metrics")[1].decode()
-            if _metric(text, r'^pulse_http_requests_total\{route="/predict",status="200"\} (\S+)$') == 63:
-                break
-            assert time.monotonic() < deadline, text
-            time.sleep(0.1)
-        per_worker = {
-            pid: float(n) for pid, n in re.findall(r'pulse_worker_http_requests_total\{pid="(\d+)"\} (\S+)', text)
-        }
-        assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker  # both answered
+
+        with ThreadPoolExecutor(8) as pool:  # concurrent connections: while one worker is busy, the other accepts
+            for _ in range(50):
+                list(pool.map(send, range(singles, singles + 24)))
+                singles += 24
+                assert http_post_json(server.url + "/predict", json.dumps(rows[:10]).encode())[0] == 200
+                batches += 1
+                text = _settled(server.url, singles + batches)
+                if len(_per_worker(text)) == 2:
+                    break
+        per_worker = _per_worker(text)
+        assert len(per_worker) == 2, per_worker  # both workers answered
         assert str(server.process.pid) not in per_worker  # the supervisor does not serve; its workers do
-        assert _metric(text, r"^pulse_drift_window_rows (\S+)$") == 60 + 3 * 10
+        assert _metric(text, r"^pulse_drift_window_rows (\S+)$") == singles + 10 * batches
+        assert _metric(text, r"^pulse_predicted_rows_total (\S+)$") == singles + 10 * batches
         assert _metric(text, r"^pulse_workers (\S+)$") == 2 and _metric(text, r"^pulse_ready (\S+)$") == 1
-        assert _metric(text, r'^pulse_stage_duration_seconds_count\{route="/predict",stage="inference"\} (\S+)$') == 63
-        assert _metric(text, r"^pulse_predicted_rows_total (\S+)$") == 90
+        stage = r'^pulse_stage_duration_seconds_count\{route="/predict",stage="inference"\} (\S+)$'
+        assert _metric(text, stage) == singles + batches
+
+
+def _per_worker(text: str) -> dict[str, float]:
+    found = re.findall(r'pulse_worker_http_requests_total\{pid="(\d+)"\} (\S+)', text)
+    return {pid: float(n) for pid, n in found if float(n) > 0}
+
+
+def _settled(url: str, expected: int) -> str:
+    """The scrape once every worker's snapshot has caught up (each is at most one flush, 0.5 s, old)."""
+    deadline = time.monotonic() + 10
+    while True:
+        text = http_get(url + "/metrics")[1].decode()
+        if _metric(text, r'^pulse_http_requests_total\{route="/predict",status="200"\} (\S+)$') == expected:
+            return text
+        assert time.monotonic() < deadline, text
+        time.sleep(0.1)
 
 
 def _shifted_rows(exported: Path, tmp_path: Path) -> list[dict[str, Any]]:
