@@ -17,7 +17,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from benchmarks.models import TEST_SIZE, load_labelled, resolve_events
+from benchmarks.models import TEST_SIZE, add_log_arguments, load_labelled, resolve_events
 from train.events import EventColumns
 from train.features import CATALOGUE, FEATURE_SETS, SEED
 from train.fit import split_data
@@ -96,14 +96,7 @@ def add_parser(commands: Any) -> None:
         help="cross-validated gain of each feature on one log",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument(
-        "--events", default="cdnow", help="an event log (CSV, Parquet, glob), or 'cdnow' for the CDNOW purchase log"
-    )
-    parser.add_argument("--label-days", type=int, default=90, help="label window in days")
-    parser.add_argument("--cutoff", type=datetime.fromisoformat, default=None, help="absent: last event minus window")
-    parser.add_argument("--session-col", default=None, help="absent: sessions split at 30-minute gaps")
-    parser.add_argument("--revenue-col", default="revenue", help="column holding revenue per event")
-    parser.add_argument("--seed", type=int, default=7, help="random seed of the split, the folds and the forests")
+    add_log_arguments(parser)
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/ablation"), help="folder for ablation.md and .json"
     )

@@ -211,13 +211,8 @@ def _plot(result: dict[str, Any], title: str, path: Path) -> None:
     plt.close(fig)
 
 
-def add_parser(commands: Any) -> None:
-    """``python -m benchmarks models``."""
-    parser = commands.add_parser(
-        "models",
-        help="the served forest vs logistic regression, gradient boosting and BG/NBD on one log",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """Which log, labelled how: the options ``models`` and ``ablation`` share."""
     parser.add_argument(
         "--events", default="cdnow", help="an event log (CSV, Parquet, glob), or 'cdnow' for the CDNOW purchase log"
     )
@@ -225,7 +220,17 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--cutoff", type=datetime.fromisoformat, default=None, help="absent: last event minus window")
     parser.add_argument("--session-col", default=None, help="absent: sessions split at 30-minute gaps")
     parser.add_argument("--revenue-col", default="revenue", help="column holding revenue per event")
-    parser.add_argument("--seed", type=int, default=7, help="random seed of the split, the models and the bootstrap")
+    parser.add_argument("--seed", type=int, default=7, help="random seed of the split, the models, folds and bootstrap")
+
+
+def add_parser(commands: Any) -> None:
+    """``python -m benchmarks models``."""
+    parser = commands.add_parser(
+        "models",
+        help="the served forest vs logistic regression, gradient boosting and BG/NBD on one log",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add_log_arguments(parser)
     parser.add_argument(
         "--grid",
         choices=["full", "small"],

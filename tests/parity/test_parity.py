@@ -27,13 +27,14 @@ def _test_rows(artifacts: Path, features: list[str]) -> np.ndarray:
     return table.loc[table["split"] == "test", features].to_numpy(np.float32)
 
 
-@pytest.mark.parametrize("model", ["exported", "behaviour_model"])
-def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(model: str, request: pytest.FixtureRequest) -> None:
-    exported: Path = request.getfixturevalue(model)
+def _assert_same_decisions(exported: Path, rows: str) -> None:
+    """onnxruntime vs scikit-learn on the same float32 rows: 1e-6 and no decision flips."""
     artifacts = exported.parent
     metrics = json.loads((artifacts / "metrics.json").read_text())
     forest = joblib.load(artifacts / "model.joblib")
     X = _test_rows(artifacts, metrics["features"])
+    if rows == "edge":  # checked here, not read back from parity.json (written only once export's check passed)
+        X = edge_rows(forest, X, 10_000, seed=123)
     expected = forest.predict_proba(pd.DataFrame(X, columns=metrics["features"]))[:, 1]
     session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
     got = session.run(["probabilities"], {"features": X})[0][:, 1]
@@ -42,20 +43,12 @@ def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(model: str, reques
     assert np.array_equal(got >= threshold, expected >= threshold)
 
 
+@pytest.mark.parametrize("rows", ["test", "edge"])
 @pytest.mark.parametrize("model", ["exported", "behaviour_model"])
-def test_onnxruntime_matches_sklearn_on_10000_edge_rows(model: str, request: pytest.FixtureRequest) -> None:
-    """Checked here, not read back from parity.json (which export writes only once its own check passed)."""
-    exported: Path = request.getfixturevalue(model)
-    artifacts = exported.parent
-    metrics = json.loads((artifacts / "metrics.json").read_text())
-    forest = joblib.load(artifacts / "model.joblib")
-    X = edge_rows(forest, _test_rows(artifacts, metrics["features"]), 10_000, seed=123)
-    expected = forest.predict_proba(pd.DataFrame(X, columns=metrics["features"]))[:, 1]
-    session = ort.InferenceSession(str(exported), providers=["CPUExecutionProvider"])
-    got = session.run(["probabilities"], {"features": X})[0][:, 1]
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-6)
-    threshold = metrics["threshold"]
-    assert np.array_equal(got >= threshold, expected >= threshold)
+def test_onnxruntime_matches_sklearn_on_the_same_float32_rows(
+    model: str, rows: str, request: pytest.FixtureRequest
+) -> None:
+    _assert_same_decisions(request.getfixturevalue(model), rows)
 
 
 def test_edge_rows_sit_on_and_beside_split_thresholds(exported: Path) -> None:
