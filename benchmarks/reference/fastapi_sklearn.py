@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import joblib
 import pandas as pd
 from fastapi import FastAPI
-from pydantic import BaseModel
+from pydantic import create_model
 
 from benchmarks.reference._run import serve
-
-
-class Features(BaseModel):
-    total_events: float
-    total_sessions: float
-    avg_events_per_session: float
-    revenue_per_session: float
-    active_days: float
 
 
 def _model_path(argv: list[str]) -> str:
@@ -25,6 +18,10 @@ def _model_path(argv: list[str]) -> str:
 
 
 model = joblib.load(_model_path(sys.argv))
+# The original design declared the five seed fields by hand; declared from the model here, so that it serves a model
+# trained on any feature set (a hand-written class would drop the other fields and the forest would refuse the row).
+FIELDS: dict[str, Any] = {str(name): (float, ...) for name in model.feature_names_in_}
+Features = create_model("Features", **FIELDS)
 THRESHOLD = 0.5
 app = FastAPI()
 
@@ -35,8 +32,8 @@ def ready() -> dict[str, str]:
 
 
 @app.post("/predict")
-def predict(features: Features) -> dict[str, object]:
-    frame = pd.DataFrame([features.model_dump()])
+def predict(features: Features) -> dict[str, object]:  # type: ignore[valid-type]
+    frame = pd.DataFrame([features.model_dump()])  # type: ignore[attr-defined]
     probability = float(model.predict_proba(frame)[0, 1])
     return {
         "churn_probability": probability,
