@@ -83,13 +83,11 @@ class TreeExplainer:
         step_node: list[int] = []
         step_true: list[bool] = []
         cell_start: list[int] = []
-        cell_leaf: list[int] = []
         cell_k: list[int] = []
         cell_feature: list[int] = []
-        for index, leaf in enumerate(leaves):
+        for leaf in leaves:
             for k, (feature, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
                 cell_start.append(len(step_node))
-                cell_leaf.append(index)
                 cell_k.append(k)
                 cell_feature.append(feature)
                 for node, went_true in steps:
@@ -103,11 +101,9 @@ class TreeExplainer:
             (np.flatnonzero(per_cell > r), self._cell_start[per_cell > r] + r)
             for r in range(1, per_cell.max(initial=1))
         ]
-        self._cell_leaf = np.asarray(cell_leaf, dtype=np.intp)
         self._leaf_cell_start = np.asarray([0, *np.cumsum([len(leaf.features) for leaf in leaves])[:-1]], np.intp)
         self._feature_of_cell = np.zeros((len(cell_start), n_features), dtype=np.float64)
         self._feature_of_cell[np.arange(len(cell_start)), cell_feature] = 1.0
-        self._cell_feature_t = np.ascontiguousarray(self._feature_of_cell.T)
         self._leaves = leaves
         depths = np.asarray([len(leaf.features) for leaf in leaves], dtype=np.int64)
         table_bytes = int(np.sum((1 << depths) * depths)) * 8
