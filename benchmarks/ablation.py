@@ -8,7 +8,6 @@ least 0.002 on the simulator and on a real public log.
 from __future__ import annotations
 
 import argparse
-import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
-from benchmarks.models import TEST_SIZE, add_log_arguments, load_labelled, resolve_events
+from benchmarks.models import TEST_SIZE, add_log_arguments, load_labelled, resolve_events, write_report
 from train.events import EventColumns
 from train.features import CATALOGUE, FEATURE_SETS, SEED
 from train.fit import split_data
@@ -108,9 +107,5 @@ def main(args: argparse.Namespace) -> int:
     columns = EventColumns("user_id", "event_time", args.session_col, args.revenue_col)
     result = ablate(events, columns, args.cutoff, args.label_days, args.seed)
     title = "CDNOW" if args.events == "cdnow" else events.name
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = render_markdown(result, title)
-    (args.out / "ablation.md").write_text(markdown)
-    print(markdown)
+    write_report(args.out, "ablation", result, render_markdown(result, title))
     return 0

@@ -62,24 +62,17 @@ def _scores(log: LabelledLog, seed: int, grid: dict[str, list[Any]]) -> tuple[di
     """Each model's P(churn) on the test users, and the test labels."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    import train.fit
-
     table = log.table
     y = table["churned"]
     split = split_data(table.drop(columns=["churned"]), y, TEST_SIZE, seed)
     train_rows, test_rows = split.X_train, split.X_test
     scores: dict[str, Any] = {}
     nodes: dict[str, int] = {}
-    original_grid = train.fit.PARAM_GRID
-    train.fit.PARAM_GRID = grid
-    try:
-        for name, features in FEATURE_SETS.items():
-            forest = fit_forest(train_rows[list(features)], split.y_train, CV_FOLDS, AUC_TOLERANCE, seed)
-            label = SERVED if name == DEFAULT_FEATURE_SET else f"forest · {name}"
-            scores[label] = forest.model.predict_proba(test_rows[list(features)])[:, 1]
-            nodes[label] = forest.node_count
-    finally:
-        train.fit.PARAM_GRID = original_grid
+    for name, features in FEATURE_SETS.items():
+        forest = fit_forest(train_rows[list(features)], split.y_train, CV_FOLDS, AUC_TOLERANCE, seed, grid)
+        label = SERVED if name == DEFAULT_FEATURE_SET else f"forest · {name}"
+        scores[label] = forest.model.predict_proba(test_rows[list(features)])[:, 1]
+        nodes[label] = forest.node_count
     for name, features in FEATURE_SETS.items():
         logistic = fit_baseline(train_rows[list(features)], split.y_train, seed)
         scores[f"logistic regression · {name}"] = logistic.predict_proba(test_rows[list(features)])[:, 1]
@@ -256,10 +249,14 @@ def main(args: argparse.Namespace) -> int:
     title = "CDNOW" if args.events == "cdnow" else events.name
     args.out.mkdir(parents=True, exist_ok=True)
     _plot(result, title, args.out / "models.png")
-    scores = result.pop("_scores")
-    (args.out / "models.json").write_text(json.dumps(result, indent=2) + "\n")
-    markdown = render_markdown(result, title)
-    (args.out / "models.md").write_text(markdown)
-    print(markdown)
-    result["_scores"] = scores
+    result.pop("_scores")
+    write_report(args.out, "models", result, render_markdown(result, title))
     return 0
+
+
+def write_report(out: Path, name: str, result: dict[str, Any], markdown: str) -> None:
+    """``<name>.json`` and ``<name>.md`` into ``out``, and the table on stdout."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)

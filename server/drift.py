@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import time
-from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -114,16 +113,6 @@ class DriftWindow:
             self.count_batch(X, np.array(probabilities, dtype=np.float64))
         while self._pending_batches:
             self.count_batch(*self._pending_batches.pop())
-
-    def count_row(self, values: Sequence[float], probability: float) -> None:
-        """Count one scored row at once (features in model order, then its probability)."""
-        index = self._slot(time.time())
-        counts = self._counts[index]
-        edges = self._edges
-        for j, value in enumerate(values):
-            counts[j][bisect_right(edges[j], value)] += 1
-        counts[-1][bisect_right(edges[-1], probability)] += 1
-        self._rows[index] += 1
 
     def count_batch(self, X: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         """Count the rows of a batch: one searchsorted and one bincount per column."""

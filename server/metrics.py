@@ -24,7 +24,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.drift import DriftWindow
+from server.drift import PREDICTION, DriftWindow
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +67,7 @@ class Metrics:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.latency: defaultdict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
         self.stages: defaultdict[tuple[str, str], Histogram] = defaultdict(lambda: Histogram(STAGE_BUCKETS))
+        self._stages_by_route: dict[str, tuple[Histogram, Histogram, Histogram]] = {}
         self.compute = Histogram(COMPUTE_BUCKETS)
         self.rows = 0
         self.in_flight = 0
@@ -82,11 +83,24 @@ class Metrics:
         self.requests[(route, status)] += 1
         self.latency[route].observe(seconds)
 
-    def observe_stages(self, route: str, read_parse: float, inference: float, render: float) -> None:
-        stages = self.stages
-        stages[(route, "read_parse")].observe(read_parse)
-        stages[(route, "inference")].observe(inference)
-        stages[(route, "render")].observe(render)
+    def observe_scoring(self, route: str, rows: int, read_parse: float, inference: float, render: float) -> None:
+        """One inference request's stages; its inference time is also the model's compute time."""
+        read_hist, inference_hist, render_hist = self._stage_histograms(route)
+        read_hist.observe(read_parse)
+        inference_hist.observe(inference)
+        render_hist.observe(render)
+        self.compute.observe(inference)
+        self.rows += rows
+
+    def _stage_histograms(self, route: str) -> tuple[Histogram, Histogram, Histogram]:
+        found = self._stages_by_route.get(route)
+        if found is None:
+            found = self._stages_by_route[route] = (
+                self.stages[(route, "read_parse")],
+                self.stages[(route, "inference")],
+                self.stages[(route, "render")],
+            )
+        return found
 
     def observe_compute(self, seconds: float, rows: int) -> None:
         self.compute.observe(seconds)
@@ -231,10 +245,10 @@ class _Collector(Collector):
             "pulse_feature_psi", "Population Stability Index of a feature in the window vs training", labels=["feature"]
         )
         for name, value in psi.items():
-            if value is not None and name != "churn_probability":
+            if value is not None and name != PREDICTION:
                 features.add_metric([name], value)
         yield features
-        prediction = psi.get("churn_probability")
+        prediction = psi.get(PREDICTION)
         if prediction is not None:
             yield GaugeMetricFamily(
                 "pulse_prediction_psi",

@@ -123,8 +123,7 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
             p = served.model.predict_one(rows)
             scored = time.perf_counter()
             payload = served.render_one(p)
-            metrics.observe_compute(scored - parsed, 1)
-            metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+            metrics.observe_scoring(ROUTE, 1, parsed - started, scored - parsed, time.perf_counter() - scored)
             if drift is not None:
                 drift.add(rows, p)
             if served.request_log is not None:
@@ -133,8 +132,7 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
             proba = served.model.churn_probability(rows)
             scored = time.perf_counter()
             payload = served.render_batch(proba)
-            metrics.observe_compute(scored - parsed, len(rows))
-            metrics.observe_stages(ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+            metrics.observe_scoring(ROUTE, len(rows), parsed - started, scored - parsed, time.perf_counter() - scored)
             if drift is not None:
                 drift.add_batch(rows, proba)
             if served.request_log is not None:

@@ -249,7 +249,6 @@ class V2Handlers:
         probabilities = model.predict_proba(X)
         contributions = model.explainer.shap_values(X) if request_.explain and model.explainer else None
         scored = time.perf_counter()
-        metrics.observe_compute(scored - parsed, len(X))
         churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
         if metrics.drift is not None:
             metrics.drift.add_batch(X, churn)
@@ -262,5 +261,5 @@ class V2Handlers:
         response = OrjsonResponse(
             infer_response(self.model_name, served.info, probabilities, request_.id, contributions, base)
         )
-        metrics.observe_stages(INFER_ROUTE, parsed - started, scored - parsed, time.perf_counter() - scored)
+        metrics.observe_scoring(INFER_ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
         return response

@@ -108,24 +108,31 @@ def _cross_validate(
 
 
 def select_forest_params(
-    X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int
+    X: pd.DataFrame,
+    y: pd.Series,
+    cv_folds: int,
+    auc_tolerance: float,
+    random_state: int,
+    grid: dict[str, list[Any]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]], npt.NDArray[np.float64]]:
-    """Cross-validate the grid; the smallest forest within ``auc_tolerance`` of the best ROC-AUC.
+    """Cross-validate ``grid`` (default :data:`PARAM_GRID`); the smallest forest within ``auc_tolerance`` of the best
+    ROC-AUC.
 
     Returns the chosen parameters, one result row per grid point, and the chosen forest's out-of-fold scores.
     """
     cv = StratifiedKFold(n_splits=cv_folds, shuffle=True, random_state=random_state)
     results: list[dict[str, Any]] = []
     oof_by_point: list[npt.NDArray[np.float64]] = []
-    grid = list(ParameterGrid(PARAM_GRID))
-    for i, params in enumerate(grid, start=1):
+    grid = grid if grid is not None else PARAM_GRID
+    points = list(ParameterGrid(grid))
+    for i, params in enumerate(points, start=1):
         oof, aucs, nodes = _cross_validate(params, X, y, cv, random_state)
         results.append({**params, "cv_roc_auc": float(np.mean(aucs)), "mean_nodes": float(np.mean(nodes))})
         oof_by_point.append(oof)
         logger.info(
             "cv %d/%d %s roc_auc=%.4f nodes=%.0f",
             i,
-            len(grid),
+            len(points),
             params,
             results[-1]["cv_roc_auc"],
             results[-1]["mean_nodes"],
@@ -133,7 +140,7 @@ def select_forest_params(
     best_auc = max(r["cv_roc_auc"] for r in results)
     eligible = [i for i, r in enumerate(results) if r["cv_roc_auc"] >= best_auc - auc_tolerance]
     chosen = min(eligible, key=lambda i: (results[i]["mean_nodes"], -results[i]["cv_roc_auc"]))
-    params = {k: results[chosen][k] for k in PARAM_GRID}
+    params = {k: results[chosen][k] for k in grid}
     logger.info("chosen %s cv_roc_auc=%.4f (best %.4f)", params, results[chosen]["cv_roc_auc"], best_auc)
     return params, results, oof_by_point[chosen]
 
@@ -169,9 +176,16 @@ def tune_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> ThresholdCh
     )
 
 
-def fit_forest(X: pd.DataFrame, y: pd.Series, cv_folds: int, auc_tolerance: float, random_state: int) -> FittedForest:
-    """Choose the size, tune the threshold on out-of-fold predictions, then refit on all of ``X``."""
-    params, cv_results, oof_proba = select_forest_params(X, y, cv_folds, auc_tolerance, random_state)
+def fit_forest(
+    X: pd.DataFrame,
+    y: pd.Series,
+    cv_folds: int,
+    auc_tolerance: float,
+    random_state: int,
+    grid: dict[str, list[Any]] | None = None,
+) -> FittedForest:
+    """Choose the size over ``grid``, tune the threshold on out-of-fold predictions, then refit on all of ``X``."""
+    params, cv_results, oof_proba = select_forest_params(X, y, cv_folds, auc_tolerance, random_state, grid)
     choice = tune_threshold(y, oof_proba)
     if choice.near_degenerate:
         logger.warning(

@@ -5,8 +5,6 @@ write their output to ignored folders, and leave ``git status`` clean (committed
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.procs import free_port, http_post_json, run_server
-from tests.support import BEHAVIOUR_ROW
+from tests.support import BEHAVIOUR_ROW, require_tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -40,10 +38,7 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
-    if shutil.which("wrk") is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI must install wrk (scripts/system-deps)")
-        pytest.skip("wrk is not installed (apt-get install wrk)")
+    require_tool("wrk", "apt-get install wrk")
     # The main job's stages, through the Makefile, on this test run's venv (not reinstalled).
     stamps = [f"-o{VENV}/.installed-run", f"-o{VENV}/.installed-all"]
     _run(clone, "make", *stamps, f"VENV={VENV}", "export")

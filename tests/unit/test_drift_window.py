@@ -47,7 +47,8 @@ def test_rows_land_in_their_bins_one_by_one_and_in_batches(monkeypatch: pytest.M
     values = [0.5, 1.0, 1.5, 2.0, 7.0]  # bins: [..1) [1, 2) [2, ..)
     probabilities = [0.1, 0.5, 0.9, 0.2, 0.7]
     for v, p in zip(values, probabilities, strict=True):
-        one.count_row([v], p)
+        one.add([v], p)
+    one.drain()
     batch.count_batch(np.array([[v] for v in values], np.float32), np.array(probabilities, np.float32))
     assert one.merged([one.snapshot()], 600.0) == (5, [[1, 2, 2], [2, 3]])
     assert batch.merged([batch.snapshot()], 600.0) == one.merged([one.snapshot()], 600.0)
@@ -57,15 +58,19 @@ def test_old_slots_leave_the_window_and_workers_merge_by_slot(monkeypatch: pytes
     now = [0.0]
     monkeypatch.setattr("server.drift.time.time", lambda: now[0])
     a, b = _window(slots=3), _window(slots=3)
-    a.count_row([0.5], 0.1)  # slot 0
+    a.add([0.5], 0.1)  # slot 0
+    a.drain()
     now[0] = 61.0
-    b.count_row([1.5], 0.9)  # slot 1, another worker
+    b.add([1.5], 0.9)  # slot 1, another worker
+    b.drain()
     now[0] = 125.0
-    a.count_row([7.0], 0.9)  # slot 2
+    a.add([7.0], 0.9)  # slot 2
+    a.drain()
     assert a.merged([a.snapshot(), b.snapshot()], 125.0)[0] == 3
     assert a.merged([a.snapshot(), b.snapshot()], 185.0)[0] == 2  # slot 0 has left a 3-slot window
     now[0] = 185.0 + 120
-    a.count_row([7.0], 0.9)  # slot 5 reuses slot 2's place: what it held is gone
+    a.add([7.0], 0.9)  # slot 5 reuses slot 2's place: what it held is gone
+    a.drain()
     rows, counts = a.merged([a.snapshot(), b.snapshot()], now[0])
     assert rows == 1 and counts == [[0, 0, 1], [0, 1]]
 
@@ -74,7 +79,7 @@ def test_too_few_rows_report_no_psi(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("server.drift.time.time", lambda: 0.0)
     window = _window()
     for _ in range(5):
-        window.count_row([1.5], 0.6)
+        window.add([1.5], 0.6)  # counted when the snapshot drains the queue
     assert window.report([window.snapshot()], 0.0, min_rows=6)["psi"] == {"x": None, PREDICTION: None}
     report = window.report([window.snapshot()], 0.0, min_rows=5)
     assert report["rows"] == 5 and report["psi"]["x"] > 0.2
