@@ -67,7 +67,13 @@ def _taskset(core: int) -> list[str]:
 
 
 def run_wrk(
-    url: str, path: str, body: bytes, seconds: float, workdir: Path, headers: dict[str, str] | None = None
+    url: str,
+    path: str,
+    body: bytes,
+    seconds: float,
+    workdir: Path,
+    headers: dict[str, str] | None = None,
+    connections: int = WRK_CONNECTIONS,
 ) -> dict[str, float]:
     """One wrk run; requests/s and latency percentiles in microseconds."""
     body_file = workdir / f"body-{abs(hash(body))}.json"
@@ -82,7 +88,7 @@ def run_wrk(
         *_taskset(LOAD_CORE),
         "wrk",
         "-t1",
-        f"-c{WRK_CONNECTIONS}",
+        f"-c{connections}",
         f"-d{max(1, round(seconds))}s",
         "--timeout",
         "5s",

@@ -18,7 +18,11 @@ from typing import Any
 
 from server.logs import logging_config
 from server.model import Model, ModelError, load_model
+from server.request_log import RequestLogError, check_request_log_path
 from server.settings import Settings, SettingsError
+
+logger = logging.getLogger("server")
+PROBE_ROOM = 64  # connections between PULSE_MAX_CONNECTIONS and the descriptor ceiling: probes only
 
 FLAGS = {  # flag -> settings field; every other setting comes from its PULSE_* variable
     "model": "model_path",
@@ -71,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     config = logging_config(settings.log_level)
     logging.config.dictConfig(config)
     try:  # fail fast, with one line, before any worker starts
-        model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads)
-    except ModelError as exc:
+        check_request_log_path(settings.request_log)
+        model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes)
+    except (ModelError, RequestLogError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -89,7 +94,17 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     from uvicorn.supervisors import Multiprocess
 
     from server.app import create_app
+    from server.protocol import GuardedProtocol, connection_ceiling
 
+    ceiling = connection_ceiling()  # workers inherit the raised descriptor limit
+    if settings.max_connections > ceiling - PROBE_ROOM:
+        logger.warning(
+            "PULSE_MAX_CONNECTIONS=%d leaves no room for probes under %d descriptors: using %d",
+            settings.max_connections,
+            ceiling,
+            ceiling - PROBE_ROOM,
+        )
+        settings = dataclasses.replace(settings, max_connections=max(1, ceiling - PROBE_ROOM))
     uvicorn_config = uvicorn.Config(
         # One worker serves the model loaded above; each of N worker processes loads its own session.
         create_app(settings, model) if settings.workers == 1 else functools.partial(create_app, settings),
@@ -97,8 +112,8 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
         host=settings.host,
         port=settings.port,
         workers=settings.workers,
-        loop="auto",  # uvloop and httptools when installed (the serve extra installs them)
-        http="auto",
+        loop="auto",  # uvloop when installed (the serve extra installs it)
+        http=functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling),  # httptools, with limits
         lifespan="on",
         log_config=config,
         access_log=settings.access_log,

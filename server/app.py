@@ -24,8 +24,8 @@ from starlette.types import Message, Receive, Scope, Send
 from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
 from server.drift import DRAIN_SECONDS, DriftWindow
-from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
-from server.metrics import Metrics
+from server.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
+from server.metrics import METRICS_KEY, Metrics
 from server.model import Model, load_model
 from server.openapi import build_openapi
 from server.request_log import RequestLog
@@ -37,7 +37,6 @@ from server.state import ServerState
 logger = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "other"  # the metrics label of paths no route matches: a bounded label set whatever clients send
-CLIENT_CLOSED = 499  # what nginx calls a request the client abandoned; sent to nobody, never counted
 
 
 def serve_model(model: Model, settings: Settings, request_log: RequestLog | None) -> predict.ServedModel:
@@ -82,7 +81,10 @@ def serve_model(model: Model, settings: Settings, request_log: RequestLog | None
 async def render_error(request: Request, exc: Exception) -> Response:
     """The one error handler: our ``ApiError`` family, Starlette's 404/405, and anything unexpected as a JSON 500."""
     if isinstance(exc, ApiError):
-        return Response(exc.body(), exc.status_code, exc.headers, media_type="application/json")
+        headers = exc.headers or {}
+        if exc.closes_connection:
+            headers = {**headers, "connection": "close"}
+        return Response(exc.body(), exc.status_code, headers, media_type="application/json")
     if isinstance(exc, HTTPException):
         body = orjson.dumps({"detail": exc.detail})
         return Response(body, exc.status_code, exc.headers, media_type="application/json")
@@ -115,6 +117,8 @@ class PulseApp:
             lifespan=self._lifespan,
             exception_handlers={ApiError: render_error, HTTPException: render_error, Exception: render_error},
         )
+        # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header.
+        self.starlette.router.redirect_slashes = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == predict.ROUTE and scope["method"] == "POST":
@@ -157,10 +161,12 @@ class PulseApp:
                 metrics.observe_request(label, status, time.perf_counter() - started)
 
     @asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
         state, settings = self.state, self.state.settings
         started = time.perf_counter()
-        model = self._preloaded or load_model(settings.model_path, settings.model_sha256, settings.ort_threads)
+        model = self._preloaded or load_model(
+            settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes
+        )
         self._preloaded = None
         request_log = None
         if settings.request_log is not None:
@@ -184,7 +190,7 @@ class PulseApp:
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
-            yield
+            yield {METRICS_KEY: metrics}  # lifespan state: each connection's protocol counts its refusals here
         finally:
             state.draining = True
             flusher.cancel()

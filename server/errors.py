@@ -11,9 +11,35 @@ from typing import Any
 
 import orjson
 
+MAX_ECHO_DEPTH = 32  # an error body echoes at most this deep into what the client sent
+
+
+def dumps_safely(content: Any) -> bytes:
+    """JSON for an error body, whatever it echoes: strings JSON cannot carry (lone surrogates) are escaped, and
+    anything nested too deep or of an unknown type is replaced by its text."""
+    try:
+        return orjson.dumps(content)
+    except TypeError:  # orjson.JSONEncodeError: a surrogate, a depth past orjson's limit, an unknown type
+        return orjson.dumps(_printable(content, MAX_ECHO_DEPTH))
+
+
+def _printable(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if depth <= 0:
+        return "..."
+    if isinstance(value, dict):
+        return {_printable(str(key), depth): _printable(item, depth - 1) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(item, depth - 1) for item in value]
+    return _printable(repr(value), depth)
+
 
 class ApiError(Exception):
     status_code = 400
+    closes_connection = False  # answered before the body was read: the connection cannot carry another request
 
     def __init__(self, detail: Any, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(str(detail))
@@ -21,7 +47,7 @@ class ApiError(Exception):
         self.headers = dict(headers) if headers else None
 
     def body(self) -> bytes:
-        return orjson.dumps({"detail": self.detail})
+        return dumps_safely({"detail": self.detail})
 
 
 class MalformedJson(ApiError):
@@ -38,6 +64,7 @@ class MethodNotAllowed(ApiError):
 
 class PayloadTooLarge(ApiError):
     status_code = 413
+    closes_connection = True
 
 
 class UnsupportedMediaType(ApiError):
@@ -54,6 +81,17 @@ class NotReady(ApiError):
     status_code = 503
 
 
+class Overloaded(ApiError):
+    """503 with ``Retry-After``: a per-worker limit is reached (bodies being read); another worker or a retry
+    will do."""
+
+    status_code = 503
+    closes_connection = True
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"retry-after": "1"})
+
+
 class V2Error(ApiError):
     """An Open Inference Protocol error: the protocol's ``{"error": "..."}`` body, any status code."""
 
@@ -61,8 +99,15 @@ class V2Error(ApiError):
         super().__init__(message, headers)
         self.status_code = status_code
 
+    @classmethod
+    def of(cls, error: ApiError) -> V2Error:
+        """``error`` (status, headers, connection handling) with the protocol's body."""
+        converted = cls(str(error.detail), error.status_code, error.headers)
+        converted.closes_connection = error.closes_connection
+        return converted
+
     def body(self) -> bytes:
-        return orjson.dumps({"error": self.detail})
+        return dumps_safely({"error": self.detail})
 
 
 class ClientDisconnected(Exception):
@@ -70,6 +115,7 @@ class ClientDisconnected(Exception):
 
 
 INTERNAL_ERROR_BODY = b'{"detail":"Internal Server Error"}'
+CLIENT_CLOSED = 499  # what nginx calls a request the client abandoned; sent to nobody, never counted
 
 
 def field_error(loc: list[str | int], msg: str, error_type: str) -> dict[str, Any]:

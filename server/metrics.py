@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 COMPUTE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1)
 STAGE_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1)
+METRICS_KEY = "pulse.metrics"  # lifespan state: how a worker's connections (server.protocol) reach its metrics
 STAGES = ("read_parse", "inference", "render")  # body read + JSON parse + validation; onnxruntime; response JSON
 
 
@@ -71,6 +72,8 @@ class Metrics:
         self.compute = Histogram(COMPUTE_BUCKETS)
         self.rows = 0
         self.in_flight = 0
+        self.connections = 0  # open HTTP connections, kept by server.protocol
+        self.rejected: defaultdict[tuple[str, int], int] = defaultdict(int)  # refused by the HTTP layer or the gate
         self.pid = os.getpid()
         self.info: dict[str, str] = {}
         self.log_counters: Callable[[], dict[str, int]] = dict
@@ -117,6 +120,8 @@ class Metrics:
             "compute": [self.compute.counts, self.compute.total],
             "rows": self.rows,
             "in_flight": self.in_flight if in_flight is None else in_flight,
+            "connections": self.connections if in_flight is None else 0,
+            "rejected": [[reason, status, n] for (reason, status), n in self.rejected.items()],
             "ready": self.ready(),
             "log": self.log_counters(),
             "drift": self.drift.snapshot() if self.drift is not None else None,
@@ -175,6 +180,7 @@ class _Collector(Collector):
         stages: dict[tuple[str, str], Histogram] = {}
         compute = Histogram(COMPUTE_BUCKETS)
         log: defaultdict[str, int] = defaultdict(int)
+        rejected: defaultdict[tuple[str, int], int] = defaultdict(int)
         per_worker = CounterMetricFamily(
             "pulse_worker_http_requests", "HTTP requests answered by each worker process", labels=["pid"]
         )
@@ -186,6 +192,8 @@ class _Collector(Collector):
             for route, stage, counts, total in s["stages"]:
                 stages.setdefault((route, stage), Histogram(STAGE_BUCKETS)).add(Histogram(STAGE_BUCKETS, counts, total))
             compute.add(Histogram(COMPUTE_BUCKETS, *s["compute"]))
+            for reason, status, n in s["rejected"]:
+                rejected[(reason, status)] += n
             for name, n in s["log"].items():
                 log[name] += n
             per_worker.add_metric([str(s["pid"])], sum(n for _, _, n in s["requests"]))
@@ -202,6 +210,14 @@ class _Collector(Collector):
         for route, h in sorted(latency.items()):
             hist.add_metric([route], h.cumulative(), h.total)
         yield hist
+        refused = CounterMetricFamily(
+            "pulse_http_rejected",
+            "Requests and connections refused before reaching a handler: limits, timeouts, malformed HTTP",
+            labels=["reason", "status"],
+        )
+        for (reason, status), count in sorted(rejected.items()):
+            refused.add_metric([reason, str(status)], count)
+        yield refused
         stage_family = HistogramMetricFamily(
             "pulse_stage_duration_seconds",
             "Time per stage of an inference request: read_parse (body, JSON, validation), inference, render",
@@ -216,6 +232,9 @@ class _Collector(Collector):
         yield CounterMetricFamily("pulse_predicted_rows", "Rows scored", value=sum(s["rows"] for s in snapshots))
         yield GaugeMetricFamily(
             "pulse_http_requests_in_flight", "Requests being handled", value=sum(s["in_flight"] for s in live)
+        )
+        yield GaugeMetricFamily(
+            "pulse_http_connections", "Open HTTP connections", value=sum(s["connections"] for s in live)
         )
         yield GaugeMetricFamily("pulse_workers", "Worker processes alive and reporting", value=len(live))
         yield GaugeMetricFamily(

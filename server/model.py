@@ -6,6 +6,8 @@ import hashlib
 import json
 import logging
 import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -277,17 +279,31 @@ def _attach_explainer(model: Model, data: bytes, meta: dict[str, str]) -> None:
     model.explainer = explainer
 
 
-def load_model(path: Path, expected_sha256: str = "", threads: int = 1) -> Model:
-    """Read, verify (sha256, metadata, golden rows), warm up and return the model.
-
-    Raises :class:`ModelError` with a one-line reason when the file cannot be served.
-    """
+def _read_model_file(path: Path, max_bytes: int) -> bytes:
+    """The file's bytes: a regular file of at most ``max_bytes`` (not a device, a FIFO or a huge sparse file)."""
     try:
-        data = path.read_bytes()
+        found = os.stat(path)  # before opening: opening a FIFO would wait for a writer
+        if not stat.S_ISREG(found.st_mode):
+            raise ModelError(f"model path {str(path)!r} is not a regular file")
+        if found.st_size > max_bytes:
+            raise ModelError(f"model file {str(path)!r} is {found.st_size} bytes, over PULSE_MAX_MODEL_BYTES={max_bytes}")
+        with open(path, "rb") as file:
+            data = file.read(found.st_size + 1)
     except FileNotFoundError as exc:
         raise ModelError(f"model file {str(path)!r} does not exist") from exc
     except OSError as exc:
         raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from exc
+    if len(data) > found.st_size:
+        raise ModelError(f"model file {str(path)!r} grew while it was read: still being written?")
+    return data
+
+
+def load_model(path: Path, expected_sha256: str = "", threads: int = 1, max_bytes: int = 1 << 40) -> Model:
+    """Read, verify (sha256, metadata, golden rows), warm up and return the model.
+
+    Raises :class:`ModelError` with a one-line reason when the file cannot be served.
+    """
+    data = _read_model_file(path, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sha256_file(path)
     if not expected_sha256 and sidecar.is_file():

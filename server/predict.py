@@ -15,9 +15,24 @@ import numpy.typing as npt
 import orjson
 from starlette.types import Receive, Scope, Send
 
-from server.asgi import CLOSE_HEADER, JSON_HEADER, ORJSON_NUMPY, is_json, read_body
+from server.asgi import (
+    CLOSE_HEADER,
+    GATED_BODY_BYTES,
+    JSON_HEADER,
+    ORJSON_NUMPY,
+    is_json,
+    read_body,
+    refuse_encoded,
+)
 from server.drift import DriftWindow
-from server.errors import INTERNAL_ERROR_BODY, ApiError, ClientDisconnected, NotReady, UnsupportedMediaType
+from server.errors import (
+    CLIENT_CLOSED,
+    INTERNAL_ERROR_BODY,
+    ApiError,
+    ClientDisconnected,
+    NotReady,
+    UnsupportedMediaType,
+)
 from server.explain import explain_count, render_explained
 from server.model import Model
 from server.request_log import RequestLog
@@ -99,60 +114,77 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
     metrics = state.metrics
     metrics.in_flight += 1
     status = 200
-    try:
-        served = state.served
-        if served is None:
-            raise NotReady("model not loaded yet")
-        content_type = b""
-        content_length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type":
-                content_type = value
-            elif name == b"content-length":
-                content_length = value
-        if content_type != b"application/json" and not is_json(content_type):
-            raise UnsupportedMediaType("Content-Type must be application/json")
-        body = await read_body(receive, content_length, state.settings.max_body_bytes)
-        rows = served.parser.parse(body)
-        parsed = time.perf_counter()
-        drift = metrics.drift
-        if scope["query_string"]:
-            payload = explained(served, rows, scope["query_string"], drift)
-            metrics.observe_compute(time.perf_counter() - parsed, 1 if isinstance(rows, list) else len(rows))
-        elif isinstance(rows, list):
-            p = served.model.predict_one(rows)
-            scored = time.perf_counter()
-            payload = served.render_one(p)
-            metrics.observe_scoring(ROUTE, 1, parsed - started, scored - parsed, time.perf_counter() - scored)
-            if drift is not None:
-                drift.add(rows, p)
-            if served.request_log is not None:
-                served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
-        else:
-            proba = served.model.churn_probability(rows)
-            scored = time.perf_counter()
-            payload = served.render_batch(proba)
-            metrics.observe_scoring(ROUTE, len(rows), parsed - started, scored - parsed, time.perf_counter() - scored)
-            if drift is not None:
-                drift.add_batch(rows, proba)
-            if served.request_log is not None:
-                served.request_log.submit(rows, proba)
-    except ApiError as exc:
-        status = exc.status_code
-        payload = exc.body()
-    except ClientDisconnected:
-        metrics.in_flight -= 1
-        return
-    except Exception:
-        logger.exception("unexpected error in /predict")
-        status = 500
-        payload = INTERNAL_ERROR_BODY
-    headers = [JSON_HEADER, (b"content-length", str(len(payload)).encode())]
-    if state.draining:
-        headers.append(CLOSE_HEADER)
-    try:
+    closes = state.draining
+    try:  # whatever happens below, the gauge and the counters are settled in `finally`
+        headers = [JSON_HEADER]
+        try:
+            served = state.served
+            if served is None:
+                raise NotReady("model not loaded yet")
+            content_type = b""
+            content_length = content_encoding = None
+            for name, value in scope["headers"]:
+                if name == b"content-type":
+                    content_type = value
+                elif name == b"content-length":
+                    content_length = value
+                elif name == b"content-encoding":
+                    content_encoding = value
+            if content_type != b"application/json" and not is_json(content_type):
+                raise UnsupportedMediaType("Content-Type must be application/json")
+            refuse_encoded(content_encoding)
+            body = await read_body(receive, content_length, state.settings.max_body_bytes, state.body_budget)
+            if len(body) > GATED_BODY_BYTES:
+                async with state.batch_gate:
+                    payload = _answer(state, served, body, scope["query_string"], started)
+            else:
+                payload = _answer(state, served, body, scope["query_string"], started)
+        except ApiError as exc:
+            status, payload, closes = exc.status_code, exc.body(), closes or exc.closes_connection
+            if exc.headers:
+                headers += [(name.encode(), value.encode()) for name, value in exc.headers.items()]
+        except ClientDisconnected:
+            status = CLIENT_CLOSED
+            return
+        except Exception:
+            logger.exception("unexpected error in /predict")
+            status, payload = 500, INTERNAL_ERROR_BODY
+        headers.append((b"content-length", str(len(payload)).encode()))
+        if closes:
+            headers.append(CLOSE_HEADER)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
     finally:
         metrics.in_flight -= 1
-        metrics.observe_request(ROUTE, status, time.perf_counter() - started)
+        if status != CLIENT_CLOSED:
+            metrics.observe_request(ROUTE, status, time.perf_counter() - started)
+
+
+def _answer(state: ServerState, served: ServedModel, body: bytes, query_string: bytes, started: float) -> bytes:
+    """Parse, validate and score ``body``; the response body. Raises an ``ApiError`` for a bad request."""
+    metrics = state.metrics
+    rows = served.parser.parse(body)
+    parsed = time.perf_counter()
+    drift = metrics.drift
+    if query_string:
+        payload = explained(served, rows, query_string, drift)
+        metrics.observe_compute(time.perf_counter() - parsed, 1 if isinstance(rows, list) else len(rows))
+    elif isinstance(rows, list):
+        p = served.model.predict_one(rows)
+        scored = time.perf_counter()
+        payload = served.render_one(p)
+        metrics.observe_scoring(ROUTE, 1, parsed - started, scored - parsed, time.perf_counter() - scored)
+        if drift is not None:
+            drift.add(rows, p)
+        if served.request_log is not None:
+            served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
+    else:
+        proba = served.model.churn_probability(rows)
+        scored = time.perf_counter()
+        payload = served.render_batch(proba)
+        metrics.observe_scoring(ROUTE, len(rows), parsed - started, scored - parsed, time.perf_counter() - scored)
+        if drift is not None:
+            drift.add_batch(rows, proba)
+        if served.request_log is not None:
+            served.request_log.submit(rows, proba)
+    return payload

@@ -6,10 +6,12 @@ the lines. A full queue or a failing disk drops lines and counts them, it never 
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import queue
 import random
+import stat
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,25 @@ logger = logging.getLogger(__name__)
 
 _STOP = None
 _Entry = tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None]
+
+
+class RequestLogError(ValueError):
+    """The request log's path cannot be a log file; the message names it."""
+
+
+def check_request_log_path(path: Path | None) -> None:
+    """A request log must be a regular file (or not exist yet): a FIFO would block its writer for good."""
+    if path is not None and path.exists() and not path.is_file():
+        raise RequestLogError(f"request log {str(path)!r} (PULSE_REQUEST_LOG) is not a regular file")
+
+
+def _open_for_append(path: Path) -> int:
+    # Non-blocking, so a FIFO put there after start-up fails now instead of hanging the writer thread.
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    return fd
 
 
 class RequestLog:
@@ -93,7 +114,7 @@ class RequestLog:
             try:
                 if fd is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                    fd = _open_for_append(self.path)
                 os.write(fd, data)  # one append per request: lines from several workers do not interleave
                 self.written += len(item[1])
             except OSError as exc:

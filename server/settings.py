@@ -17,6 +17,7 @@ from typing import Any
 PREFIX = "PULSE_"
 DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+MIB = 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 
 
@@ -65,6 +66,14 @@ class Settings:
     workers: int = _setting(1, int, 1, 256)
     max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
     max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)
+    max_header_bytes: int = _setting(32 * 1024, int, 1024, 1 << 24)  # request line + headers, as nginx's 4 x 8 KB
+    max_headers: int = _setting(100, int, 1, 10_000)  # header fields per request, as Envoy
+    header_timeout_seconds: float = _setting(10.0, _finite_float, 0.1, 3600)  # connection or first byte -> head
+    body_timeout_seconds: float = _setting(30.0, _finite_float, 0.1, 3600)  # end of head -> whole body
+    max_connections: int = _setting(1000, int, 1, 1_000_000)  # per worker; above it, probes only
+    max_pending_body_bytes: int = _setting(64 * MIB, int, 1024, 1 << 40)  # bodies being read, per worker
+    batch_concurrency: int = _setting(1, int, 1, 1024)  # large bodies parsed and scored at once, per worker
+    max_model_bytes: int = _setting(512 * MIB, int, 1024, 1 << 40)  # model files larger than this are refused
     ort_threads: int = _setting(1, int, 1, 256)  # one core per worker; more helps large batches only
     log_level: str = _setting("info", _log_level)
     access_log: bool = _setting(False, _bool)  # /metrics counts every request; a log line each costs throughput
@@ -99,9 +108,13 @@ class Settings:
                 raise SettingsError(f"{_variable(name)} has value {raw!r}: {exc}") from exc
             low, high = meta["low"], meta["high"]
             if (low is not None and value < low) or (high is not None and value > high):
-                raise SettingsError(f"{_variable(name)} has value {raw!r}: must be between {low:g} and {high:g}")
+                raise SettingsError(f"{_variable(name)} has value {raw!r}: must be between {_number(low)} and {_number(high)}")
             parsed[name] = value
         return cls(**parsed)
+
+
+def _number(bound: float | None) -> str:
+    return "any" if bound is None else str(int(bound)) if float(bound).is_integer() else f"{bound:g}"
 
 
 def _variable(name: str) -> str:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from server.asgi import BatchGate, BodyBudget
 from server.errors import NotReady
 from server.metrics import Metrics
 from server.predict import ServedModel
@@ -16,6 +17,12 @@ class ServerState:
     metrics: Metrics
     served: ServedModel | None = None
     draining: bool = False
+    body_budget: BodyBudget = field(init=False)
+    batch_gate: BatchGate = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.body_budget = BodyBudget(self.settings.max_pending_body_bytes, self.metrics.rejected)
+        self.batch_gate = BatchGate(self.settings.batch_concurrency)
 
     @property
     def ready(self) -> bool:

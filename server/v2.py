@@ -13,7 +13,7 @@ import numpy.typing as npt
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.asgi import OrjsonResponse, is_json, read_body
+from server.asgi import GATED_BODY_BYTES, OrjsonResponse, media_type, read_body, refuse_encoded
 from server.errors import ApiError, V2Error
 from server.model import ModelInfo
 from server.validation import FLOAT32_MAX, decode_json
@@ -92,14 +92,28 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     explain = parameters.get("explain", False) if type(parameters) is dict else None
     if type(explain) is not bool:
         raise V2Error(f"request parameter 'explain' must be true or false, got {explain!r}", 422)
-    for output in body.get("outputs") or []:
+    outputs = body.get("outputs") or []
+    if type(outputs) is not list:
+        raise V2Error(f"'outputs' must be a list of objects naming outputs, got {outputs!r}")
+    request_id = body.get("id")
+    if request_id is not None and not (type(request_id) is str and _encodable(request_id)):
+        raise V2Error("request 'id' must be a string")
+    for output in outputs:
         if type(output) is not dict or output.get("name") not in (info.probability_output, CONTRIBUTIONS):
             raise V2Error(
                 f"unknown output {output!r}; the model's outputs are {info.probability_output!r} and {CONTRIBUTIONS!r}"
             )
     X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
     _check_range(X, info)
-    return InferRequest(X.astype(np.float32, copy=False), body.get("id"), explain)
+    return InferRequest(X.astype(np.float32, copy=False), request_id, explain)
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # a lone surrogate, which the stdlib JSON parser lets through
+        return False
+    return True
 
 
 def _json_values(tensor: dict[str, Any], shape: list[int]) -> npt.NDArray[np.float64]:
@@ -143,7 +157,9 @@ def _check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
 
 def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     """The JSON header and the binary tensor data of a request using the binary tensor extension."""
-    if not header_length.isdigit() or int(header_length) > len(body):
+    if not (header_length.isascii() and header_length.isdigit() and len(header_length) <= 18) or int(
+        header_length
+    ) > len(body):
         raise V2Error(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
     return body[: int(header_length)], body[int(header_length) :]
 
@@ -222,24 +238,36 @@ class V2Handlers:
         served = self._served(request)
         settings = self.state.settings
         header_length = request.headers.get("inference-header-content-length")
-        content_type = request.headers.get("content-type", "").encode()
-        if not is_json(content_type) and not (header_length and content_type.startswith(b"application/octet-stream")):
+        kind = media_type(request.headers.get("content-type", "").encode())
+        if kind != b"application/json" and not (header_length is not None and kind == b"application/octet-stream"):
             raise V2Error(
                 "Content-Type must be application/json (or application/octet-stream with the binary tensor extension)",
                 415,
             )
         try:
+            refuse_encoded(request.headers.get("content-encoding", "").encode() or None)
             body = await read_body(
-                request.receive, request.headers.get("content-length", "").encode() or None, settings.max_body_bytes
+                request.receive,
+                request.headers.get("content-length", "").encode() or None,
+                settings.max_body_bytes,
+                self.state.body_budget,
             )
-            binary = None
-            if header_length is not None:
-                body, binary = split_binary_body(body, header_length)
-            data = decode_json(body)
-        except V2Error:
-            raise
         except ApiError as exc:
-            raise V2Error(str(exc.detail), exc.status_code) from None
+            raise V2Error.of(exc) from None
+        if len(body) > GATED_BODY_BYTES:
+            async with self.state.batch_gate:
+                return self._infer(served, body, header_length, started)
+        return self._infer(served, body, header_length, started)
+
+    def _infer(self, served: ServedModel, body: bytes, header_length: str | None, started: float) -> Response:
+        settings = self.state.settings
+        binary = None
+        if header_length is not None:
+            body, binary = split_binary_body(body, header_length)
+        try:
+            data = decode_json(body)
+        except ApiError as exc:
+            raise V2Error.of(exc) from None
         request_ = parse_infer_request(data, served.info, settings.max_batch, binary)
         X, model = request_.X, served.model
         if request_.explain and model.explainer is None:

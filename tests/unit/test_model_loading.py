@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,23 @@ def test_loads_and_reads_everything_from_metadata(model_copy: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "model.onnx")
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "folder"])
+def test_a_model_path_that_is_not_a_regular_file_is_refused_before_reading(tmp_path: Path, kind: str) -> None:
+    path = {"device": Path("/dev/zero"), "fifo": tmp_path / "model.fifo", "folder": tmp_path}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it would wait for a writer forever
+    with pytest.raises(ModelError, match="is not a regular file"):
+        load_model(path)
+
+
+def test_a_model_file_over_the_size_cap_is_refused_without_reading_it(tmp_path: Path) -> None:
+    sparse = tmp_path / "huge.onnx"
+    with open(sparse, "wb") as file:
+        file.truncate(8 * 1024**3)  # 8 GB of holes: reading it would take 8 GB of memory
+    with pytest.raises(ModelError, match=r"is 8589934592 bytes, over PULSE_MAX_MODEL_BYTES=536870912"):
+        load_model(sparse, max_bytes=512 * 1024 * 1024)
 
 
 def test_garbage_file_with_matching_sha_is_not_loadable(model_copy: Path) -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from server.request_log import RequestLog
+from server.request_log import RequestLog, RequestLogError, check_request_log_path
 
 FEATURES = ("a", "b")
 
@@ -47,6 +49,20 @@ def test_an_unwritable_path_counts_errors_and_keeps_going(tmp_path: Path) -> Non
         log.submit(*_rows(2))
     log.close()
     assert log.counters() == {"written": 0, "dropped": 6, "write_errors": 3}
+
+
+def test_a_fifo_is_refused_at_start_up_and_never_blocks_the_writer(tmp_path: Path) -> None:
+    fifo = tmp_path / "requests.fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(RequestLogError, match="is not a regular file"):
+        check_request_log_path(fifo)
+    check_request_log_path(tmp_path / "not-yet.jsonl")  # a file start-up will create is fine
+    log = RequestLog(fifo, FEATURES, "v1", sample=1.0, max_queue=10)  # a FIFO put there after start-up
+    log.start()
+    log.submit(*_rows(2))
+    log.close(timeout=5)
+    assert not log._thread.is_alive()  # opening a FIFO with no reader used to block this thread for good
+    assert log.counters() == {"written": 0, "dropped": 2, "write_errors": 1}
 
 
 def test_sampling_keeps_about_the_asked_share(tmp_path: Path) -> None:

@@ -60,6 +60,13 @@ def test_every_field_is_read_from_its_variable() -> None:
         ("PULSE_DRAIN_SECONDS", "-1", "must be between 0 and 3600"),
         ("PULSE_GRACEFUL_TIMEOUT_SECONDS", "100000", "must be between 0 and 3600"),
         ("PULSE_GRACEFUL_TIMEOUT_SECONDS", "inf", "PULSE_GRACEFUL_TIMEOUT_SECONDS has value 'inf'"),
+        ("PULSE_PORT", "65536", "must be between 0 and 65535"),
+        ("PULSE_PORT", "9" * 30, "must be between 0 and 65535"),
+        ("PULSE_MAX_BODY_BYTES", "9" * 25, "must be between 1 and 2147483648"),
+        ("PULSE_MAX_HEADER_BYTES", "10", "must be between 1024 and 16777216"),
+        ("PULSE_HEADER_TIMEOUT_SECONDS", "0", "must be between 0.1 and 3600"),
+        ("PULSE_MAX_CONNECTIONS", "0", "must be between 1 and 1000000"),
+        ("PULSE_MAX_PENDING_BODY_BYTES", "9" * 20, "must be between 1024 and 1099511627776"),
     ],
 )
 def test_bad_values_name_the_variable_the_value_and_the_range(name: str, value: str, message: str) -> None:

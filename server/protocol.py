@@ -1,0 +1,232 @@
+"""uvicorn's httptools protocol with the limits a server facing untrusted clients needs.
+
+uvicorn's own protocol parses headers of any size and count on the event loop, waits forever for a first request,
+for the rest of a header and for a body, and accepts connections until the process runs out of descriptors. This
+subclass (a protocol class is uvicorn's extension point: ``Config(http=...)``) bounds each, while parsing:
+
+- header bytes (431 as soon as a read takes the unfinished head past the cap) and header count (431);
+- a deadline for the head from the connection's start or the request's first byte, and one for the body from the
+  end of the head (408, then close): whole-phase deadlines, so a client dribbling a byte a second gains nothing;
+- open connections per worker: above ``max_connections`` a connection may still ask ``/health`` or ``/ready``
+  (probes keep working under a connection flood) but anything else gets 503 with ``Retry-After``; a few
+  descriptors below the process's limit, new connections are closed at once;
+- RFC 9112's ``Host`` rule (exactly one in HTTP/1.1: 400 otherwise);
+- a request that parses, followed by bytes that do not, is answered before the 400 for the garbage.
+
+Every refusal is a JSON body with ``Connection: close``, counted in ``/metrics`` as
+``pulse_http_rejected_total{reason, status}``. Nothing here runs per request unless a limit is near.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from server.metrics import METRICS_KEY, Metrics
+from server.settings import Settings
+
+PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
+DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
+LINGER_SECONDS = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
+
+
+class Refusal(Exception):
+    """Raised inside a parser callback to stop parsing; answered by :meth:`GuardedProtocol.refuse`."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.reason, self.message = status, reason, message
+
+
+def connection_ceiling() -> int:
+    """Open connections at which a worker closes new ones unanswered: a few below its descriptor limit, which is
+    raised to the hard limit first (as nginx's ``worker_rlimit_nofile`` does)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):  # pragma: no cover - a sandbox that refuses: keep the soft limit
+            pass
+    limit = int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
+    return limit - DESCRIPTOR_RESERVE
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """One HTTP/1.1 connection, as uvicorn's httptools protocol serves it, within the limits of ``settings``."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        settings: Settings,
+        ceiling: int,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.settings = settings
+        self.ceiling = ceiling  # open connections at which new ones are closed unanswered
+        self.metrics: Metrics | None = app_state.get(METRICS_KEY)
+        self._reading_head = True  # between requests or inside a head; False from the end of a head to its body's
+        self._in_body = False
+        self._head_bytes = 0
+        self._header_count = 0
+        self._parsed_head_bytes = 0
+        self._host_count = 0
+        self._probes_only = False
+        self._deadline: asyncio.TimerHandle | None = None
+        self._pending_refusal: Refusal | None = None
+        self._lingering = False
+
+    # Connections ----------------------------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        open_connections = len(self.connections)
+        if self.metrics is not None:
+            self.metrics.connections = open_connections
+        if open_connections >= self.ceiling:
+            self._count("too_many_connections", 503)
+            transport.abort()  # no descriptors to spare for an answer
+            return
+        self._probes_only = open_connections > self.settings.max_connections
+        head_timeout = self.settings.header_timeout_seconds
+        self._arm(min(head_timeout, 1.0) if self._probes_only else head_timeout, "header_timeout")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+        if self.metrics is not None:
+            self.metrics.connections = len(self.connections)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return
+        self._unset_keepalive_if_required()
+        if self._reading_head:
+            self._head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:  # as uvicorn: no WebSocket here, the request is served as plain HTTP
+            self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError as exc:
+            refusal = exc.__context__ if isinstance(exc.__context__, Refusal) else None
+            self._refuse_after_current(refusal or Refusal(400, "malformed", "invalid HTTP request"))
+            return
+        if self._reading_head and self._head_bytes > 0:
+            if self._head_bytes > self.settings.max_header_bytes:
+                limit = self.settings.max_header_bytes
+                self.refuse(Refusal(431, "header_too_large", f"request head exceeds {limit} bytes"))
+            elif self._deadline is None:
+                self._arm(self.settings.header_timeout_seconds, "header_timeout")
+        elif self._in_body and self._deadline is None:
+            self._arm(self.settings.body_timeout_seconds, "body_timeout")
+
+    # Parser callbacks -----------------------------------------------------------------------------------------
+    def on_url(self, url: bytes) -> None:
+        self._parsed_head_bytes += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # A head that arrived whole in one read is measured here; one still arriving, in data_received.
+        self._header_count += 1
+        self._parsed_head_bytes += len(name) + len(value) + 4
+        if self._header_count > self.settings.max_headers:
+            raise Refusal(431, "too_many_headers", f"more than {self.settings.max_headers} header fields")
+        if self._parsed_head_bytes > self.settings.max_header_bytes:
+            raise Refusal(431, "header_too_large", f"request head exceeds {self.settings.max_header_bytes} bytes")
+        if len(name) == 4 and name.lower() == b"host":
+            self._host_count += 1
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        hosts, self._host_count, self._header_count, self._parsed_head_bytes = self._host_count, 0, 0, 0
+        self._reading_head, self._head_bytes, self._in_body = False, 0, True
+        if hosts != 1 and self.parser.get_http_version() == "1.1":
+            raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
+        if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
+            raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
+        super().on_headers_complete()
+        if self._probes_only:
+            self.cycle.keep_alive = False
+
+    def on_message_complete(self) -> None:
+        if self._in_body:
+            self._disarm()
+        self._in_body, self._reading_head = False, True
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._pending_refusal is not None and self.cycle.response_complete and not self.transport.is_closing():
+            self.refuse(self._pending_refusal)
+
+    # Refusals and deadlines -----------------------------------------------------------------------------------
+    def refuse(self, refusal: Refusal) -> None:
+        """Answer ``refusal`` and close, reading (and dropping) what the client still sends for a moment."""
+        self._disarm()
+        self._pending_refusal = None
+        self._count(refusal.reason, refusal.status)
+        if self.transport.is_closing():
+            return
+        body = orjson.dumps({"detail": refusal.message})
+        head = [
+            STATUS_LINE[refusal.status],
+            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n" % len(body),
+        ]
+        if refusal.status == 503:
+            head.append(b"retry-after: 1\r\n")
+        self.transport.write(b"".join([*head, b"\r\n", body]))
+        self._lingering = True
+        self.parser = httptools.HttpRequestParser(self)  # drop whatever the old parser buffered
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:  # pragma: no cover - TLS transports cannot half-close
+            self.transport.close()
+
+    def _refuse_after_current(self, refusal: Refusal) -> None:
+        """Refuse now, or once the request being answered (and any queued before the bad bytes) is answered."""
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            self._pending_refusal = refusal
+            self.flow.pause_reading()
+        else:
+            self.refuse(refusal)
+
+    def _arm(self, seconds: float, reason: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._expire, reason)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _expire(self, reason: str) -> None:
+        self._deadline = None
+        if self.transport.is_closing():
+            return
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_complete:
+            if cycle.response_started:  # the app is answering already: let it finish, then close
+                cycle.keep_alive = False
+                return
+            cycle.disconnected = True  # the app waiting for the body hears that the client is gone
+            cycle.message_event.set()
+        phase = "request head" if reason == "header_timeout" else "request body"
+        self.refuse(Refusal(408, reason, f"{phase} not received in time"))
+
+    def _count(self, reason: str, status: int) -> None:
+        if self.metrics is not None:
+            self.metrics.rejected[(reason, status)] += 1
