@@ -37,7 +37,7 @@ def is_json(content_type: bytes) -> bool:
 
 
 def refuse_encoded(content_encoding: bytes | None) -> None:
-    """415 for a compressed body: we read bodies as they are sent."""
+    """415 for a compressed body (any Content-Encoding but identity): bodies are read as they are sent."""
     if content_encoding is not None and content_encoding.strip().lower() not in (b"", b"identity"):
         raise UnsupportedMediaType(f"Content-Encoding {content_encoding.decode('latin-1')!r} is not supported")
 
@@ -55,9 +55,12 @@ class BodyBudget:
 
     def take(self, n: int) -> None:
         if self.held + n > self.limit:
-            self.rejected[("body_memory", 503)] += 1
-            raise Overloaded("too many request bodies being read; retry shortly")
+            self.refuse()
         self.held += n
+
+    def refuse(self) -> None:
+        self.rejected[("body_memory", 503)] += 1
+        raise Overloaded("too many request bodies being read; retry shortly")
 
 
 class BatchGate:
@@ -88,13 +91,16 @@ async def read_body(receive: Receive, content_length: bytes | None, limit: int, 
     """
     taken = 0
     if content_length is not None:
-        content_length = content_length.strip()
-        if not (content_length.isdigit() and len(content_length) <= 18):
-            raise ApiError("Content-Length is not a number")
+        if not (content_length.isdigit() and len(content_length) <= 18):  # int() refuses over 4,300 digits
+            content_length = content_length.strip()  # the parser lets optional whitespace through
+            if not (content_length.isdigit() and len(content_length) <= 18):
+                raise ApiError("Content-Length is not a number")
         if int(content_length) > limit:
             raise PayloadTooLarge(f"body of {int(content_length)} bytes exceeds the limit of {limit}")
         taken = int(content_length)
-        budget.take(taken)
+        if budget.held + taken > budget.limit:
+            budget.refuse()
+        budget.held += taken
     try:
         message = await receive()
         if message["type"] == "http.disconnect":

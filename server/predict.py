@@ -132,7 +132,8 @@ async def predict(state: ServerState, scope: Scope, receive: Receive, send: Send
                     content_encoding = value
             if content_type != b"application/json" and not is_json(content_type):
                 raise UnsupportedMediaType("Content-Type must be application/json")
-            refuse_encoded(content_encoding)
+            if content_encoding is not None:
+                refuse_encoded(content_encoding)
             body = await read_body(receive, content_length, state.settings.max_body_bytes, state.body_budget)
             if len(body) > GATED_BODY_BYTES:
                 async with state.batch_gate:

@@ -76,15 +76,13 @@ class GuardedProtocol(HttpToolsProtocol):
         self.settings = settings
         self.ceiling = ceiling  # open connections at which new ones are closed unanswered
         self.metrics: Metrics | None = app_state.get(METRICS_KEY)
-        self._reading_head = True  # between requests or inside a head; False from the end of a head to its body's
-        self._in_body = False
-        self._head_bytes = 0
-        self._header_count = 0
-        self._parsed_head_bytes = 0
+        self._head_bytes = 0  # read since the last head ended
+        self._max_head_bytes = settings.max_header_bytes
+        self._max_headers = settings.max_headers
+        self._parsed_head_bytes = 0  # of the head being parsed: names, values and their separators
         self._host_count = 0
         self._probes_only = False
         self._deadline: asyncio.TimerHandle | None = None
-        self._pending_refusal: Refusal | None = None
         self._lingering = False
 
     # Connections ----------------------------------------------------------------------------------------------
@@ -111,8 +109,9 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._lingering:
             return
         self._unset_keepalive_if_required()
-        if self._reading_head:
-            self._head_bytes += len(data)
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body:  # between requests or inside a head: these bytes are head bytes
+            self._head_bytes += len(data)  # (on_headers_complete starts the count again)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:  # as uvicorn: no WebSocket here, the request is served as plain HTTP
@@ -122,36 +121,43 @@ class GuardedProtocol(HttpToolsProtocol):
             refusal = exc.__context__ if isinstance(exc.__context__, Refusal) else None
             self._refuse_after_current(refusal or Refusal(400, "malformed", "invalid HTTP request"))
             return
-        if self._reading_head and self._head_bytes > 0:
-            if self._head_bytes > self.settings.max_header_bytes:
-                limit = self.settings.max_header_bytes
+        # The deadlines, set only when a read leaves a head or a body unfinished (never on the one-read request).
+        cycle = self.cycle
+        if cycle is not None and cycle.more_body and not cycle.response_complete:
+            if self._deadline is None:
+                self._arm(self.settings.body_timeout_seconds, "body_timeout")
+        elif self._head_bytes > 0:
+            if self._head_bytes > self._max_head_bytes:
+                limit = self._max_head_bytes
                 self.refuse(Refusal(431, "header_too_large", f"request head exceeds {limit} bytes"))
             elif self._deadline is None:
                 self._arm(self.settings.header_timeout_seconds, "header_timeout")
-        elif self._in_body and self._deadline is None:
-            self._arm(self.settings.body_timeout_seconds, "body_timeout")
+        elif self._deadline is not None:  # the body came whole
+            self._disarm()
 
     # Parser callbacks -----------------------------------------------------------------------------------------
-    def on_url(self, url: bytes) -> None:
-        self._parsed_head_bytes += len(url)
-        super().on_url(url)
-
     def on_header(self, name: bytes, value: bytes) -> None:
-        # A head that arrived whole in one read is measured here; one still arriving, in data_received.
-        self._header_count += 1
-        self._parsed_head_bytes += len(name) + len(value) + 4
-        if self._header_count > self.settings.max_headers:
-            raise Refusal(431, "too_many_headers", f"more than {self.settings.max_headers} header fields")
-        if self._parsed_head_bytes > self.settings.max_header_bytes:
-            raise Refusal(431, "header_too_large", f"request head exceeds {self.settings.max_header_bytes} bytes")
-        if len(name) == 4 and name.lower() == b"host":
+        # uvicorn's on_header, plus the count, the size and the Host rule; a head that arrived whole in one read
+        # is measured here, one still arriving in data_received.
+        name = name.lower()
+        if name == b"host":
             self._host_count += 1
-        super().on_header(name, value)
+        elif name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+        self._parsed_head_bytes += len(name) + len(value) + 4
+        if self._parsed_head_bytes > self._max_head_bytes:
+            raise Refusal(431, "header_too_large", f"request head exceeds {self._max_head_bytes} bytes")
+        if len(self.headers) > self._max_headers:
+            raise Refusal(431, "too_many_headers", f"more than {self._max_headers} header fields")
 
     def on_headers_complete(self) -> None:
-        self._disarm()
-        hosts, self._host_count, self._header_count, self._parsed_head_bytes = self._host_count, 0, 0, 0
-        self._reading_head, self._head_bytes, self._in_body = False, 0, True
+        if self._deadline is not None:
+            self._disarm()
+        hosts, head_bytes = self._host_count, self._parsed_head_bytes + len(self.url)
+        self._host_count = self._parsed_head_bytes = self._head_bytes = 0
+        if head_bytes > self._max_head_bytes:
+            raise Refusal(431, "header_too_large", f"request head exceeds {self._max_head_bytes} bytes")
         if hosts != 1 and self.parser.get_http_version() == "1.1":
             raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
         if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
@@ -160,22 +166,10 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._probes_only:
             self.cycle.keep_alive = False
 
-    def on_message_complete(self) -> None:
-        if self._in_body:
-            self._disarm()
-        self._in_body, self._reading_head = False, True
-        super().on_message_complete()
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        if self._pending_refusal is not None and self.cycle.response_complete and not self.transport.is_closing():
-            self.refuse(self._pending_refusal)
-
     # Refusals and deadlines -----------------------------------------------------------------------------------
     def refuse(self, refusal: Refusal) -> None:
         """Answer ``refusal`` and close, reading (and dropping) what the client still sends for a moment."""
         self._disarm()
-        self._pending_refusal = None
         self._count(refusal.reason, refusal.status)
         if self.transport.is_closing():
             return
@@ -196,13 +190,20 @@ class GuardedProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse_after_current(self, refusal: Refusal) -> None:
-        """Refuse now, or once the request being answered (and any queued before the bad bytes) is answered."""
+        """Refuse now, or once the requests parsed before the bad bytes are answered."""
         cycle = self.cycle
-        if cycle is not None and not cycle.response_complete:
-            self._pending_refusal = refusal
-            self.flow.pause_reading()
-        else:
+        if cycle is None or cycle.response_complete:
             self.refuse(refusal)
+            return
+        self.flow.pause_reading()
+        answered = cycle.on_response  # the last request parsed is the last answered
+
+        def answered_then_refuse() -> None:
+            answered()
+            if not self.transport.is_closing():
+                self.refuse(refusal)
+
+        cycle.on_response = answered_then_refuse
 
     def _arm(self, seconds: float, reason: str) -> None:
         self._disarm()
