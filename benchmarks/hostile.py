@@ -103,8 +103,25 @@ def exchange(port: int, data: bytes, wait: float = 5.0) -> tuple[int | None, dic
         return (*read_response(sock), time.perf_counter() - started)
 
 
-def read_response(sock: socket.socket) -> tuple[int | None, dict[str, str], bytes]:
-    response = http.client.HTTPResponse(sock)
+class ResponseStream:
+    """Successive responses on one connection (pipelining): one buffered reader shared by every response, which
+    ``http.client`` would otherwise make afresh, and close, for each."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._file = sock.makefile("rb")
+
+    def makefile(self, *args: object, **kwargs: object) -> ResponseStream:
+        return self
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def close(self) -> None:  # http.client closes its reader after each body; the next response needs it
+        pass
+
+
+def read_response(sock: socket.socket | ResponseStream) -> tuple[int | None, dict[str, str], bytes]:
+    response = http.client.HTTPResponse(sock)  # type: ignore[arg-type]
     try:
         response.begin()
         body = response.read()
@@ -478,8 +495,9 @@ def framing_faults(ctx: Context) -> dict[str, Any]:
     # A valid request followed by bytes that do not parse: the valid one is answered first.
     with connect(ctx.port) as sock:
         sock.sendall(post().replace(b"Connection: close\r\n", b"") + b"GARBAGE\r\n\r\n")
-        first, _, _ = read_response(sock)
-        second, _, _ = read_response(sock)
+        stream = ResponseStream(sock)
+        first, _, _ = read_response(stream)
+        second, _, _ = read_response(stream)
     outcomes["pipelined then garbage"] = {"statuses": [first, second], "ok": [first, second] == [200, 400]}
     expected = {
         "Content-Length with trailing space": (post(length=b"%d " % len(row)), 200),

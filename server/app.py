@@ -23,6 +23,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
+from server.coalesce import COALESCER_KEY, Coalescer
 from server.drift import DRAIN_SECONDS, DriftWindow
 from server.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
 from server.metrics import METRICS_KEY, Metrics
@@ -161,7 +162,7 @@ class PulseApp:
                 metrics.observe_request(label, status, time.perf_counter() - started)
 
     @asynccontextmanager
-    async def _lifespan(self, app: Starlette) -> AsyncIterator[dict[str, Metrics]]:
+    async def _lifespan(self, app: Starlette) -> AsyncIterator[dict[str, object]]:
         state, settings = self.state, self.state.settings
         started = time.perf_counter()
         model = self._preloaded or load_model(
@@ -190,7 +191,9 @@ class PulseApp:
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
-            yield {METRICS_KEY: metrics}  # lifespan state: each connection's protocol counts its refusals here
+            # Lifespan state, read by each connection's protocol (server.protocol): where it counts its refusals,
+            # and where it hands small /predict requests to be scored together.
+            yield {METRICS_KEY: metrics, COALESCER_KEY: Coalescer(state, asyncio.get_running_loop())}
         finally:
             state.draining = True
             flusher.cancel()

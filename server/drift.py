@@ -105,14 +105,18 @@ class DriftWindow:
             self.drain()
 
     def drain(self) -> None:
-        """Count every queued row into the current slot."""
+        """Count every queued row into the current slot, all in one batch (a count costs the same for 10 rows as
+        for 10,000: one searchsorted and one bincount per column)."""
+        parts, self._pending_batches = self._pending_batches, []
         if self._pending_probabilities:
             values, probabilities = self._pending_values, self._pending_probabilities
             self._pending_values, self._pending_probabilities = [], []
             X = np.array(values, dtype=np.float64).reshape(len(probabilities), -1)
-            self.count_batch(X, np.array(probabilities, dtype=np.float64))
-        while self._pending_batches:
-            self.count_batch(*self._pending_batches.pop())
+            parts.append((X, np.array(probabilities, dtype=np.float64)))
+        if len(parts) == 1:
+            self.count_batch(*parts[0])
+        elif parts:
+            self.count_batch(np.concatenate([X for X, _ in parts]), np.concatenate([p for _, p in parts]))
 
     def count_batch(self, X: npt.NDArray[Any], probabilities: npt.NDArray[Any]) -> None:
         """Count the rows of a batch: one searchsorted and one bincount per column."""

@@ -87,12 +87,20 @@ class Metrics:
         self.latency[route].observe(seconds)
 
     def observe_scoring(self, route: str, rows: int, read_parse: float, inference: float, render: float) -> None:
-        """One inference request's stages; its inference time is also the model's compute time."""
+        """One inference request's stages, its inference time one onnxruntime call of its own."""
+        self.observe_stages(route, read_parse, inference, render)
+        self.observe_call(inference, rows)
+
+    def observe_stages(self, route: str, read_parse: float, inference: float, render: float) -> None:
+        """One inference request's stages (its inference stage may be a call shared with other requests)."""
         read_hist, inference_hist, render_hist = self._stage_histograms(route)
         read_hist.observe(read_parse)
         inference_hist.observe(inference)
         render_hist.observe(render)
-        self.compute.observe(inference)
+
+    def observe_call(self, seconds: float, rows: int) -> None:
+        """One onnxruntime call and the rows it scored."""
+        self.compute.observe(seconds)
         self.rows += rows
 
     def _stage_histograms(self, route: str) -> tuple[Histogram, Histogram, Histogram]:
@@ -104,10 +112,6 @@ class Metrics:
                 self.stages[(route, "render")],
             )
         return found
-
-    def observe_compute(self, seconds: float, rows: int) -> None:
-        self.compute.observe(seconds)
-        self.rows += rows
 
     # Snapshots: one JSON file per worker ---------------------------------------------------------------------
     def snapshot(self, in_flight: int | None = None) -> dict[str, Any]:

@@ -169,7 +169,7 @@ def _answer(state: ServerState, served: ServedModel, body: bytes, query_string: 
     drift = metrics.drift
     if query_string:
         payload = explained(served, rows, query_string, drift)
-        metrics.observe_compute(time.perf_counter() - parsed, 1 if isinstance(rows, list) else len(rows))
+        metrics.observe_call(time.perf_counter() - parsed, 1 if isinstance(rows, list) else len(rows))
     elif isinstance(rows, list):
         p = served.model.predict_one(rows)
         scored = time.perf_counter()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import resource
+import time
 from typing import Any
 
 import httptools
@@ -29,6 +30,8 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from server.asgi import is_json
+from server.coalesce import COALESCER_KEY, MAX_COALESCED_BODY, Coalescer, PendingPredict
 from server.metrics import METRICS_KEY, Metrics
 from server.settings import Settings
 
@@ -43,6 +46,19 @@ class Refusal(Exception):
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
+
+
+_default_headers: tuple[object, bytes] = (None, b"")
+
+
+def default_headers(server_state: ServerState) -> bytes:
+    """uvicorn's default headers (its ``date``, renewed every second), as bytes, rebuilt only when renewed."""
+    global _default_headers
+    found, rendered = _default_headers
+    if found is not server_state.default_headers:
+        rendered = b"".join(b"%s: %s\r\n" % (name, value) for name, value in server_state.default_headers)
+        _default_headers = (server_state.default_headers, rendered)
+    return rendered
 
 
 def connection_ceiling() -> int:
@@ -76,6 +92,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self.settings = settings
         self.ceiling = ceiling  # open connections at which new ones are closed unanswered
         self.metrics: Metrics | None = app_state.get(METRICS_KEY)
+        self.coalescer: Coalescer | None = app_state.get(COALESCER_KEY)
         self._head_bytes = 0  # read since the last head ended
         self._max_head_bytes = settings.max_header_bytes
         self._max_headers = settings.max_headers
@@ -136,6 +153,12 @@ class GuardedProtocol(HttpToolsProtocol):
             self._disarm()
 
     # Parser callbacks -----------------------------------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        # uvicorn's, less the ASGI scope: built in on_headers_complete, for the requests that go to the app.
+        self.url = b""
+        self.expect_100_continue = False
+        self.headers = []
+
     def on_header(self, name: bytes, value: bytes) -> None:
         # uvicorn's on_header, plus the count, the size and the Host rule; a head that arrived whole in one read
         # is measured here, one still arriving in data_received.
@@ -162,9 +185,90 @@ class GuardedProtocol(HttpToolsProtocol):
             raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
         if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
+        if self.url == b"/predict" and self._coalescable():
+            self.cycle = PendingPredict(self, self._keep_alive(), time.perf_counter())  # type: ignore[assignment]
+            return
+        self.scope = {  # type: ignore[typeddict-item]
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,  # type: ignore[typeddict-item]
+            "root_path": self.root_path,
+            "headers": self.headers,
+            "state": self.app_state.copy(),
+        }
         super().on_headers_complete()
         if self._probes_only:
             self.cycle.keep_alive = False
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if type(cycle) is PendingPredict:
+            cycle.body += body
+        else:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if type(cycle) is PendingPredict:
+            cycle.more_body = False
+            self.coalescer.submit(cycle)  # type: ignore[union-attr]
+        else:
+            super().on_message_complete()
+
+    # The coalesced /predict path --------------------------------------------------------------------------------
+    def _coalescable(self) -> bool:
+        """A JSON ``POST /predict`` of at most 16 KiB, alone on its connection, to a worker serving a model."""
+        coalescer = self.coalescer
+        if coalescer is None or coalescer.state.served is None or self.expect_100_continue:
+            return False
+        cycle = self.cycle
+        if (cycle is not None and not cycle.response_complete) or self.parser.get_method() != b"POST":
+            return False
+        length = kind = None
+        for name, value in self.headers:
+            if name == b"content-length":
+                length = value
+            elif name == b"content-type":
+                kind = value
+            elif name == b"transfer-encoding" or name == b"content-encoding":
+                return False
+        return (
+            length is not None
+            and length.isdigit()
+            and len(length) < 6
+            and int(length) <= MAX_COALESCED_BODY
+            and kind is not None
+            and (kind == b"application/json" or is_json(kind))
+        )
+
+    def _keep_alive(self) -> bool:
+        return self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
+
+    def respond(self, request: PendingPredict, status: int, body: bytes, headers: bytes, close: bool) -> None:
+        """Write ``request``'s whole response (uvicorn's default headers first, as for the app's responses)."""
+        request.response_started = request.response_complete = True
+        if request.disconnected or self.transport.is_closing():
+            return
+        keep_alive = request.keep_alive and not close
+        self.transport.write(
+            b"".join(
+                [
+                    STATUS_LINE[status],
+                    default_headers(self.server_state),
+                    b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+                    headers,
+                    b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
+                    body,
+                ]
+            )
+        )
+        if keep_alive:
+            self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
+        else:
+            self.transport.close()
 
     # Refusals and deadlines -----------------------------------------------------------------------------------
     def refuse(self, refusal: Refusal) -> None:

@@ -30,16 +30,21 @@ class RequestLogError(ValueError):
     """The request log's path cannot be a log file; the message names it."""
 
 
+def _writable_kind(mode: int) -> bool:
+    # A regular file, or a character device such as /dev/null or /dev/full; a FIFO would block its writer for good.
+    return stat.S_ISREG(mode) or stat.S_ISCHR(mode)
+
+
 def check_request_log_path(path: Path | None) -> None:
-    """A request log must be a regular file (or not exist yet): a FIFO would block its writer for good."""
-    if path is not None and path.exists() and not path.is_file():
+    """A request log must be a regular file or a character device (or not exist yet)."""
+    if path is not None and path.exists() and not _writable_kind(path.stat().st_mode):
         raise RequestLogError(f"request log {str(path)!r} (PULSE_REQUEST_LOG) is not a regular file")
 
 
 def _open_for_append(path: Path) -> int:
     # Non-blocking, so a FIFO put there after start-up fails now instead of hanging the writer thread.
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    if not _writable_kind(os.fstat(fd).st_mode):
         os.close(fd)
         raise OSError(errno.EINVAL, "not a regular file")
     return fd
