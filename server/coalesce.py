@@ -24,6 +24,9 @@ import numpy.typing as npt
 
 from server.errors import INTERNAL_ERROR_BODY, ApiError
 from server.predict import ROUTE
+from server.validation import Columns
+
+Parsed = list[float] | npt.NDArray[np.float32] | Columns  # a request's rows, as the parser gives them
 
 if TYPE_CHECKING:
     import asyncio
@@ -105,7 +108,7 @@ class Coalescer:
         if served is None:  # pragma: no cover - connections hand requests over only once a model is served
             raise RuntimeError("no model served")
         close = state.draining
-        parsed: list[tuple[PendingPredict, list[float] | npt.NDArray[np.float32], float]] = []
+        parsed: list[tuple[PendingPredict, Parsed, float]] = []
         try:
             for request in pending:
                 if request.disconnected:
@@ -130,7 +133,7 @@ class Coalescer:
     def _score(
         self,
         served: ServedModel,
-        parsed: list[tuple[PendingPredict, list[float] | npt.NDArray[np.float32], float]],
+        parsed: list[tuple[PendingPredict, Parsed, float]],
         close: bool,
     ) -> None:
         model, metrics, drift = served.model, self.state.metrics, self.state.metrics.drift
@@ -150,6 +153,9 @@ class Coalescer:
             if type(rows) is list:
                 payload = served.render_one(proba[start])
                 start += 1
+            elif type(rows) is Columns:
+                payload = served.render_columns(proba[start : start + len(rows)])
+                start += len(rows)
             else:
                 payload = served.render_batch(proba[start : start + len(rows)])
                 start += len(rows)
@@ -170,8 +176,14 @@ class Coalescer:
         request.connection.respond(request, status, body, headers, close)
 
 
-def _stack(parts: list[list[float] | npt.NDArray[np.float32]]) -> npt.NDArray[np.float32]:
+def _stack(parts: list[Parsed]) -> npt.NDArray[np.float32]:
     """One float32 matrix of every request's rows, in order."""
     if all(type(part) is list for part in parts):
         return np.array(parts, dtype=np.float32)
-    return np.concatenate([np.array([part], dtype=np.float32) if type(part) is list else part for part in parts])
+    return np.concatenate([_matrix(part) for part in parts])
+
+
+def _matrix(part: Parsed) -> npt.NDArray[np.float32]:
+    if type(part) is list:
+        return np.array([part], dtype=np.float32)
+    return part.X if type(part) is Columns else part  # type: ignore[union-attr, return-value]

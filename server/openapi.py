@@ -126,11 +126,34 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
             "additionalProperties": False,
             "example": info.example,
         },
+        "ChurnColumns": {
+            "type": "object",
+            "description": "a columnar batch: one list per feature, all of one length (the fastest JSON batch)",
+            "properties": {
+                name: _array(prop, minItems=1, maxItems=settings.max_batch)
+                for name, prop in _feature_properties(info).items()
+            },
+            "required": list(info.features),
+            "additionalProperties": False,
+        },
         "PredictRequest": {
-            "oneOf": [_ref("ChurnFeatures"), _array(_ref("ChurnFeatures"), minItems=1, maxItems=settings.max_batch)]
+            "oneOf": [
+                _ref("ChurnFeatures"),
+                _array(_ref("ChurnFeatures"), minItems=1, maxItems=settings.max_batch),
+                _ref("ChurnColumns"),
+            ]
         },
         "Prediction": prediction,
-        "PredictResponse": {"oneOf": [_ref("Prediction"), _array(_ref("Prediction"))]},
+        "ColumnPredictions": _object(
+            ["churn_probability", "churn", "threshold", "model_version"],
+            churn_probability=_array({"type": "number", "minimum": 0, "maximum": 1}),
+            churn=_array(BOOLEAN),
+            threshold=NUMBER,
+            model_version=STRING,
+        ),
+        "PredictResponse": {
+            "oneOf": [_ref("Prediction"), _array(_ref("Prediction")), _ref("ColumnPredictions")]
+        },
         "Health": _object(["status"], status={"type": "string", "enum": ["ok"]}),
         "Readiness": _object(
             ["status"], status={"type": "string", "enum": ["ready", "loading", "draining"]}, model_version=STRING

@@ -32,11 +32,13 @@ from server.errors import (
     ClientDisconnected,
     NotReady,
     UnsupportedMediaType,
+    ValidationFailed,
+    field_error,
 )
 from server.explain import explain_count, render_explained
 from server.model import Model
 from server.request_log import RequestLog
-from server.validation import RowParser
+from server.validation import Columns, RowParser
 
 if TYPE_CHECKING:
     from server.state import ServerState
@@ -77,6 +79,18 @@ class ServedModel:
             option=ORJSON_NUMPY,
         )
 
+    def render_columns(self, proba: npt.NDArray[np.float32]) -> bytes:
+        """The columnar answer to a columnar batch: one list per result field."""
+        return orjson.dumps(
+            {
+                "churn_probability": proba,
+                "churn": proba >= self.threshold,
+                "threshold": self.threshold,
+                "model_version": self.version,
+            },
+            option=ORJSON_NUMPY,
+        )
+
     def render_batch(self, proba: npt.NDArray[np.float32]) -> bytes:
         # Same JSON as one dict per row, built from bytes: orjson formats the probabilities in one C call.
         numbers = orjson.dumps(proba, option=ORJSON_NUMPY)[1:-1].split(b",")
@@ -89,9 +103,16 @@ class ServedModel:
 
 
 def explained(
-    served: ServedModel, rows: list[float] | npt.NDArray[np.float32], query_string: bytes, drift: DriftWindow | None
+    served: ServedModel,
+    rows: list[float] | npt.NDArray[np.float32] | Columns,
+    query_string: bytes,
+    drift: DriftWindow | None,
 ) -> bytes:
     """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
+    if type(rows) is Columns:
+        raise ValidationFailed(
+            [field_error(["query", "explain"], "Reasons are given for rows sent as objects, not as columns", "value_error")]
+        )
     one = isinstance(rows, list)
     X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
     k = explain_count(query_string, served.model)
@@ -180,12 +201,13 @@ def _answer(state: ServerState, served: ServedModel, body: bytes, query_string: 
         if served.request_log is not None:
             served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
     else:
-        proba = served.model.churn_probability(rows)
+        X = rows.X if type(rows) is Columns else rows
+        proba = served.model.churn_probability(X)
         scored = time.perf_counter()
-        payload = served.render_batch(proba)
-        metrics.observe_scoring(ROUTE, len(rows), parsed - started, scored - parsed, time.perf_counter() - scored)
+        payload = served.render_columns(proba) if type(rows) is Columns else served.render_batch(proba)
+        metrics.observe_scoring(ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
         if drift is not None:
-            drift.add_batch(rows, proba)
+            drift.add_batch(X, proba)
         if served.request_log is not None:
-            served.request_log.submit(rows, proba)
+            served.request_log.submit(X, proba)
     return payload

@@ -142,9 +142,12 @@ def _binary_values(tensor: dict[str, Any], shape: list[int], binary: bytes) -> n
 
 
 def _check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
-    if not (np.abs(X) <= FLOAT32_MAX).all():  # NaN fails too
+    lows = np.asarray(info.minimums, dtype=X.dtype)
+    if ((X >= lows) & (X <= FLOAT32_MAX)).all():  # NaN fails both
+        return
+    if not (np.abs(X) <= FLOAT32_MAX).all():
         raise V2Error("input data must be finite float32 numbers")
-    below = X < np.asarray(info.minimums)
+    below = X < lows
     if below.any():
         row, col = map(int, np.argwhere(below)[0])
         bound = info.minimums[col]

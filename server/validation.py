@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,19 @@ from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed, fiel
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_REPORTED_ERRORS = 50
 MAX_JSON_DEPTH = 1024  # orjson's fixed recursion limit
+
+
+NUMBERS = frozenset({int, float})
+
+
+@dataclass(frozen=True, slots=True)
+class Columns:
+    """A columnar batch, ``{"feature": [v1, v2, ...], ...}``: one list per feature, answered in the same shape."""
+
+    X: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return len(self.X)
 
 
 class _Invalid(Exception):
@@ -53,10 +67,14 @@ class RowParser:
         self._feature_set = frozenset(self.features)
         self._minimum_row = np.asarray(lows, dtype=np.float64)
 
-    def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32]:
-        """One row as a list in feature order (a JSON object), or ``float32[N, n]`` (a JSON array of objects)."""
+    def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32] | Columns:
+        """One row as a list in feature order (a JSON object), ``float32[N, n]`` (a JSON array of objects), or
+        :class:`Columns` (a JSON object of one list per feature)."""
         data = decode_json(body)
         if type(data) is dict:
+            values = data.values()
+            if data and type(next(iter(values))) is list and all(type(value) is list for value in values):
+                return self.parse_columns(data)
             return self.parse_one(data)
         if type(data) is list:
             return self.parse_rows(data)
@@ -93,6 +111,51 @@ class RowParser:
         if not ((X64 >= self._minimum_row) & (X64 <= FLOAT32_MAX)).all():  # NaN fails both
             raise ValidationFailed(self.errors(rows, batch=True))
         return X64.astype(np.float32)
+
+    def parse_columns(self, data: dict[str, Any]) -> Columns:
+        """Validate a columnar batch: every feature once, lists of one length, numbers in range."""
+        errors = [
+            field_error(["body", name], "Field required", "missing") for name in self.features if name not in data
+        ] + [
+            field_error(["body", name], "Extra inputs are not permitted", "extra_forbidden")
+            for name in data
+            if name not in self._feature_set
+        ]
+        errors += [
+            field_error(["body", name], "Input should be a valid list", "list_type")
+            for name in self.features
+            if name in data and type(data[name]) is not list
+        ]
+        if errors:
+            raise ValidationFailed(errors[:MAX_REPORTED_ERRORS])
+        lengths = {len(data[name]) for name in self.features}
+        if len(lengths) > 1:
+            message = f"Every column should have the same length, got lengths {sorted(lengths)}"
+            raise ValidationFailed([field_error(["body"], message, "columns_length")])
+        n = lengths.pop()
+        if n == 0:
+            raise ValidationFailed([field_error(["body"], "Columns should have at least 1 item, not 0", "too_short")])
+        if n > self.max_batch:
+            raise PayloadTooLarge(f"batch of {n} rows exceeds the limit of {self.max_batch}")
+        for name in self.features:
+            if not set(map(type, data[name])) <= NUMBERS:
+                index = next(i for i, value in enumerate(data[name]) if type(value) not in NUMBERS)
+                raise ValidationFailed([field_error(["body", name, index], "Input should be a valid number", "float_type")])
+        X64 = np.empty((self._n, n), dtype=np.float64)
+        for j, name in enumerate(self.features):
+            try:
+                X64[j] = np.fromiter(data[name], dtype=np.float64, count=n)
+            except OverflowError:  # an integer past float64
+                X64[j] = np.inf
+        within = (X64 >= self._minimum_row[:, None]) & (X64 <= FLOAT32_MAX)  # NaN fails both
+        if not within.all():
+            found = []
+            for j, i in np.argwhere(~within)[:MAX_REPORTED_ERRORS].tolist():
+                name = self.features[j]
+                problem = _value_problem(data[name][i], self.minimums[j]) or ("Input should be a finite number", "finite_number")
+                found.append(field_error(["body", name, i], *problem))
+            raise ValidationFailed(found)
+        return Columns(np.ascontiguousarray(X64.T, dtype=np.float32))
 
     def parse_one(self, row: dict[str, Any]) -> list[float]:
         """Validate one row object; its values in feature order."""

@@ -8,6 +8,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from tests.http.conftest import MAX_BATCH
+from tests.support import EXAMPLE_ROW
+
 pytestmark = pytest.mark.http
 
 
@@ -72,8 +75,6 @@ def test_a_user_who_stopped_scores_above_a_highly_active_one(client: TestClient)
 
 
 def test_batch_at_the_row_limit_is_accepted(client: TestClient, golden: dict[str, Any]) -> None:
-    from tests.http.conftest import MAX_BATCH
-
     rows = (golden["rows"] * MAX_BATCH)[:MAX_BATCH]
     response = client.post("/predict", json=rows)
     assert response.status_code == 200
@@ -84,3 +85,39 @@ def test_batch_json_is_the_same_as_one_object_per_row(client: TestClient, golden
     batch = client.post("/predict", json=golden["rows"]).json()
     singles = [client.post("/predict", json=row).json() for row in golden["rows"]]
     assert batch == singles
+
+
+def test_a_columnar_batch_scores_like_the_same_rows_and_answers_in_columns(client: TestClient) -> None:
+    rows = [EXAMPLE_ROW, {**EXAMPLE_ROW, "active_days": 1, "total_events": 3}, {**EXAMPLE_ROW, "total_sessions": 30}]
+    columns = {name: [row[name] for row in rows] for name in EXAMPLE_ROW}
+    by_rows = client.post("/predict", json=rows).json()
+    answer = client.post("/predict", json=columns).json()
+    assert answer["churn_probability"] == [r["churn_probability"] for r in by_rows]
+    assert answer["churn"] == [r["churn"] for r in by_rows]
+    assert answer["threshold"] == by_rows[0]["threshold"] and answer["model_version"] == by_rows[0]["model_version"]
+
+
+@pytest.mark.parametrize(
+    ("change", "loc", "error_type"),
+    [
+        ({"total_events": [1, "2", 3]}, ["body", "total_events", 1], "float_type"),
+        ({"total_events": [1, True, 3]}, ["body", "total_events", 1], "float_type"),
+        ({"total_events": [1, -2, 3]}, ["body", "total_events", 1], "greater_than_equal"),
+        ({"total_events": [1, 2, 1e39]}, ["body", "total_events", 2], "finite_number"),
+        ({"total_events": [1, 2]}, ["body"], "columns_length"),
+        ({"total_events": 1}, ["body", "total_sessions"], "float_type"),  # not all lists: read as one row
+        ({"extra": [1, 2, 3]}, ["body", "extra"], "extra_forbidden"),
+    ],
+)
+def test_a_bad_columnar_batch_is_a_422_naming_the_cell(
+    client: TestClient, change: dict[str, Any], loc: list[Any], error_type: str
+) -> None:
+    columns: dict[str, Any] = {name: [value] * 3 for name, value in EXAMPLE_ROW.items()}
+    response = client.post("/predict", json={**columns, **change})
+    assert response.status_code == 422
+    assert [loc, error_type] in [[error["loc"], error["type"]] for error in response.json()["detail"]]
+
+
+def test_columns_over_the_batch_limit_are_413(client: TestClient) -> None:
+    columns = {name: [value] * (MAX_BATCH + 1) for name, value in EXAMPLE_ROW.items()}
+    assert client.post("/predict", json=columns).status_code == 413

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 
 import numpy as np
 import pytest
@@ -105,3 +106,20 @@ def test_too_few_rows_report_no_psi(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_a_malformed_reference_is_refused_naming_it(reference: dict[str, object], message: str) -> None:
     with pytest.raises(DriftReferenceError, match=message):
         read_reference(reference, ["x"])
+
+
+def test_a_large_batch_is_counted_through_a_weighted_sample_that_keeps_its_shares() -> None:
+    """10,000 rows in one batch: about 128 are binned, each standing for its share of rows; the window still
+    holds 10,000 rows and its bin shares are those of the whole batch, within sampling error."""
+    rng = np.random.default_rng(3)
+    edges = (1.0, 2.0, 3.0)
+    columns = [Column("x", edges, (0.25, 0.25, 0.25, 0.25)), Column(PREDICTION, (0.5,), (0.5, 0.5))]
+    X = rng.choice([0.5, 1.5, 2.5, 3.5], p=[0.1, 0.2, 0.3, 0.4], size=(10_000, 1)).astype(np.float32)
+    window = DriftWindow(columns, slots=2, slot_seconds=3600)
+    window.add_batch(X, rng.random(10_000).astype(np.float32))
+    window.drain()
+    rows, counts = window.merged([window.snapshot()], time.time())
+    assert rows == 10_000
+    shares = np.array(counts[0]) / sum(counts[0])
+    np.testing.assert_allclose(shares, [0.1, 0.2, 0.3, 0.4], atol=0.1)
+    assert abs(sum(counts[0]) - 10_000) <= 10_000 // 128 + 1
