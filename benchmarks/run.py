@@ -31,6 +31,7 @@ from benchmarks.report import write_report
 SERVER_CORE, LOAD_CORE = 0, 1
 WRK_CONNECTIONS = 16
 EXPLAIN_SCENARIO = "/predict?explain=3 [1]"
+COLUMNS_SCENARIO = "/predict columns [1000]"
 BATCH_SIZES = (10, 100, 1000)
 
 WRK_SCRIPT = """
@@ -273,6 +274,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     records, rows, rows_file = _rows(artifacts, workdir)
     single = json.dumps(records[0]).encode()
     bodies = {f"/predict [{n}]": json.dumps(records[:n]).encode() for n in BATCH_SIZES}
+    bodies[COLUMNS_SCENARIO] = json.dumps({name: [r[name] for r in records[:1000]] for name in records[0]}).encode()
     v2_bodies = {
         f"/v2 infer [{n}]": json.dumps(
             {
