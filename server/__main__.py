@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from server.logs import logging_config
+from server.keys import KeyRing, KeysError
 from server.model import Model, ModelError, load_model
 from server.request_log import RequestLogError, check_request_log_path
 from server.settings import Settings, SettingsError
@@ -76,8 +77,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.config.dictConfig(config)
     try:  # fail fast, with one line, before any worker starts
         check_request_log_path(settings.request_log)
+        check_tls(settings)
+        if settings.api_keys_file is not None:
+            KeyRing.load(settings.api_keys_file)
         model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes)
-    except (ModelError, RequestLogError) as exc:
+    except (ModelError, RequestLogError, KeysError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
@@ -91,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from server.app import create_app
     from server.protocol import GuardedProtocol, connection_ceiling
@@ -120,13 +123,26 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
         server_header=False,
         proxy_headers=False,  # nothing here reads the client's address; the middleware cost every request
         timeout_graceful_shutdown=settings.graceful_timeout_seconds,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
     server = uvicorn.Server(uvicorn_config)
     if settings.workers == 1:
         server.run()
         return 0 if server.started else 3
-    Multiprocess(uvicorn_config, sockets=[uvicorn_config.bind_socket()]).run()
+    from server.supervisor import SwappingSupervisor
+
+    SwappingSupervisor(uvicorn_config, sockets=[uvicorn_config.bind_socket()], settings=settings).run()
     return 0
+
+
+def check_tls(settings: Settings) -> None:
+    """Both TLS files or neither, each readable; uvicorn loads them in every worker."""
+    if (settings.tls_cert is None) != (settings.tls_key is None):
+        raise SettingsError("PULSE_TLS_CERT and PULSE_TLS_KEY go together: set both, or neither for plain HTTP")
+    for variable, path in (("PULSE_TLS_CERT", settings.tls_cert), ("PULSE_TLS_KEY", settings.tls_key)):
+        if path is not None and not path.is_file():
+            raise SettingsError(f"{variable} has value {str(path)!r}: not a readable file")
 
 
 def _with_metrics_folder(settings: Settings) -> tuple[Settings, Path | None]:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import orjson
@@ -25,15 +27,25 @@ from server import predict
 from server.asgi import CLOSE_HEADER, JSON_HEADER
 from server.coalesce import COALESCER_KEY, Coalescer
 from server.drift import DRAIN_SECONDS, DriftWindow
-from server.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
+from server.errors import (
+    CLIENT_CLOSED,
+    INTERNAL_ERROR_BODY,
+    ApiError,
+    ClientDisconnected,
+    Forbidden,
+    Unauthorized,
+    V2Error,
+)
+from server.keys import KeyRing
 from server.metrics import METRICS_KEY, Metrics
 from server.model import Model, load_model
 from server.openapi import build_openapi
-from server.request_log import RequestLog
-from server.routes import build_routes
+from server.request_log import ModelLog, RequestLog
+from server.routes import KEY_SCOPES, build_routes, key_scope
 from server.settings import Settings
 from server.shutdown import DrainOnSigterm
 from server.state import ServerState
+from server.swap import ModelSwapper
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +54,11 @@ UNMATCHED_ROUTE = "other"  # the metrics label of paths no route matches: a boun
 
 def serve_model(model: Model, settings: Settings, request_log: RequestLog | None) -> predict.ServedModel:
     """Prepare ``model`` for the handlers: render its documents once."""
+    log = request_log.for_model(model.info.features, model.info.version) if request_log is not None else None
+    return _served(model, settings, log)
+
+
+def _served(model: Model, settings: Settings, request_log: ModelLog | None) -> predict.ServedModel:
     info = model.info
     metadata = orjson.dumps(
         {
@@ -94,13 +111,14 @@ async def render_error(request: Request, exc: Exception) -> Response:
     return Response(INTERNAL_ERROR_BODY, 500, media_type="application/json")
 
 
-async def _metrics_tick(metrics: Metrics, flush_seconds: float) -> None:
-    """Count the rows queued for live drift every ``DRAIN_SECONDS``, and write this worker's snapshot for the other
-    workers' scrapes every ``flush_seconds`` (when there is a metrics folder)."""
+async def _metrics_tick(metrics: Metrics, flush_seconds: float, swapper: ModelSwapper) -> None:
+    """Count the rows queued for live drift every ``DRAIN_SECONDS``, follow model swaps asked of every worker, and
+    write this worker's snapshot for the other workers' scrapes every ``flush_seconds`` (with a metrics folder)."""
     last_flush = 0.0
     while True:
         if metrics.drift is not None:
             metrics.drift.drain()
+        swapper.poll_control()
         if time.monotonic() - last_flush >= flush_seconds:
             metrics.flush()
             last_flush = time.monotonic()
@@ -122,12 +140,39 @@ class PulseApp:
         self.starlette.router.redirect_slashes = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and self.state.keys is not None and not await self._authorized(scope, send):
+            return
         if scope["type"] == "http" and scope["path"] == predict.ROUTE and scope["method"] == "POST":
             await predict.predict(self.state, scope, receive, send)
         elif scope["type"] == "http":
             await self._counted(scope, receive, send)
         else:
             await self.starlette(scope, receive, send)
+
+    async def _authorized(self, scope: Scope, send: Send) -> bool:
+        """With API keys on: whether the request's key has the scope its route needs; if not, answer 401/403."""
+        needed = key_scope(scope["path"])
+        keys = self.state.keys
+        if needed is None or keys is None:
+            return True
+        authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+        granted = keys.scope_of(authorization)
+        if granted == needed or granted == "admin":
+            return True
+        error: ApiError = (
+            Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
+            if granted is None
+            else Forbidden(f"this key's scope {granted!r} does not allow {scope['path']}")
+        )
+        if scope["path"].startswith("/v2/"):
+            error = V2Error.of(error)
+        metrics = self.state.metrics
+        metrics.rejected[("unauthorized" if granted is None else "forbidden", error.status_code)] += 1
+        metrics.observe_request(scope["path"] if scope["path"] in KEY_SCOPES else UNMATCHED_ROUTE, error.status_code, 0.0)
+        headers = [JSON_HEADER, *((k.encode(), v.encode()) for k, v in (error.headers or {}).items())]
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": error.body()})
+        return False
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Starlette's answer, counted in the metrics under the matched route's path."""
@@ -187,8 +232,12 @@ class PulseApp:
         metrics.ready = lambda: state.ready
         drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
         drain.install()
+        if settings.api_keys_file is not None:
+            state.keys = KeyRing.load(settings.api_keys_file)
         state.served = serve_model(model, settings, request_log)
-        flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds))
+        state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log))
+        reloads = _on_sighup(swapper.on_sighup)
+        flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
             # Lifespan state, read by each connection's protocol (server.protocol): where it counts its refusals,
@@ -198,12 +247,22 @@ class PulseApp:
             state.draining = True
             flusher.cancel()
             drain.restore()
+            reloads()
             if request_log is not None:
                 request_log.close()
             metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
 
     def _begin_drain(self) -> None:
         self.state.draining = True
+
+
+def _on_sighup(handler: Callable[[], None]) -> Callable[[], None]:
+    """Call ``handler`` on SIGHUP (from the main thread's event loop); returns what undoes it."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGHUP, handler)
+    return lambda: loop.remove_signal_handler(signal.SIGHUP)
 
 
 def create_app(settings: Settings, model: Model | None = None) -> PulseApp:

@@ -70,6 +70,7 @@ class PendingPredict:
         "more_body",
         "response_complete",
         "response_started",
+        "shed",
         "started",
     )
 
@@ -84,6 +85,7 @@ class PendingPredict:
         self.response_started = False
         self.response_complete = False
         self.disconnected = False
+        self.shed = False  # refused (503) for overload: its body is read and dropped
 
 
 class Coalescer:
@@ -93,6 +95,10 @@ class Coalescer:
         self.state = state
         self._loop = loop
         self._pending: list[PendingPredict] = []
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending)
 
     def submit(self, request: PendingPredict) -> None:
         if not self._pending:

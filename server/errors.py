@@ -54,6 +54,19 @@ class MalformedJson(ApiError):
     status_code = 400
 
 
+class Unauthorized(ApiError):
+    """401: no valid API key; says how to authenticate."""
+
+    status_code = 401
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, {"www-authenticate": 'Bearer realm="ml-pulsechecker"'})
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
 class NotFound(ApiError):
     status_code = 404
 

@@ -127,6 +127,7 @@ class Metrics:
             "connections": self.connections if in_flight is None else 0,
             "rejected": [[reason, status, n] for (reason, status), n in self.rejected.items()],
             "ready": self.ready(),
+            "info": self.info,
             "log": self.log_counters(),
             "drift": self.drift.snapshot() if self.drift is not None else None,
         }
@@ -143,7 +144,8 @@ class Metrics:
         except OSError as exc:
             logger.warning("metrics snapshot not written path=%s reason=%s", path, exc.strerror)
 
-    def _snapshots(self) -> list[dict[str, Any]]:
+    def snapshots(self) -> list[dict[str, Any]]:
+        """Every worker's latest snapshot (this worker's written first), or this worker's alone without a folder."""
         if self.folder is None:
             return [self.snapshot()]
         self.flush()
@@ -157,11 +159,11 @@ class Metrics:
 
     def render(self) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self, self._snapshots()))
+        registry.register(_Collector(self, self.snapshots()))
         return generate_latest(registry)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -178,7 +180,7 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m, snapshots = self._m, self._snapshots
-        live = [s for s in snapshots if s["pid"] == m.pid or _alive(s["pid"])]
+        live = [s for s in snapshots if s["pid"] == m.pid or alive(s["pid"])]
         requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         latency: dict[str, Histogram] = {}
         stages: dict[tuple[str, str], Histogram] = {}
@@ -247,9 +249,16 @@ class _Collector(Collector):
             value=float(bool(live) and all(s["ready"] for s in live)),
         )
         yield per_worker
-        if m.info:
-            info = GaugeMetricFamily("pulse_model_info", "The loaded model", labels=sorted(m.info))
-            info.add_metric([m.info[k] for k in sorted(m.info)], 1)
+        served: defaultdict[tuple[str, str], int] = defaultdict(int)
+        for s in live:
+            if s.get("info"):
+                served[(s["info"]["version"], s["info"]["sha256"])] += 1
+        if served:
+            info = GaugeMetricFamily(
+                "pulse_model_info", "Live workers serving each model (version, sha256)", labels=["sha256", "version"]
+            )
+            for (version, sha256), workers in sorted(served.items()):
+                info.add_metric([sha256, version], workers)
             yield info
         for name, value in sorted(log.items()):
             yield CounterMetricFamily(f"pulse_request_log_{name}", f"Request log lines {name}", value=value)

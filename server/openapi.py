@@ -49,12 +49,20 @@ def _query_parameter(name: str, info: ModelInfo) -> dict[str, Any]:
     }
 
 
+BEARER = "apiKey"
+
+
 def _operation(endpoint: Endpoint, settings: Settings, info: ModelInfo) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": endpoint.summary,
         "operationId": endpoint.name,
         "responses": {str(status): _reply(reply) for status, reply in endpoint.responses.items()},
     }
+    if settings.api_keys_file is not None and endpoint.key_scope is not None:
+        operation["security"] = [{BEARER: []}]
+        error = "V2Error" if endpoint.v2 else "Error"
+        operation["responses"].setdefault("401", _reply(Reply("No valid API key (see WWW-Authenticate)", error)))
+        operation["responses"].setdefault("403", _reply(Reply(f"The key's scope is not {endpoint.key_scope}", error)))
     parameters = [
         {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": [settings.model_name]}}
         for name in endpoint.path_params
@@ -155,6 +163,19 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
             "oneOf": [_ref("Prediction"), _array(_ref("Prediction")), _ref("ColumnPredictions")]
         },
         "Health": _object(["status"], status={"type": "string", "enum": ["ok"]}),
+        "SwapRequest": _object(
+            ["path"],
+            path={"type": "string", "description": "model.onnx path on the server's filesystem"},
+            sha256={"type": "string", "description": "expected sha256 (default: <path>.sha256 when present)"},
+            force={"type": "boolean", "description": "swap even if the input features differ (clients break)"},
+        ),
+        "SwapResult": _object(
+            ["model_version", "sha256", "previous_version", "workers"],
+            model_version=STRING,
+            sha256=STRING,
+            previous_version=STRING,
+            workers={"type": "object", "additionalProperties": STRING, "description": "each live worker's version"},
+        ),
         "Readiness": _object(
             ["status"], status={"type": "string", "enum": ["ready", "loading", "draining"]}, model_version=STRING
         ),
@@ -201,5 +222,9 @@ def build_openapi(info: ModelInfo, settings: Settings, n_classes: int) -> dict[s
             f"`churn` is `churn_probability >= {info.threshold:.6g}`.",
         },
         "paths": paths,
-        "components": {"schemas": _schemas(info, settings, n_classes)},
+        "components": {
+            "schemas": _schemas(info, settings, n_classes),
+            # Swagger UI's Authorize button sends the key with every request it makes.
+            **({"securitySchemes": {BEARER: {"type": "http", "scheme": "bearer"}}} if settings.api_keys_file else {}),
+        },
     }

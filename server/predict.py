@@ -37,7 +37,7 @@ from server.errors import (
 )
 from server.explain import explain_count, render_explained
 from server.model import Model
-from server.request_log import RequestLog
+from server.request_log import ModelLog
 from server.validation import Columns, RowParser
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class ServedModel:
     parts of responses, and the rendered ``/metadata`` and ``/openapi.json`` documents."""
 
     def __init__(
-        self, model: Model, max_batch: int, request_log: RequestLog | None, metadata: bytes, openapi: bytes
+        self, model: Model, max_batch: int, request_log: ModelLog | None, metadata: bytes, openapi: bytes
     ) -> None:
         info = model.info
         self.model = model

@@ -61,6 +61,9 @@ def default_headers(server_state: ServerState) -> bytes:
     return rendered
 
 
+OVERLOADED_BODY = orjson.dumps({"detail": "too many requests in flight; retry shortly"})
+
+
 def connection_ceiling() -> int:
     """Open connections at which a worker closes new ones unanswered: a few below its descriptor limit, which is
     raised to the hard limit first (as nginx's ``worker_rlimit_nofile`` does)."""
@@ -96,6 +99,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # read since the last head ended
         self._max_head_bytes = settings.max_header_bytes
         self._max_headers = settings.max_headers
+        self._max_in_flight = settings.max_in_flight
         self._parsed_head_bytes = 0  # of the head being parsed: names, values and their separators
         self._host_count = 0
         self._probes_only = False
@@ -185,6 +189,11 @@ class GuardedProtocol(HttpToolsProtocol):
             raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
         if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
+        if self._max_in_flight and self._overloaded():
+            shed = PendingPredict(self, self._keep_alive(), time.perf_counter())
+            shed.shed = True
+            self.cycle = shed  # type: ignore[assignment]
+            return
         if self.url == b"/predict" and self._coalescable():
             self.cycle = PendingPredict(self, self._keep_alive(), time.perf_counter())  # type: ignore[assignment]
             return
@@ -206,7 +215,8 @@ class GuardedProtocol(HttpToolsProtocol):
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
         if type(cycle) is PendingPredict:
-            cycle.body += body
+            if not cycle.shed:
+                cycle.body += body
         else:
             super().on_body(body)
 
@@ -214,9 +224,19 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if type(cycle) is PendingPredict:
             cycle.more_body = False
-            self.coalescer.submit(cycle)  # type: ignore[union-attr]
+            if cycle.shed:
+                self._count("overloaded", 503)
+                self.respond(cycle, 503, OVERLOADED_BODY, b"retry-after: 1\r\n", False)
+            else:
+                self.coalescer.submit(cycle)  # type: ignore[union-attr]
         else:
             super().on_message_complete()
+
+    def _overloaded(self) -> bool:
+        """More requests in flight in this worker than PULSE_MAX_IN_FLIGHT (probes are always answered)."""
+        coalescer = self.coalescer
+        in_flight = len(self.tasks) + (coalescer.queued if coalescer is not None else 0)
+        return in_flight >= self._max_in_flight and httptools.parse_url(self.url).path not in PROBE_PATHS
 
     # The coalesced /predict path --------------------------------------------------------------------------------
     def _coalescable(self) -> bool:
@@ -227,14 +247,19 @@ class GuardedProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.parser.get_method() != b"POST":
             return False
-        length = kind = None
+        length = kind = authorization = None
         for name, value in self.headers:
             if name == b"content-length":
                 length = value
             elif name == b"content-type":
                 kind = value
+            elif name == b"authorization":
+                authorization = value
             elif name == b"transfer-encoding" or name == b"content-encoding":
                 return False
+        keys = coalescer.state.keys
+        if keys is not None and keys.scope_of(authorization) is None:
+            return False  # the application answers the 401
         return (
             length is not None
             and length.isdigit()

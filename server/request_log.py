@@ -23,7 +23,10 @@ import orjson
 logger = logging.getLogger(__name__)
 
 _STOP = None
-_Entry = tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None]
+# (time, rows, probabilities, top reasons, the model's features, the model's version)
+_Entry = tuple[
+    float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None, tuple[str, ...], str
+]
 
 
 class RequestLogError(ValueError):
@@ -70,16 +73,26 @@ class RequestLog:
         self._thread.start()
 
     def submit(
-        self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], top_reasons: list[str] | None = None
+        self,
+        X: npt.NDArray[np.float32],
+        proba: npt.NDArray[np.float32],
+        top_reasons: list[str] | None = None,
+        model: tuple[tuple[str, ...], str] | None = None,
     ) -> None:
-        """Queue the rows of one request (sampled), with each row's top reason when explanations were asked;
-        drop and count when the queue is full."""
+        """Queue the rows of one request (sampled), with each row's top reason when explanations were asked and
+        the features and version of the model that scored them (the log's own by default); drop and count when
+        the queue is full."""
         if self.sample < 1.0 and random.random() >= self.sample:
             return
+        features, version = model or (self.features, self.model_version)
         try:
-            self._queue.put_nowait((time.time(), X, proba, top_reasons))
+            self._queue.put_nowait((time.time(), X, proba, top_reasons, features, version))
         except queue.Full:
             self.dropped += len(X)
+
+    def for_model(self, features: tuple[str, ...], version: str) -> ModelLog:
+        """This log, labelling lines with another model's features and version (after a model swap)."""
+        return ModelLog(self, (features, version))
 
     def counters(self) -> dict[str, int]:
         return {"written": self.written, "dropped": self.dropped + self.failed_rows, "write_errors": self.errors}
@@ -93,16 +106,22 @@ class RequestLog:
         self._thread.join(timeout)
 
     def _format(
-        self, ts: float, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], reasons: list[str] | None
+        self,
+        ts: float,
+        X: npt.NDArray[np.float32],
+        proba: npt.NDArray[np.float32],
+        reasons: list[str] | None,
+        features: tuple[str, ...],
+        version: str,
     ) -> bytes:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
         lines = []
         for i, (row, p) in enumerate(zip(X.tolist(), proba.tolist(), strict=True)):
             record = {
                 "ts": stamp,
-                **dict(zip(self.features, row, strict=True)),
+                **dict(zip(features, row, strict=True)),
                 "churn_probability": p,
-                "model_version": self.model_version,
+                "model_version": version,
             }
             if reasons is not None:
                 record["top_reason"] = reasons[i]
@@ -132,3 +151,18 @@ class RequestLog:
                     fd = None
         if fd is not None:
             os.close(fd)
+
+
+class ModelLog:
+    """A :class:`RequestLog` bound to one model's features and version: what a served model writes through."""
+
+    __slots__ = ("_log", "_model")
+
+    def __init__(self, log: RequestLog, model: tuple[tuple[str, ...], str]) -> None:
+        self._log = log
+        self._model = model
+
+    def submit(
+        self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], top_reasons: list[str] | None = None
+    ) -> None:
+        self._log.submit(X, proba, top_reasons, self._model)

@@ -4,6 +4,7 @@ and the metric labels (Starlette's matched ``scope["route"]``) all come from :da
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import swagger_ui_bundle
@@ -13,10 +14,11 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from server.asgi import OrjsonResponse
-from server.errors import V2Error
+from server.asgi import OrjsonResponse, read_body
+from server.errors import Forbidden, NotReady, V2Error, ValidationFailed, field_error
 from server.state import ServerState
 from server.v2 import V2Handlers
+from server.validation import decode_json
 
 DOCS_ASSETS = "/docs/assets"
 DOCS_HTML = f"""<!doctype html>
@@ -58,6 +60,7 @@ class Endpoint:
     request_schema: str | None = None  # component name of the JSON body
     v2: bool = False  # errors in the protocol's own body
     query: tuple[str, ...] = ()  # query parameters (OpenAPI describes each from the loaded model)
+    key_scope: str | None = "predict"  # the API key scope it needs when keys are on (None: open, for probes)
 
     @property
     def path_params(self) -> list[str]:
@@ -84,13 +87,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request_schema="PredictRequest",
         query=("explain",),
     ),
-    Endpoint("/health", "GET", "health", "Liveness", {200: Reply("Alive", "Health")}),
+    Endpoint("/health", "GET", "health", "Liveness", {200: Reply("Alive", "Health")}, key_scope=None),
     Endpoint(
         "/ready",
         "GET",
         "ready",
         "Readiness: the model is loaded and verified, and the server is not draining",
         {200: Reply("Ready", "Readiness"), 503: Reply("Loading or draining", "Readiness")},
+        key_scope=None,
     ),
     Endpoint(
         "/metadata",
@@ -100,14 +104,28 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         {200: Reply("Version, features, threshold, metrics", "Metadata"), 503: _NOT_READY},
     ),
     Endpoint(
-        "/metrics", "GET", "metrics", "Prometheus metrics", {200: Reply("Prometheus text format", None, "text/plain")}
+        "/metrics",
+        "GET",
+        "metrics",
+        "Prometheus metrics",
+        {200: Reply("Prometheus text format", None, "text/plain")},
+        key_scope=None,
     ),
     Endpoint(
-        "/openapi.json", "GET", "openapi", "This document", {200: Reply("OpenAPI 3.0", "Object"), 503: _NOT_READY}
+        "/openapi.json",
+        "GET",
+        "openapi",
+        "This document",
+        {200: Reply("OpenAPI 3.0", "Object"), 503: _NOT_READY},
+        key_scope=None,
     ),
-    Endpoint("/docs", "GET", "docs", "Swagger UI", {200: Reply("HTML page", None, "text/html")}),
-    Endpoint("/v2", "GET", "v2_server", "V2 server metadata", {200: Reply("Server metadata", "Object")}, v2=True),
-    Endpoint("/v2/health/live", "GET", "v2_live", "V2 liveness", {200: Reply("Live", "V2Live")}, v2=True),
+    Endpoint("/docs", "GET", "docs", "Swagger UI", {200: Reply("HTML page", None, "text/html")}, key_scope=None),
+    Endpoint(
+        "/v2", "GET", "v2_server", "V2 server metadata", {200: Reply("Server metadata", "Object")}, v2=True, key_scope=None
+    ),
+    Endpoint(
+        "/v2/health/live", "GET", "v2_live", "V2 liveness", {200: Reply("Live", "V2Live")}, v2=True, key_scope=None
+    ),
     Endpoint(
         "/v2/health/ready",
         "GET",
@@ -115,6 +133,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "V2 readiness",
         {200: Reply("Ready", "V2Ready"), 503: Reply("Not ready", "V2Ready")},
         v2=True,
+        key_scope=None,
     ),
     Endpoint(
         "/v2/models/{model_name}",
@@ -153,7 +172,32 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request_schema="V2Request",
         v2=True,
     ),
+    Endpoint(
+        "/admin/model",
+        "POST",
+        "admin_model",
+        "Swap the served model for a file on the server, without downtime (every worker)",
+        {
+            200: Reply("The model now served, and each worker's version", "SwapResult"),
+            400: Reply("Malformed JSON", "Error"),
+            401: Reply("No valid API key", "Error"),
+            403: Reply("The key's scope is not admin, or API keys are off", "Error"),
+            422: Reply("The new model failed a check (the old one keeps serving), or a bad request", "Error"),
+            503: _NOT_READY,
+        },
+        request_schema="SwapRequest",
+        key_scope="admin",
+    ),
 )
+KEY_SCOPES = {endpoint.path: endpoint.key_scope for endpoint in ENDPOINTS if "{" not in endpoint.path}
+
+
+def key_scope(path: str) -> str | None:
+    """The API key scope a path needs: from the route table; the V2 model routes need ``predict``; paths no route
+    serves need none (they answer 404 whoever asks)."""
+    if path in KEY_SCOPES:
+        return KEY_SCOPES[path]
+    return "predict" if path.startswith("/v2/models/") else None
 
 
 class Handlers:
@@ -186,6 +230,38 @@ class Handlers:
 
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
+
+    async def admin_model(self, request: Request) -> Response:
+        state = self.state
+        if state.keys is None:
+            raise Forbidden("model swaps over HTTP need API keys: set PULSE_API_KEYS_FILE with an admin key, or send SIGHUP")
+        if state.swapper is None:
+            raise NotReady("model not loaded yet")
+        length = request.headers.get("content-length", "").encode() or None
+        body = decode_json(await read_body(request.receive, length, 65536, state.body_budget))
+        path, sha256, force = _swap_request(body)
+        previous = state.require_model().info.version
+        served = await state.swapper.swap(path, sha256, force)
+        workers = await state.swapper.broadcast(path, served, force)
+        return OrjsonResponse(
+            {
+                "model_version": served.info.version,
+                "sha256": served.info.sha256,
+                "previous_version": previous,
+                "workers": workers,
+            }
+        )
+
+
+def _swap_request(body: object) -> tuple[Path, str, bool]:
+    if type(body) is not dict or type(body.get("path")) is not str or not body["path"]:
+        raise ValidationFailed([field_error(["body", "path"], "A model file path on the server is required", "missing")])
+    sha256, force = body.get("sha256", ""), body.get("force", False)
+    if type(sha256) is not str or type(force) is not bool or set(body) - {"path", "sha256", "force"}:
+        raise ValidationFailed(
+            [field_error(["body"], "Expected {path: string, sha256?: string, force?: boolean}", "model_attributes_type")]
+        )
+    return Path(body["path"]), sha256, force
 
 
 class V2Route(Route):

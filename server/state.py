@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from server.asgi import BatchGate, BodyBudget
 from server.errors import NotReady
+from server.keys import KeyRing
 from server.metrics import Metrics
 from server.predict import ServedModel
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from server.swap import ModelSwapper
 
 
 @dataclass(slots=True)
@@ -17,6 +23,8 @@ class ServerState:
     metrics: Metrics
     served: ServedModel | None = None
     draining: bool = False
+    keys: KeyRing | None = None  # API keys, when PULSE_API_KEYS_FILE is set
+    swapper: ModelSwapper | None = None  # set once the lifespan has started
     body_budget: BodyBudget = field(init=False)
     batch_gate: BatchGate = field(init=False)
 
