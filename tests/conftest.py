@@ -63,3 +63,19 @@ def behaviour_model(tmp_path_factory: pytest.TempPathFactory, event_log: Path) -
     run_training(train_config(event_log, root, feature_set="behaviour", shap_rows=50))
     export_model(root / "artifacts")
     return root / "artifacts" / "model.onnx"
+
+
+@pytest.fixture(scope="session")
+def twin_model(tmp_path_factory: pytest.TempPathFactory, event_log: Path, exported: Path) -> Path:
+    """A second seed-feature ``model.onnx``: same input schema as ``exported``, another forest and version (for
+    model swaps)."""
+    import time
+
+    from export.export import export_model
+    from train.pipeline import run_training
+
+    time.sleep(1.1)  # versions are named by the training's second
+    root = tmp_path_factory.mktemp("twin")
+    run_training(train_config(event_log, root, seed=12, shap_rows=20))
+    export_model(root / "artifacts")
+    return root / "artifacts" / "model.onnx"

@@ -1,0 +1,226 @@
+"""Safe operation on real server processes: model swaps under load on every worker (HTTP and SIGHUP), API keys on
+the coalesced path, and TLS."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import random
+import shutil
+import signal
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.procs import ServerProcess, free_port, http_get, python_command, run_server, stop
+from server.keys import hash_key
+from server.model import Model, load_model
+from tests.support import EXAMPLE_ROW
+
+pytestmark = pytest.mark.e2e
+
+ADMIN_KEY, PREDICT_KEY = "pk_admin_e2e", "pk_predict_e2e"
+
+
+def _copy_model(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(source, target.with_suffix(".tmp"))
+    os.replace(target.with_suffix(".tmp"), target)  # atomic, as a deploy tool would put a new file in place
+    shutil.copy(source.with_name("model.onnx.sha256"), target.with_name("model.onnx.sha256"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def two_workers(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, Path]]:
+    folder = tmp_path_factory.mktemp("swap")
+    keys = folder / "keys"
+    keys.write_text(f"{hash_key(ADMIN_KEY)} admin ops\n{hash_key(PREDICT_KEY)} predict crm\n")
+    model_path = _copy_model(exported, folder / "serving" / "model.onnx")
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(model_path), "--port", str(port), "--workers", "2")
+    env = {"PULSE_API_KEYS_FILE": str(keys), "PULSE_LOG_LEVEL": "warning"}
+    with run_server(command, port, folder / "server.log", env, timeout=60) as server:
+        _wait_for_workers(server, 2)
+        yield server, model_path
+
+
+def _wait_for_workers(server: ServerProcess, n: int) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = http_get(server.url + "/metrics")[1].decode()
+        if f"pulse_workers {n}.0" in text:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{n} workers never reported")
+
+
+def _post(port: int, path: str, body: object, key: str) -> tuple[int, dict[str, object]]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request(
+            "POST", path, json.dumps(body), {"content-type": "application/json", "authorization": f"Bearer {key}"}
+        )
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _served_versions(server: ServerProcess) -> dict[str, float]:
+    text = http_get(server.url + "/metrics")[1].decode()
+    return {
+        line.split('version="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("pulse_model_info{")
+    }
+
+
+def test_twenty_swaps_under_load_lose_nothing_and_every_answer_names_its_model(
+    two_workers: tuple[ServerProcess, Path], exported: Path, twin_model: Path
+) -> None:
+    server, _ = two_workers
+    port = int(server.url.rsplit(":", 1)[1])
+    models: dict[str, Model] = {m.info.version: m for m in (load_model(exported), load_model(twin_model))}
+    features = next(iter(models.values())).info.features
+    answers: list[tuple[list[float], int, dict[str, object]]] = []
+    stop_clients = threading.Event()
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"content-type": "application/json", "authorization": f"Bearer {PREDICT_KEY}"}
+        while not stop_clients.is_set():
+            row = {name: float(rng.randint(0, 40)) for name in EXAMPLE_ROW}
+            connection.request("POST", "/predict", json.dumps(row), headers)
+            response = connection.getresponse()
+            answers.append(([row[name] for name in features], response.status, json.loads(response.read())))
+        connection.close()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    swaps = []
+    try:
+        for i in range(20):
+            target = twin_model if i % 2 == 0 else exported
+            status, result = _post(port, "/admin/model", {"path": str(target)}, ADMIN_KEY)
+            swaps.append((status, result))
+            time.sleep(0.1)
+    finally:
+        stop_clients.set()
+        for thread in threads:
+            thread.join()
+
+    assert [status for status, _ in swaps] == [200] * 20, swaps
+    for status, result in swaps:  # each swap answered once every worker served the new model
+        assert set(result["workers"].values()) == {result["model_version"]}, result  # type: ignore[union-attr]
+        assert len(result["workers"]) == 2  # type: ignore[arg-type]
+    assert len(answers) > 200 and {status for _, status, _ in answers} == {200}
+    named = {str(body["model_version"]) for _, _, body in answers}
+    assert named == set(models)  # both models answered during the run
+    for version, model in models.items():
+        rows = [row for row, _, body in answers if body["model_version"] == version]
+        got = np.array([body["churn_probability"] for _, _, body in answers if body["model_version"] == version])
+        np.testing.assert_array_equal(got.astype(np.float32), model.churn_probability(np.array(rows, np.float32)))
+    assert _served_versions(server) == {next(iter(models)): 2.0}  # the last swap went back to the first model
+
+
+def test_sighup_swaps_every_worker_to_the_file_now_at_the_model_path(
+    two_workers: tuple[ServerProcess, Path], exported: Path, twin_model: Path
+) -> None:
+    server, model_path = two_workers
+    _post(int(server.url.rsplit(":", 1)[1]), "/admin/model", {"path": str(model_path)}, ADMIN_KEY)
+    original = load_model(model_path).info.version
+    _copy_model(twin_model, model_path)
+    twin = load_model(twin_model).info.version
+    assert twin != original
+    os.kill(server.pid, signal.SIGHUP)  # to the supervisor
+    deadline = time.monotonic() + 20
+    while _served_versions(server) != {twin: 2.0} and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _served_versions(server) == {twin: 2.0}
+    assert server.process.poll() is None and "pulse_workers 2.0" in http_get(server.url + "/metrics")[1].decode()
+    _copy_model(exported, model_path)
+
+
+def test_keys_guard_the_coalesced_path_too(two_workers: tuple[ServerProcess, Path]) -> None:
+    server, _ = two_workers
+    port = int(server.url.rsplit(":", 1)[1])
+    assert _post(port, "/predict", EXAMPLE_ROW, PREDICT_KEY)[0] == 200
+    status, body = _post(port, "/predict", EXAMPLE_ROW, "wrong")
+    assert status == 401 and "API key" in str(body["detail"])
+
+
+def test_tls_serves_https_with_a_self_signed_certificate(exported: Path, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    env = {**os.environ, "PULSE_TLS_CERT": str(cert), "PULSE_TLS_KEY": str(key)}
+    process = subprocess.Popen(
+        python_command("-m", "server", "--model", str(exported), "--port", str(port), "--log-level", "warning"),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    context = ssl.create_default_context(cafile=str(cert))
+
+    def https() -> http.client.HTTPSConnection:
+        return http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=context)
+
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers_ready(https()):
+            assert time.monotonic() < deadline, "the TLS server never became ready"
+            time.sleep(0.2)
+        with closing(https()) as connection:
+            connection.request("POST", "/predict", json.dumps(EXAMPLE_ROW), {"content-type": "application/json"})
+            response = connection.getresponse()
+            assert response.status == 200 and "churn_probability" in json.loads(response.read())
+            connection.request("GET", "/health", headers={"x-big": "a" * 40_000})
+            assert connection.getresponse().status == 431  # the protocol's limits hold over TLS too
+        with closing(http.client.HTTPConnection("127.0.0.1", port, timeout=5)) as plain:
+            with pytest.raises((http.client.HTTPException, OSError)):
+                plain.request("GET", "/health")
+                plain.getresponse()
+    finally:
+        stop(process)
+
+
+def _answers_ready(connection: http.client.HTTPSConnection) -> bool:
+    with closing(connection):
+        try:
+            connection.request("GET", "/ready")
+            return connection.getresponse().status == 200
+        except OSError:
+            return False
+
+
+def test_a_lone_tls_file_or_a_bad_keys_file_stops_start_up_with_one_line(exported: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("sha256:nothex predict\n")
+    for env, fragment in (
+        ({"PULSE_TLS_CERT": str(exported)}, "PULSE_TLS_CERT and PULSE_TLS_KEY go together"),
+        ({"PULSE_API_KEYS_FILE": str(keys)}, "line 1: expected 'sha256:"),
+    ):
+        run = subprocess.run(
+            python_command("-m", "server", "--model", str(exported), "--port", str(free_port())),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, **env},
+        )
+        lines = run.stderr.strip().splitlines()
+        assert run.returncode == 2 and len(lines) == 1 and fragment in lines[0], run.stderr

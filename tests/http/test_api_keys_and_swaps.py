@@ -1,0 +1,138 @@
+"""API keys (401 / 403, open probes) and model swaps through POST /admin/model, in-process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from starlette.testclient import TestClient
+
+from server.app import PulseApp, create_app
+from server.keys import hash_key
+from server.model import load_model
+from server.settings import Settings
+from tests.support import EXAMPLE_ROW
+
+pytestmark = pytest.mark.http
+
+PREDICT_KEY, ADMIN_KEY = "pk_predict_example", "pk_admin_example"
+PREDICT = {"authorization": f"Bearer {PREDICT_KEY}"}
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
+
+@pytest.fixture
+def keyed(exported: Path, tmp_path: Path) -> Iterator[tuple[PulseApp, TestClient]]:
+    keys = tmp_path / "keys"
+    keys.write_text(f"{hash_key(PREDICT_KEY)} predict crm\n{hash_key(ADMIN_KEY)} admin ops\n")
+    app = create_app(Settings(model_path=exported, api_keys_file=keys))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield app, client
+
+
+def test_model_routes_need_a_key_and_probes_stay_open(keyed: tuple[PulseApp, TestClient]) -> None:
+    app, client = keyed
+    refused = client.post("/predict", json=EXAMPLE_ROW)
+    assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Bearer")
+    assert "detail" in refused.json()
+    assert client.post("/predict", json=EXAMPLE_ROW, headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT).status_code == 200
+    assert client.post("/predict", json=EXAMPLE_ROW, headers=ADMIN).status_code == 200  # admin may predict too
+    assert client.get("/metadata").status_code == 401 and client.get("/metadata", headers=PREDICT).status_code == 200
+    v2 = client.post("/v2/models/churn/infer", json={"inputs": []})
+    assert v2.status_code == 401 and "error" in v2.json()
+    for open_path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json", "/v2/health/ready"):
+        assert client.get(open_path).status_code == 200, open_path
+    assert app.state.metrics.rejected[("unauthorized", 401)] == 4
+
+
+def test_the_docs_can_send_a_key(keyed: tuple[PulseApp, TestClient]) -> None:
+    _, client = keyed
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
+    assert document["paths"]["/predict"]["post"]["security"] == [{"apiKey": []}]
+    assert "security" not in document["paths"]["/health"]["get"]
+    assert "401" in document["paths"]["/predict"]["post"]["responses"]
+
+
+def test_keys_never_reach_the_log(keyed: tuple[PulseApp, TestClient], caplog: pytest.LogCaptureFixture) -> None:
+    _, client = keyed
+    with caplog.at_level(logging.DEBUG):
+        client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT)
+        client.post("/predict", json=EXAMPLE_ROW, headers={"authorization": "Bearer not-a-key-1234"})
+        client.post("/admin/model", json={"path": "/nowhere"}, headers=ADMIN)
+    assert PREDICT_KEY not in caplog.text and "not-a-key-1234" not in caplog.text and ADMIN_KEY not in caplog.text
+
+
+def test_an_admin_swap_serves_the_new_model_at_once(
+    keyed: tuple[PulseApp, TestClient], exported: Path, twin_model: Path
+) -> None:
+    app, client = keyed
+    before = client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT).json()
+    assert client.post("/admin/model", json={"path": str(twin_model)}, headers=PREDICT).status_code == 403
+    swapped = client.post("/admin/model", json={"path": str(twin_model)}, headers=ADMIN)
+    assert swapped.status_code == 200, swapped.text
+    twin = load_model(twin_model)
+    result = swapped.json()
+    assert result["model_version"] == twin.info.version and result["previous_version"] == before["model_version"]
+    assert list(result["workers"].values()) == [twin.info.version]
+    after = client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT).json()
+    row = [[EXAMPLE_ROW[name] for name in twin.info.features]]
+    assert after["model_version"] == twin.info.version
+    assert np.float32(after["churn_probability"]) == twin.churn_probability(np.asarray(row, dtype=np.float32))[0]
+    assert client.get("/ready").json()["model_version"] == twin.info.version
+    assert client.get("/metadata", headers=PREDICT).json()["sha256"] == twin.info.sha256
+    assert f'version="{twin.info.version}"' in client.get("/metrics").text
+
+
+def test_a_model_that_fails_a_check_is_refused_and_the_old_one_keeps_serving(
+    keyed: tuple[PulseApp, TestClient], exported: Path, tmp_path: Path
+) -> None:
+    _, client = keyed
+    version = client.get("/ready").json()["model_version"]
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(exported.read_bytes()[:1000])
+    for body, fragment in (
+        ({"path": str(tmp_path / "missing.onnx")}, "does not exist"),
+        ({"path": str(broken)}, "not a loadable ONNX model"),
+        ({"path": str(exported), "sha256": "0" * 64}, "expected 000000000000"),
+        ({"path": str(tmp_path)}, "not a regular file"),
+    ):
+        response = client.post("/admin/model", json=body, headers=ADMIN)
+        assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+    assert client.post("/admin/model", json={"model": "x"}, headers=ADMIN).status_code == 422
+    assert client.get("/ready").json()["model_version"] == version
+    assert client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT).json()["model_version"] == version
+
+
+def test_a_new_input_schema_needs_force(keyed: tuple[PulseApp, TestClient], behaviour_model: Path) -> None:
+    _, client = keyed
+    refused = client.post("/admin/model", json={"path": str(behaviour_model)}, headers=ADMIN)
+    assert refused.status_code == 422 and "force" in refused.json()["detail"]
+    forced = client.post("/admin/model", json={"path": str(behaviour_model), "force": True}, headers=ADMIN)
+    assert forced.status_code == 200
+    features = client.get("/metadata", headers=PREDICT).json()["features"]
+    assert features[-1] == "days_since_last_event"
+
+
+def test_without_keys_http_swaps_are_off(exported: Path, twin_model: Path) -> None:
+    with TestClient(create_app(Settings(model_path=exported)), raise_server_exceptions=False) as client:
+        response = client.post("/admin/model", json={"path": str(twin_model)})
+        assert response.status_code == 403 and "PULSE_API_KEYS_FILE" in response.json()["detail"]
+
+
+def test_the_request_log_names_the_model_that_scored_each_row(
+    exported: Path, twin_model: Path, tmp_path: Path
+) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"{hash_key(ADMIN_KEY)} admin\n")
+    log = tmp_path / "requests.jsonl"
+    settings = Settings(model_path=exported, api_keys_file=keys, request_log=log)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        first = client.post("/predict", json=EXAMPLE_ROW, headers=ADMIN).json()["model_version"]
+        client.post("/admin/model", json={"path": str(twin_model)}, headers=ADMIN)
+        second = client.post("/predict", json=EXAMPLE_ROW, headers=ADMIN).json()["model_version"]
+    assert [json.loads(line)["model_version"] for line in log.read_text().splitlines()] == [first, second]
