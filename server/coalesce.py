@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -68,6 +69,7 @@ class PendingPredict:
         "disconnected",
         "keep_alive",
         "more_body",
+        "on_response",
         "response_complete",
         "response_started",
         "shed",
@@ -86,6 +88,7 @@ class PendingPredict:
         self.response_complete = False
         self.disconnected = False
         self.shed = False  # refused (503) for overload: its body is read and dropped
+        self.on_response: Callable[[], None] | None = None  # called once its response is written
 
 
 class Coalescer:

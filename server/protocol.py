@@ -294,6 +294,8 @@ class GuardedProtocol(HttpToolsProtocol):
             self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
         else:
             self.transport.close()
+        if request.on_response is not None:
+            request.on_response()
 
     # Refusals and deadlines -----------------------------------------------------------------------------------
     def refuse(self, refusal: Refusal) -> None:
@@ -328,7 +330,8 @@ class GuardedProtocol(HttpToolsProtocol):
         answered = cycle.on_response  # the last request parsed is the last answered
 
         def answered_then_refuse() -> None:
-            answered()
+            if answered is not None:
+                answered()
             if not self.transport.is_closing():
                 self.refuse(refusal)
 

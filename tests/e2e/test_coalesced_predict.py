@@ -166,3 +166,10 @@ def test_http_1_0_closes_and_a_client_that_leaves_leaves_nothing_in_flight(serve
             sock.sendall(_post(body))
     assert _metric(server, "pulse_http_requests_in_flight") == 1  # the scrape itself
     assert http_get(server.url + "/health")[0] == 200
+
+
+def test_garbage_after_a_coalesced_request_is_refused_after_its_answer(server: ServerProcess) -> None:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as sock:
+        sock.sendall(_post(json.dumps(EXAMPLE_ROW).encode()) + b"NOT HTTP\r\n\r\n")
+        stream = ResponseStream(sock)
+        assert [read_response(stream)[0] for _ in range(2)] == [200, 400]

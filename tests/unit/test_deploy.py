@@ -22,7 +22,22 @@ def test_manifest_is_valid_kubernetes(path: Path) -> None:
 
 def test_manifests_cover_deployment_service_and_autoscaler() -> None:
     kinds = {doc["kind"] for path in MANIFESTS for doc in yaml.safe_load_all(path.read_text())}
-    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler"}
+    assert kinds == {"Deployment", "Service", "HorizontalPodAutoscaler", "Secret"}
+
+
+def test_keys_and_tls_come_from_secrets_and_probes_speak_https() -> None:
+    (deployment,) = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    secrets = {volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"]}
+    declared = {doc["metadata"]["name"] for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "secrets.yaml").read_text())}
+    assert env["PULSE_API_KEYS_FILE"].startswith(mounts["api-keys"] + "/")
+    assert env["PULSE_TLS_CERT"].startswith(mounts["tls"] + "/") and env["PULSE_TLS_KEY"].startswith(mounts["tls"] + "/")
+    assert set(secrets.values()) == declared
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["scheme"] == "HTTPS"
 
 
 def test_deployment_probes_and_limits() -> None:
