@@ -225,7 +225,11 @@ def _readable(sock: socket.socket) -> bool:
 def many_headers(ctx: Context) -> dict[str, Any]:
     head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100_000)) + b"\r\n"
     status, headers, body, seconds = _exchange_lenient(ctx.port, head)
-    return {"status": status, "seconds": round(seconds, 2), "ok": status == 431 and is_json_error(status, headers, body)}
+    return {
+        "status": status,
+        "seconds": round(seconds, 2),
+        "ok": status == 431 and is_json_error(status, headers, body),
+    }
 
 
 def _exchange_lenient(port: int, data: bytes) -> tuple[int | None, dict[str, str], bytes, float]:
@@ -484,11 +488,21 @@ def framing_faults(ctx: Context) -> dict[str, Any]:
     """Smaller HTTP faults, each with the answer RFC 9110/9112 asks for."""
     row = ctx.row
 
-    def post(path: str = "/predict", extra: bytes = b"", length: bytes | None = None, host: bytes = b"Host: x\r\n") -> bytes:
+    def post(
+        path: str = "/predict", extra: bytes = b"", length: bytes | None = None, host: bytes = b"Host: x\r\n"
+    ) -> bytes:
         size = length if length is not None else b"%d" % len(row)
         return (
-            b"POST " + path.encode() + b" HTTP/1.1\r\n" + host + b"Content-Type: application/json\r\n" + extra
-            + b"Content-Length: " + size + b"\r\nConnection: close\r\n\r\n" + row
+            b"POST "
+            + path.encode()
+            + b" HTTP/1.1\r\n"
+            + host
+            + b"Content-Type: application/json\r\n"
+            + extra
+            + b"Content-Length: "
+            + size
+            + b"\r\nConnection: close\r\n\r\n"
+            + row
         )
 
     outcomes: dict[str, Any] = {}

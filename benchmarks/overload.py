@@ -163,17 +163,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     table = pd.read_parquet(args.artifacts / "features.parquet")[features]
     body = table.head(ROWS_PER_REQUEST).to_json(orient="records").encode()
     workdir = Path(tempfile.mkdtemp(prefix="pulse-overload-"))
-    results = {"rows_per_request": ROWS_PER_REQUEST, "conditions": []}
+    conditions: list[dict[str, Any]] = []
+    results = {"rows_per_request": ROWS_PER_REQUEST, "conditions": conditions}
     capacity = None
     for max_in_flight in (0, args.max_in_flight):
         outcome = measure(args.artifacts, max_in_flight, capacity, args.seconds, workdir, body)
         capacity = outcome["capacity_rps"]
-        results["conditions"].append(outcome)
+        conditions.append(outcome)
         label = f"PULSE_MAX_IN_FLIGHT={max_in_flight}" + (" (off)" if max_in_flight == 0 else "")
         o, u = outcome["overload"], outcome["unloaded"]
         print(
             f"{label}: capacity {outcome['capacity_rps']:,} req/s; offered {o['offered_rps']:,.0f} req/s, answered "
-            f"{o['served_rps']:,.0f} ({o['accepted_rps']:,.0f} accepted), wrk timeouts {o['timeouts']}, non-2xx {o['non_2xx']}; probe accepted p99 "
+            f"{o['served_rps']:,.0f} ({o['accepted_rps']:,.0f} accepted), wrk timeouts {o['timeouts']}, "
+            f"non-2xx {o['non_2xx']}; probe accepted p99 "
             f"{o['accepted_p99_ms']} ms (unloaded {u['accepted_p99_ms']} ms), shed {o['shed']} "
             f"(p99 {o['shed_p99_ms']} ms, Retry-After on {o['shed_with_retry_after']}), probe failures "
             f"{o['failures']}; RSS {outcome['rss_mb_start']} -> peak {outcome['rss_mb_peak']} MB",
@@ -201,4 +203,3 @@ def main(args: argparse.Namespace) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0
-

@@ -52,7 +52,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"(p99 {single['ours']['p99_us']['median'] / single['bare_starlette']['p99_us']['median']:.2f}× the bare "
         f"route's), ours / raw ASGI **{_ratio(us, single['raw_asgi']['rps'])}**, "
         f"1000-row batches over HTTP / in-process onnxruntime rows/s: `/predict` (JSON objects) "
-        f"**{batch_1000:.2f}×**, `/predict` (JSON columns) **{columns_1000:.2f}×**, V2 infer with a JSON tensor **{v2_1000:.2f}×**, with the binary tensor extension "
+        f"**{batch_1000:.2f}×**, `/predict` (JSON columns) **{columns_1000:.2f}×**, V2 infer with a JSON tensor "
+        f"**{v2_1000:.2f}×**, with the binary tensor extension "
         f"**{binary_1000:.2f}×**.",
         "",
         "### Our other scenarios (wrk, 16 connections)",

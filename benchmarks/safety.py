@@ -31,14 +31,34 @@ def _conditions(folder: Path) -> dict[str, tuple[dict[str, str] | None, str, dic
     """Name -> (server environment, or None for the bare Starlette route; scheme; request headers)."""
     (folder / "keys").write_text(f"{hash_key(KEY)} predict benchmark\n")
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(folder / "key.pem"),
+            "-out",
+            str(folder / "cert.pem"),
+        ],
         check=True,
         capture_output=True,
     )
     return {
         "all off": ({}, "http", JSON),
-        "API keys on": ({"PULSE_API_KEYS_FILE": str(folder / "keys")}, "http", {**JSON, "Authorization": f"Bearer {KEY}"}),
+        "API keys on": (
+            {"PULSE_API_KEYS_FILE": str(folder / "keys")},
+            "http",
+            {**JSON, "Authorization": f"Bearer {KEY}"},
+        ),
         "PULSE_MAX_IN_FLIGHT=64": ({"PULSE_MAX_IN_FLIGHT": "64"}, "http", JSON),
         "TLS on": (
             {"PULSE_TLS_CERT": str(folder / "cert.pem"), "PULSE_TLS_KEY": str(folder / "key.pem")},
@@ -59,9 +79,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         urls = {}
         for name, (env, scheme, _) in conditions.items():
             port = free_port()
-            module = ["-m", "benchmarks.reference.bare_starlette"] if env is None else [
-                "-m", "server", "--model", str(args.artifacts / "model.onnx"), "--log-level", "warning"
-            ]
+            module = (
+                ["-m", "benchmarks.reference.bare_starlette"]
+                if env is None
+                else ["-m", "server", "--model", str(args.artifacts / "model.onnx"), "--log-level", "warning"]
+            )
             process = subprocess.Popen(
                 [*_taskset(SERVER_CORE), *python_command(*module, "--port", str(port))],
                 env={**os.environ, **(env or {})},
@@ -85,7 +107,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for name, runs in samples.items():
         rps = statistics.median(r for r, _ in runs)
         results[name] = {"rps": rps, "p99_ms": statistics.median(p for _, p in runs) / 1000, "vs_off": rps / off}
-        print(f"{name:24s} {rps:9,.0f} req/s  p99 {results[name]['p99_ms']:.2f} ms  {rps / off:.2f}x all off", flush=True)
+        print(
+            f"{name:24s} {rps:9,.0f} req/s  p99 {results[name]['p99_ms']:.2f} ms  {rps / off:.2f}x all off", flush=True
+        )
     return results
 
 

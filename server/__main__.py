@@ -16,8 +16,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from server.logs import logging_config
 from server.keys import KeyRing, KeysError
+from server.logs import logging_config
 from server.model import Model, ModelError, load_model
 from server.request_log import RequestLogError, check_request_log_path
 from server.settings import Settings, SettingsError
@@ -116,7 +116,8 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop when installed (the serve extra installs it)
-        http=functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling),  # httptools, with limits
+        # httptools, with limits and the coalesced /predict; uvicorn calls it as a protocol class.
+        http=functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling),  # type: ignore[arg-type]
         lifespan="on",
         log_config=config,
         access_log=settings.access_log,

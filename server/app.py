@@ -168,7 +168,9 @@ class PulseApp:
             error = V2Error.of(error)
         metrics = self.state.metrics
         metrics.rejected[("unauthorized" if granted is None else "forbidden", error.status_code)] += 1
-        metrics.observe_request(scope["path"] if scope["path"] in KEY_SCOPES else UNMATCHED_ROUTE, error.status_code, 0.0)
+        metrics.observe_request(
+            scope["path"] if scope["path"] in KEY_SCOPES else UNMATCHED_ROUTE, error.status_code, 0.0
+        )
         headers = [JSON_HEADER, *((k.encode(), v.encode()) for k, v in (error.headers or {}).items())]
         await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
         await send({"type": "http.response.body", "body": error.body()})
@@ -262,7 +264,11 @@ def _on_sighup(handler: Callable[[], None]) -> Callable[[], None]:
         return lambda: None
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGHUP, handler)
-    return lambda: loop.remove_signal_handler(signal.SIGHUP)
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGHUP)
+
+    return undo
 
 
 def create_app(settings: Settings, model: Model | None = None) -> PulseApp:

@@ -193,6 +193,6 @@ def _stack(parts: list[Parsed]) -> npt.NDArray[np.float32]:
 
 
 def _matrix(part: Parsed) -> npt.NDArray[np.float32]:
-    if type(part) is list:
+    if isinstance(part, list):
         return np.array([part], dtype=np.float32)
-    return part.X if type(part) is Columns else part  # type: ignore[union-attr, return-value]
+    return part.X if isinstance(part, Columns) else part

@@ -120,10 +120,10 @@ class DriftWindow:
         for 10,000: one searchsorted and one bincount per column)."""
         parts, self._pending_batches = self._pending_batches, []
         if self._pending_probabilities:
-            values, probabilities = self._pending_values, self._pending_probabilities
+            values, singles = self._pending_values, self._pending_probabilities
             self._pending_values, self._pending_probabilities = [], []
-            X = np.array(values, dtype=np.float64).reshape(len(probabilities), -1)
-            parts.append((X, np.array(probabilities, dtype=np.float64), 1, len(probabilities)))
+            rows_of_singles = np.array(values, dtype=np.float64).reshape(len(singles), -1)
+            parts.append((rows_of_singles, np.array(singles, dtype=np.float64), 1, len(singles)))
         if not parts:
             return
         rows = sum(n for _, _, _, n in parts)

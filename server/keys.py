@@ -51,7 +51,9 @@ class KeyRing:
         try:
             text = path.read_text()
         except (OSError, UnicodeDecodeError) as exc:
-            raise KeysError(f"cannot read API keys file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise KeysError(
+                f"cannot read API keys file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         keys = []
         for number, line in enumerate(text.splitlines(), 1):
             fields = line.split("#", 1)[0].split()

@@ -286,7 +286,9 @@ def _read_model_file(path: Path, max_bytes: int) -> bytes:
         if not stat.S_ISREG(found.st_mode):
             raise ModelError(f"model path {str(path)!r} is not a regular file")
         if found.st_size > max_bytes:
-            raise ModelError(f"model file {str(path)!r} is {found.st_size} bytes, over PULSE_MAX_MODEL_BYTES={max_bytes}")
+            raise ModelError(
+                f"model file {str(path)!r} is {found.st_size} bytes, over PULSE_MAX_MODEL_BYTES={max_bytes}"
+            )
         with open(path, "rb") as file:
             data = file.read(found.st_size + 1)
     except FileNotFoundError as exc:

@@ -159,9 +159,7 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
             threshold=NUMBER,
             model_version=STRING,
         ),
-        "PredictResponse": {
-            "oneOf": [_ref("Prediction"), _array(_ref("Prediction")), _ref("ColumnPredictions")]
-        },
+        "PredictResponse": {"oneOf": [_ref("Prediction"), _array(_ref("Prediction")), _ref("ColumnPredictions")]},
         "Health": _object(["status"], status={"type": "string", "enum": ["ok"]}),
         "SwapRequest": _object(
             ["path"],

@@ -109,9 +109,13 @@ def explained(
     drift: DriftWindow | None,
 ) -> bytes:
     """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
-    if type(rows) is Columns:
+    if isinstance(rows, Columns):
         raise ValidationFailed(
-            [field_error(["query", "explain"], "Reasons are given for rows sent as objects, not as columns", "value_error")]
+            [
+                field_error(
+                    ["query", "explain"], "Reasons are given for rows sent as objects, not as columns", "value_error"
+                )
+            ]
         )
     one = isinstance(rows, list)
     X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
@@ -201,10 +205,10 @@ def _answer(state: ServerState, served: ServedModel, body: bytes, query_string: 
         if served.request_log is not None:
             served.request_log.submit(np.array([rows], dtype=np.float32), np.array([p]))
     else:
-        X = rows.X if type(rows) is Columns else rows
+        X = rows.X if isinstance(rows, Columns) else rows
         proba = served.model.churn_probability(X)
         scored = time.perf_counter()
-        payload = served.render_columns(proba) if type(rows) is Columns else served.render_batch(proba)
+        payload = served.render_columns(proba) if isinstance(rows, Columns) else served.render_batch(proba)
         metrics.observe_scoring(ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
         if drift is not None:
             drift.add_batch(X, proba)

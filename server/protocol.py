@@ -11,10 +11,16 @@ subclass (a protocol class is uvicorn's extension point: ``Config(http=...)``) b
   (probes keep working under a connection flood) but anything else gets 503 with ``Retry-After``; a few
   descriptors below the process's limit, new connections are closed at once;
 - RFC 9112's ``Host`` rule (exactly one in HTTP/1.1: 400 otherwise);
-- a request that parses, followed by bytes that do not, is answered before the 400 for the garbage.
+- a request that parses, followed by bytes that do not, is answered before the 400 for the garbage;
+- with ``PULSE_MAX_IN_FLIGHT``, a request over the bound gets 503 with ``Retry-After`` at once (probes excepted),
+  its body read and dropped, the connection kept.
 
-Every refusal is a JSON body with ``Connection: close``, counted in ``/metrics`` as
-``pulse_http_rejected_total{reason, status}``. Nothing here runs per request unless a limit is near.
+Every refusal is a JSON body, counted in ``/metrics`` as ``pulse_http_rejected_total{reason, status}``; all but the
+overload 503 close the connection. Nothing here runs per request unless a limit is near.
+
+It also serves the hot path: a small JSON ``POST /predict`` never becomes an ASGI request. Its body goes to this
+worker's :class:`~server.coalesce.Coalescer`, which scores it with every other request of the same event-loop turn
+and hands the answer back to :meth:`GuardedProtocol.respond`.
 """
 
 from __future__ import annotations
@@ -213,7 +219,7 @@ class GuardedProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        cycle = self.cycle
+        cycle: object = self.cycle  # uvicorn's cycle, or our PendingPredict in its place
         if type(cycle) is PendingPredict:
             if not cycle.shed:
                 cycle.body += body
@@ -221,22 +227,28 @@ class GuardedProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
-        cycle = self.cycle
+        cycle: object = self.cycle
         if type(cycle) is PendingPredict:
             cycle.more_body = False
             if cycle.shed:
                 self._count("overloaded", 503)
                 self.respond(cycle, 503, OVERLOADED_BODY, b"retry-after: 1\r\n", False)
             else:
-                self.coalescer.submit(cycle)  # type: ignore[union-attr]
+                self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingPredict exists
         else:
             super().on_message_complete()
 
     def _overloaded(self) -> bool:
-        """More requests in flight in this worker than PULSE_MAX_IN_FLIGHT (probes are always answered)."""
+        """More requests in flight in this worker than PULSE_MAX_IN_FLIGHT (probes are always answered; a request
+        pipelined behind another waits its turn as usual, so that answers keep their order)."""
         coalescer = self.coalescer
         in_flight = len(self.tasks) + (coalescer.queued if coalescer is not None else 0)
-        return in_flight >= self._max_in_flight and httptools.parse_url(self.url).path not in PROBE_PATHS
+        cycle = self.cycle
+        return (
+            in_flight >= self._max_in_flight
+            and (cycle is None or cycle.response_complete)
+            and httptools.parse_url(self.url).path not in PROBE_PATHS
+        )
 
     # The coalesced /predict path --------------------------------------------------------------------------------
     def _coalescable(self) -> bool:

@@ -24,9 +24,7 @@ logger = logging.getLogger(__name__)
 
 _STOP = None
 # (time, rows, probabilities, top reasons, the model's features, the model's version)
-_Entry = tuple[
-    float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None, tuple[str, ...], str
-]
+_Entry = tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None, tuple[str, ...], str]
 
 
 class RequestLogError(ValueError):

@@ -4,8 +4,8 @@ and the metric labels (Starlette's matched ``scope["route"]``) all come from :da
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import swagger_ui_bundle
 from starlette.requests import Request
@@ -121,7 +121,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     ),
     Endpoint("/docs", "GET", "docs", "Swagger UI", {200: Reply("HTML page", None, "text/html")}, key_scope=None),
     Endpoint(
-        "/v2", "GET", "v2_server", "V2 server metadata", {200: Reply("Server metadata", "Object")}, v2=True, key_scope=None
+        "/v2",
+        "GET",
+        "v2_server",
+        "V2 server metadata",
+        {200: Reply("Server metadata", "Object")},
+        v2=True,
+        key_scope=None,
     ),
     Endpoint(
         "/v2/health/live", "GET", "v2_live", "V2 liveness", {200: Reply("Live", "V2Live")}, v2=True, key_scope=None
@@ -234,7 +240,9 @@ class Handlers:
     async def admin_model(self, request: Request) -> Response:
         state = self.state
         if state.keys is None:
-            raise Forbidden("model swaps over HTTP need API keys: set PULSE_API_KEYS_FILE with an admin key, or send SIGHUP")
+            raise Forbidden(
+                "model swaps over HTTP need API keys: set PULSE_API_KEYS_FILE with an admin key, or send SIGHUP"
+            )
         if state.swapper is None:
             raise NotReady("model not loaded yet")
         length = request.headers.get("content-length", "").encode() or None
@@ -255,11 +263,17 @@ class Handlers:
 
 def _swap_request(body: object) -> tuple[Path, str, bool]:
     if type(body) is not dict or type(body.get("path")) is not str or not body["path"]:
-        raise ValidationFailed([field_error(["body", "path"], "A model file path on the server is required", "missing")])
+        raise ValidationFailed(
+            [field_error(["body", "path"], "A model file path on the server is required", "missing")]
+        )
     sha256, force = body.get("sha256", ""), body.get("force", False)
     if type(sha256) is not str or type(force) is not bool or set(body) - {"path", "sha256", "force"}:
         raise ValidationFailed(
-            [field_error(["body"], "Expected {path: string, sha256?: string, force?: boolean}", "model_attributes_type")]
+            [
+                field_error(
+                    ["body"], "Expected {path: string, sha256?: string, force?: boolean}", "model_attributes_type"
+                )
+            ]
         )
     return Path(body["path"]), sha256, force
 

@@ -112,7 +112,9 @@ class Settings:
                 raise SettingsError(f"{_variable(name)} has value {raw!r}: {exc}") from exc
             low, high = meta["low"], meta["high"]
             if (low is not None and value < low) or (high is not None and value > high):
-                raise SettingsError(f"{_variable(name)} has value {raw!r}: must be between {_number(low)} and {_number(high)}")
+                raise SettingsError(
+                    f"{_variable(name)} has value {raw!r}: must be between {_number(low)} and {_number(high)}"
+                )
             parsed[name] = value
         return cls(**parsed)
 

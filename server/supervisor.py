@@ -30,4 +30,6 @@ class SwappingSupervisor(Multiprocess):
     def handle_hup(self) -> None:
         settings = self.settings
         generation = write_control(self.folder, settings.model_path, settings.model_sha256, force=False)
-        logger.info("SIGHUP: every worker swaps to %s and reloads its API keys (generation %d)", settings.model_path, generation)
+        logger.info(
+            "SIGHUP: every worker swaps to %s and reloads its API keys (generation %d)", settings.model_path, generation
+        )

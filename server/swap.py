@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from server.drift import DriftWindow
-from server.metrics import alive
 from server.errors import ApiError
 from server.keys import KeyRing, KeysError
+from server.metrics import alive
 from server.model import Model, ModelError, load_model
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ class SwapRefused(ApiError):
 
 def write_control(folder: Path, path: Path, sha256: str, force: bool) -> int:
     """Ask every worker to serve ``path``: the next generation of the control record. Returns its generation."""
-    generation = read_control(folder).get("generation", 0) + 1
+    generation = int(read_control(folder).get("generation", 0)) + 1
     record = {"generation": generation, "path": str(path), "sha256": sha256, "force": force, "time": time.time()}
     target = folder / CONTROL_FILE
     temporary = target.with_name(f".{CONTROL_FILE}.{os.getpid()}")
@@ -90,7 +90,7 @@ class ModelSwapper:
             if old is not None and model.info.features != old.info.features and not force:
                 raise SwapRefused(
                     f"model not swapped: its input features {list(model.info.features)} differ from the served "
-                    f"{list(old.info.features)}; clients would break (send \"force\": true to swap anyway)"
+                    f'{list(old.info.features)}; clients would break (send "force": true to swap anyway)'
                 )
             served = self._serve(model)
             metrics = self.state.metrics

@@ -140,7 +140,9 @@ class RowParser:
         for name in self.features:
             if not set(map(type, data[name])) <= NUMBERS:
                 index = next(i for i, value in enumerate(data[name]) if type(value) not in NUMBERS)
-                raise ValidationFailed([field_error(["body", name, index], "Input should be a valid number", "float_type")])
+                raise ValidationFailed(
+                    [field_error(["body", name, index], "Input should be a valid number", "float_type")]
+                )
         X64 = np.empty((self._n, n), dtype=np.float64)
         for j, name in enumerate(self.features):
             try:
@@ -152,7 +154,10 @@ class RowParser:
             found = []
             for j, i in np.argwhere(~within)[:MAX_REPORTED_ERRORS].tolist():
                 name = self.features[j]
-                problem = _value_problem(data[name][i], self.minimums[j]) or ("Input should be a finite number", "finite_number")
+                problem = _value_problem(data[name][i], self.minimums[j]) or (
+                    "Input should be a finite number",
+                    "finite_number",
+                )
                 found.append(field_error(["body", name, i], *problem))
             raise ValidationFailed(found)
         return Columns(np.ascontiguousarray(X64.T, dtype=np.float32))

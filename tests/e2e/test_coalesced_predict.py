@@ -39,8 +39,12 @@ def _port(server: ServerProcess) -> int:
 
 def _post(body: bytes, path: str = "/predict", extra: bytes = b"") -> bytes:
     return (
-        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n" + extra
-        + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        b"POST "
+        + path.encode()
+        + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + extra
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
     )
 
 
@@ -140,10 +144,7 @@ def test_pipelined_requests_are_answered_in_order_across_both_paths(server: Serv
     one, two = (json.dumps(row).encode() for row in _rows(2, seed=3))
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as sock:
         sock.sendall(
-            _post(one)
-            + b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n"
-            + _post(two)
-            + _post(one, "/predict?explain=1")
+            _post(one) + b"GET /health HTTP/1.1\r\nHost: t\r\n\r\n" + _post(two) + _post(one, "/predict?explain=1")
         )
         stream = ResponseStream(sock)
         answers = [read_response(stream) for _ in range(4)]

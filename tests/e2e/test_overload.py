@@ -20,8 +20,18 @@ def test_a_bound_on_requests_in_flight_sheds_the_excess_with_retry_after(exporte
     require_tool("wrk", "apt-get install wrk")
     out = tmp_path / "overload.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "overload", "--artifacts", str(exported.parent), "--seconds", "3",
-         "--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "overload",
+            "--artifacts",
+            str(exported.parent),
+            "--seconds",
+            "3",
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=300,

@@ -128,7 +128,7 @@ def test_twenty_swaps_under_load_lose_nothing_and_every_answer_names_its_model(
     )
 
     assert [status for status, _ in swaps] == [200] * 20, swaps
-    for status, result in swaps:  # each swap answered once every worker served the new model
+    for _, result in swaps:  # each swap answered once every worker served the new model
         assert set(result["workers"].values()) == {result["model_version"]}, result  # type: ignore[union-attr]
         assert len(result["workers"]) == 2  # type: ignore[arg-type]
     assert len(answers) > 200 and {status for _, status, _ in answers} == {200}
@@ -170,8 +170,24 @@ def test_keys_guard_the_coalesced_path_too(two_workers: tuple[ServerProcess, Pat
 def test_tls_serves_https_with_a_self_signed_certificate(exported: Path, tmp_path: Path) -> None:
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
-         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
         check=True,
         capture_output=True,
     )

@@ -124,9 +124,7 @@ def test_without_keys_http_swaps_are_off(exported: Path, twin_model: Path) -> No
         assert response.status_code == 403 and "PULSE_API_KEYS_FILE" in response.json()["detail"]
 
 
-def test_the_request_log_names_the_model_that_scored_each_row(
-    exported: Path, twin_model: Path, tmp_path: Path
-) -> None:
+def test_the_request_log_names_the_model_that_scored_each_row(exported: Path, twin_model: Path, tmp_path: Path) -> None:
     keys = tmp_path / "keys"
     keys.write_text(f"{hash_key(ADMIN_KEY)} admin\n")
     log = tmp_path / "requests.jsonl"

@@ -57,10 +57,22 @@ def test_a_key_json_cannot_echo_is_a_422_and_leaves_no_request_in_flight(
         ('{"id":' + "[" * 300 + "]" * 300 + ',"inputs":[' + TENSOR + "]}", {}),
         ('{"id":7,"inputs":[' + TENSOR + "]}", {}),
         *(('{"inputs":[' + TENSOR + '],"outputs":' + value + "}", {}) for value in ("5", "true", "1.5")),
-        *(("{}", {"inference-header-content-length": value.encode("latin-1")}) for value in ("\u00b2", "\u00b9", "9" * 5000)),
+        *(
+            ("{}", {"inference-header-content-length": value.encode("latin-1")})
+            for value in ("\u00b2", "\u00b9", "9" * 5000)
+        ),
     ],
-    ids=["id surrogate", "id nested", "id number", "outputs 5", "outputs true", "outputs 1.5", "length ²", "length ¹",
-         "length 5000 digits"],
+    ids=[
+        "id surrogate",
+        "id nested",
+        "id number",
+        "outputs 5",
+        "outputs true",
+        "outputs 1.5",
+        "length ²",
+        "length ¹",
+        "length 5000 digits",
+    ],
 )
 def test_v2_requests_that_used_to_be_500s_are_protocol_400s(
     app_client: tuple[PulseApp, TestClient], body: str, headers: dict[str, bytes]

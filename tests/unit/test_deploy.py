@@ -32,9 +32,13 @@ def test_keys_and_tls_come_from_secrets_and_probes_speak_https() -> None:
     env = {item["name"]: item["value"] for item in container["env"]}
     mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
     secrets = {volume["name"]: volume["secret"]["secretName"] for volume in pod["volumes"]}
-    declared = {doc["metadata"]["name"] for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "secrets.yaml").read_text())}
+    declared = {
+        doc["metadata"]["name"] for doc in yaml.safe_load_all((ROOT / "deploy" / "k8s" / "secrets.yaml").read_text())
+    }
     assert env["PULSE_API_KEYS_FILE"].startswith(mounts["api-keys"] + "/")
-    assert env["PULSE_TLS_CERT"].startswith(mounts["tls"] + "/") and env["PULSE_TLS_KEY"].startswith(mounts["tls"] + "/")
+    assert env["PULSE_TLS_CERT"].startswith(mounts["tls"] + "/") and env["PULSE_TLS_KEY"].startswith(
+        mounts["tls"] + "/"
+    )
     assert set(secrets.values()) == declared
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["scheme"] == "HTTPS"

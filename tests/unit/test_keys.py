@@ -18,7 +18,9 @@ def _ring(tmp_path: Path, text: str) -> KeyRing:
 
 
 def test_a_key_is_recognised_by_its_hash_with_its_scope(tmp_path: Path) -> None:
-    ring = _ring(tmp_path, f"# who may call\n{hash_key('p-key')} predict crm\n\n{hash_key('a-key')} admin ops  # on call\n")
+    ring = _ring(
+        tmp_path, f"# who may call\n{hash_key('p-key')} predict crm\n\n{hash_key('a-key')} admin ops  # on call\n"
+    )
     assert ring.scope_of(b"Bearer p-key") == "predict"
     assert ring.scope_of(b"bearer a-key ") == "admin"
     assert ring.scope_of(b"Bearer nope") is None
