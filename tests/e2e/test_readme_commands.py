@@ -103,6 +103,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         "/predict [10]",
         "/predict [100]",
         "/predict [1000]",
+        "/predict columns [1000]",
         "/v2 infer [1]",
         "/v2 infer [1000]",
         "/v2 infer binary [1000]",
