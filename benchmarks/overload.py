@@ -193,7 +193,7 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder holding model.onnx")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each measured run")
-    parser.add_argument("--max-in-flight", type=int, default=8, help="the bound measured against no bound")
+    parser.add_argument("--max-in-flight", type=int, default=2, help="the bound measured against no bound")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/overload.json"), help="JSON figures")
     parser.set_defaults(handler=main)
 
