@@ -30,7 +30,17 @@ from typing import Any
 
 import pandas as pd
 
-from benchmarks.procs import ROOT, ServerProcess, free_port, http_get, python_command, run_server
+from benchmarks.procs import (
+    ROOT,
+    Repeating,
+    ServerProcess,
+    free_port,
+    http_get,
+    metric,
+    percentile_ms,
+    python_command,
+    run_server,
+)
 from benchmarks.run import run_wrk
 
 TIMEOUT_SECONDS = 2.0  # PULSE_HEADER_TIMEOUT_SECONDS and PULSE_BODY_TIMEOUT_SECONDS for the suite's server
@@ -74,18 +84,16 @@ def descriptors(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def gauge(url: str, name: str) -> float:
-    """A gauge from /metrics, less the scrape itself where it counts itself (the in-flight gauge)."""
-    text = http_get(url + "/metrics", timeout=5)[1].decode()
-    value = next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
-    return value - 1 if name == "pulse_http_requests_in_flight" else value
+def in_flight(url: str) -> float:
+    """The in-flight gauge, less the scrape that reads it."""
+    return metric(url, "pulse_http_requests_in_flight") - 1
 
 
 def settled_in_flight(url: str, within: float = 10.0) -> float:
     """The in-flight gauge once the server has answered what the case left queued (a load generator stopped
     mid-request), polled for up to ``within`` seconds: a leak stays above 0."""
     deadline = time.perf_counter() + within
-    while (value := gauge(url, "pulse_http_requests_in_flight")) != 0 and time.perf_counter() < deadline:
+    while (value := in_flight(url)) != 0 and time.perf_counter() < deadline:
         time.sleep(0.2)
     return value
 
@@ -96,10 +104,12 @@ def connect(port: int, timeout: float = 5.0) -> socket.socket:
 
 def exchange(port: int, data: bytes, wait: float = 5.0) -> tuple[int | None, dict[str, str], bytes, float]:
     """Send ``data`` on a new connection; the first response's status, headers and body, and the seconds taken.
-    Status ``None``: the server closed or went quiet without answering."""
+    Status ``None``: the server closed or went quiet without answering. The server may answer (and stop reading)
+    before ``data`` is all sent: the answer is still read."""
     started = time.perf_counter()
     with connect(port, wait) as sock:
-        sock.sendall(data)
+        with contextlib.suppress(OSError):
+            sock.sendall(data)
         return (*read_response(sock), time.perf_counter() - started)
 
 
@@ -140,45 +150,32 @@ def is_json_error(status: int | None, headers: dict[str, str], body: bytes) -> b
     return headers.get("content-type", "").startswith("application/json")
 
 
-class HealthProbes:
+class HealthProbes(Repeating):
     """``GET /health`` on a new connection every ``every`` seconds with a 1 s timeout, as a liveness probe does."""
 
     def __init__(self, port: int, every: float = 0.05) -> None:
-        self.port, self.every = port, every
+        super().__init__(every)
+        self.port = port
         self.latencies: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> HealthProbes:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                status = exchange(self.port, b"GET /health HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n", 1.0)[0]
-            except OSError:
-                status = None
-            if status == 200:
-                self.latencies.append(time.perf_counter() - started)
-            else:
-                self.failures += 1
-            self._stop.wait(self.every)
+    def once(self) -> None:
+        started = time.perf_counter()
+        try:
+            status = exchange(self.port, b"GET /health HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n", 1.0)[0]
+        except OSError:
+            status = None
+        if status == 200:
+            self.latencies.append(time.perf_counter() - started)
+        else:
+            self.failures += 1
 
     def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-        pick = (lambda q: round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)) if ordered else None
         return {
-            "probes": len(ordered) + self.failures,
+            "probes": len(self.latencies) + self.failures,
             "failed": self.failures,
-            "p50_ms": pick(0.5) if pick else None,
-            "p99_ms": pick(0.99) if pick else None,
+            "p50_ms": percentile_ms(self.latencies, 0.5),
+            "p99_ms": percentile_ms(self.latencies, 0.99),
         }
 
 
@@ -224,21 +221,12 @@ def _readable(sock: socket.socket) -> bool:
 
 def many_headers(ctx: Context) -> dict[str, Any]:
     head = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(100_000)) + b"\r\n"
-    status, headers, body, seconds = _exchange_lenient(ctx.port, head)
+    status, headers, body, seconds = exchange(ctx.port, head, 10)
     return {
         "status": status,
         "seconds": round(seconds, 2),
         "ok": status == 431 and is_json_error(status, headers, body),
     }
-
-
-def _exchange_lenient(port: int, data: bytes) -> tuple[int | None, dict[str, str], bytes, float]:
-    """As :func:`exchange`, for requests the server may answer before reading them whole."""
-    started = time.perf_counter()
-    with connect(port, 10) as sock:
-        with contextlib.suppress(OSError):
-            sock.sendall(data)
-        return (*read_response(sock), time.perf_counter() - started)
 
 
 def header_flood(ctx: Context) -> dict[str, Any]:
@@ -476,11 +464,11 @@ def unechoable_inputs(ctx: Context) -> dict[str, Any]:
         head += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         status, headers, answer, _ = exchange(ctx.port, head.encode("latin-1") + b"\r\n" + body)
         outcomes[name] = {"status": status, "json": is_json_error(status, headers, answer)}
-    in_flight = gauge(ctx.server.url, "pulse_http_requests_in_flight")
+    left = in_flight(ctx.server.url)
     return {
         "cases": outcomes,
-        "in_flight_after": in_flight,
-        "ok": in_flight == 0 and all(o["status"] and 400 <= o["status"] < 500 and o["json"] for o in outcomes.values()),
+        "in_flight_after": left,
+        "ok": left == 0 and all(o["status"] and 400 <= o["status"] < 500 and o["json"] for o in outcomes.values()),
     }
 
 

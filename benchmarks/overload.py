@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from benchmarks.hostile import rss_mb
-from benchmarks.procs import ServerProcess, free_port, python_command, run_server
+from benchmarks.procs import Repeating, ServerProcess, free_port, percentile_ms, python_command, run_server
 from benchmarks.run import LOAD_CORE, SERVER_CORE, _taskset, run_wrk
 
 ROWS_PER_REQUEST = 100
@@ -34,62 +34,49 @@ function delay() return {interval_ms} end
 """
 
 
-class Probe:
+class Probe(Repeating):
     """One ordinary client: a request every ``every`` seconds on its own keep-alive connection."""
 
     def __init__(self, port: int, body: bytes, every: float = 0.02) -> None:
-        self.port, self.body, self.every = port, body, every
+        super().__init__(every)
+        self.port, self.body = port, body
         self.accepted: list[float] = []
         self.shed: list[float] = []
         self.shed_with_retry_after = 0
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
 
-    def __enter__(self) -> Probe:
-        self._thread.start()
-        return self
+    def once(self) -> None:
+        started = time.perf_counter()
+        try:
+            self._connection.request("POST", "/predict", self.body, {"content-type": "application/json"})
+            response = self._connection.getresponse()
+            response.read()
+        except (OSError, http.client.HTTPException):
+            self.failures += 1
+            self._connection.close()  # the next request reconnects
+            return
+        seconds = time.perf_counter() - started
+        if response.status == 200:
+            self.accepted.append(seconds)
+        elif response.status == 503:
+            self.shed.append(seconds)
+            self.shed_with_retry_after += response.getheader("retry-after") is not None
+        else:
+            self.failures += 1
+        if response.getheader("connection") == "close":
+            self._connection.close()
 
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            try:
-                connection.request("POST", "/predict", self.body, {"content-type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                seconds = time.perf_counter() - started
-                if response.status == 200:
-                    self.accepted.append(seconds)
-                elif response.status == 503:
-                    self.shed.append(seconds)
-                    self.shed_with_retry_after += response.getheader("retry-after") is not None
-                else:
-                    self.failures += 1
-                if response.getheader("connection") == "close":
-                    connection.close()
-            except (OSError, http.client.HTTPException):
-                self.failures += 1
-                connection.close()
-                connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
-            self._stop.wait(self.every)
-        connection.close()
+    def finish(self) -> None:
+        self._connection.close()
 
     def summary(self) -> dict[str, Any]:
-        def p(values: list[float], q: float) -> float | None:
-            ordered = sorted(values)
-            return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
-
         return {
             "accepted": len(self.accepted),
-            "accepted_p50_ms": p(self.accepted, 0.5),
-            "accepted_p99_ms": p(self.accepted, 0.99),
+            "accepted_p50_ms": percentile_ms(self.accepted, 0.5),
+            "accepted_p99_ms": percentile_ms(self.accepted, 0.99),
             "shed": len(self.shed),
-            "shed_p99_ms": p(self.shed, 0.99),
+            "shed_p99_ms": percentile_ms(self.shed, 0.99),
             "shed_with_retry_after": self.shed_with_retry_after,
             "failures": self.failures,
         }

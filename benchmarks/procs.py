@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -39,6 +40,76 @@ def http_post_json(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, by
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
+
+
+def metric(url: str, name: str) -> float:
+    """The value of the unlabelled sample ``name`` in the server's ``/metrics``."""
+    text = http_get(url + "/metrics", timeout=5)[1].decode()
+    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+
+
+def percentile_ms(seconds: list[float], q: float) -> float | None:
+    """The ``q`` quantile of ``seconds``, in milliseconds (``None`` without samples)."""
+    ordered = sorted(seconds)
+    return round(1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else None
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files in ``folder``), made with ``openssl``."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class Repeating:
+    """Calls ``once`` every ``every`` seconds in a background thread while its ``with`` block runs: a client that
+    keeps measuring while a load test runs."""
+
+    def __init__(self, every: float) -> None:
+        self.every = every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Repeating:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def once(self) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called in the thread once the block ends."""
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.once()
+            self._stop.wait(self.every)
+        self.finish()
 
 
 @dataclass

@@ -19,7 +19,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.procs import free_port, python_command, stop
+from benchmarks.procs import free_port, python_command, self_signed_certificate, stop
 from benchmarks.run import SERVER_CORE, _taskset, run_wrk
 from server.keys import hash_key
 
@@ -30,28 +30,7 @@ JSON = {"Content-Type": "application/json"}
 def _conditions(folder: Path) -> dict[str, tuple[dict[str, str] | None, str, dict[str, str]]]:
     """Name -> (server environment, or None for the bare Starlette route; scheme; request headers)."""
     (folder / "keys").write_text(f"{hash_key(KEY)} predict benchmark\n")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(folder / "key.pem"),
-            "-out",
-            str(folder / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    cert, key = self_signed_certificate(folder)
     return {
         "all off": ({}, "http", JSON),
         "API keys on": (
@@ -61,7 +40,7 @@ def _conditions(folder: Path) -> dict[str, tuple[dict[str, str] | None, str, dic
         ),
         "PULSE_MAX_IN_FLIGHT=64": ({"PULSE_MAX_IN_FLIGHT": "64"}, "http", JSON),
         "TLS on": (
-            {"PULSE_TLS_CERT": str(folder / "cert.pem"), "PULSE_TLS_KEY": str(folder / "key.pem")},
+            {"PULSE_TLS_CERT": str(cert), "PULSE_TLS_KEY": str(key)},
             "https",
             JSON,
         ),

@@ -55,12 +55,9 @@ class BodyBudget:
 
     def take(self, n: int) -> None:
         if self.held + n > self.limit:
-            self.refuse()
+            self.rejected[("body_memory", 503)] += 1
+            raise Overloaded("too many request bodies being read; retry shortly")
         self.held += n
-
-    def refuse(self) -> None:
-        self.rejected[("body_memory", 503)] += 1
-        raise Overloaded("too many request bodies being read; retry shortly")
 
 
 class BatchGate:
@@ -98,9 +95,7 @@ async def read_body(receive: Receive, content_length: bytes | None, limit: int, 
         if int(content_length) > limit:
             raise PayloadTooLarge(f"body of {int(content_length)} bytes exceeds the limit of {limit}")
         taken = int(content_length)
-        if budget.held + taken > budget.limit:
-            budget.refuse()
-        budget.held += taken
+        budget.take(taken)
     try:
         message = await receive()
         if message["type"] == "http.disconnect":

@@ -15,7 +15,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from benchmarks.hostile import ResponseStream, read_response
-from benchmarks.procs import ServerProcess, free_port, http_get, python_command, run_server
+from benchmarks.procs import ServerProcess, free_port, http_get, metric, python_command, run_server
 from server.app import create_app
 from server.model import load_model
 from server.settings import Settings
@@ -53,11 +53,6 @@ def _rows(n: int, seed: int) -> list[dict[str, float]]:
     return [{name: float(rng.randint(0, 60)) for name in EXAMPLE_ROW} for _ in range(n)]
 
 
-def _metric(server: ServerProcess, name: str) -> float:
-    text = http_get(server.url + "/metrics")[1].decode()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
-
-
 def test_concurrent_requests_get_their_own_rows_score_and_a_bad_one_fails_alone(
     server: ServerProcess, exported: Path
 ) -> None:
@@ -78,13 +73,13 @@ def test_concurrent_requests_get_their_own_rows_score_and_a_bad_one_fails_alone(
                 answers.append((None if bad else row, status, answer))
         results[index] = answers
 
-    calls_before = _metric(server, "pulse_model_compute_seconds_count")
+    calls_before = metric(server.url, "pulse_model_compute_seconds_count")
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    calls = _metric(server, "pulse_model_compute_seconds_count") - calls_before
+    calls = metric(server.url, "pulse_model_compute_seconds_count") - calls_before
 
     good = [(row, answer) for answers in results.values() for row, status, answer in answers if row is not None]
     bad = [(status, answer) for answers in results.values() for row, status, answer in answers if row is None]
@@ -102,7 +97,7 @@ def test_requests_that_arrive_together_share_one_call(server: ServerProcess) -> 
     port, n = _port(server), 32
     batch = json.dumps(_rows(1000, seed=1)).encode()
     sockets = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n + 1)]
-    calls_before = _metric(server, "pulse_model_compute_seconds_count")
+    calls_before = metric(server.url, "pulse_model_compute_seconds_count")
     try:
         sockets[0].sendall(_post(batch))
         for sock, row in zip(sockets[1:], _rows(n, seed=2), strict=True):
@@ -111,7 +106,7 @@ def test_requests_that_arrive_together_share_one_call(server: ServerProcess) -> 
     finally:
         for sock in sockets:
             sock.close()
-    calls = _metric(server, "pulse_model_compute_seconds_count") - calls_before
+    calls = metric(server.url, "pulse_model_compute_seconds_count") - calls_before
     assert statuses == [200] * (n + 1)
     assert calls < n  # (one call for the batch, and far fewer than 32 for the singles)
 
@@ -165,7 +160,7 @@ def test_http_1_0_closes_and_a_client_that_leaves_leaves_nothing_in_flight(serve
     for _ in range(20):  # requests whose clients are gone before the answer
         with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as sock:
             sock.sendall(_post(body))
-    assert _metric(server, "pulse_http_requests_in_flight") == 1  # the scrape itself
+    assert metric(server.url, "pulse_http_requests_in_flight") == 1  # the scrape itself
     assert http_get(server.url + "/health")[0] == 200
 
 

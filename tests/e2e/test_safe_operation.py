@@ -20,10 +20,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.procs import ServerProcess, free_port, http_get, python_command, run_server, stop
+from benchmarks.procs import (
+    ServerProcess,
+    free_port,
+    http_get,
+    python_command,
+    run_server,
+    self_signed_certificate,
+    stop,
+)
 from server.keys import hash_key
 from server.model import Model, load_model
-from tests.support import EXAMPLE_ROW
+from tests.support import EXAMPLE_ROW, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -168,29 +176,8 @@ def test_keys_guard_the_coalesced_path_too(two_workers: tuple[ServerProcess, Pat
 
 
 def test_tls_serves_https_with_a_self_signed_certificate(exported: Path, tmp_path: Path) -> None:
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    require_tool("openssl", "apt-get install openssl")
+    cert, key = self_signed_certificate(tmp_path)
     port = free_port()
     env = {**os.environ, "PULSE_TLS_CERT": str(cert), "PULSE_TLS_KEY": str(key)}
     process = subprocess.Popen(

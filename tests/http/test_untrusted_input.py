@@ -12,8 +12,9 @@ from starlette.testclient import TestClient
 
 from server.app import PulseApp, create_app
 from server.asgi import BatchGate, BodyBudget, read_body
-from server.errors import ApiError, Overloaded
+from server.errors import ApiError, Overloaded, V2Error
 from server.settings import Settings
+from server.v2 import split_binary_body
 from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http
@@ -161,3 +162,11 @@ def test_the_batch_gate_lets_other_io_run_between_two_batches() -> None:
 
     asyncio.run(main())
     assert order == ["batch 0", "probe", "batch 1", "batch 2"]
+
+
+@pytest.mark.parametrize("length", ["\u00b2", "\u00b3", "\u00b9", "9" * 5000])
+def test_a_binary_header_length_must_be_a_few_ascii_digits(length: str) -> None:
+    """Over the wire these arrive as Latin-1 bytes (the hostile suite sends them); ``isdigit`` accepts them and
+    ``int`` does not, which used to be a 500."""
+    with pytest.raises(V2Error, match="does not fit"):
+        split_binary_body(b"{}", length)
