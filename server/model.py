@@ -81,6 +81,7 @@ class Model:
     def __init__(self, session: ort.InferenceSession, info: ModelInfo, n_classes: int) -> None:
         self.info = info
         self.n_classes = n_classes
+        self.metadata: dict[str, str] = {}  # the file's metadata_props, as read (for tools beyond the server)
         self._session = session
         self._run = session.run
         self._outputs = [info.probability_output]
@@ -312,14 +313,21 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1, max_byte
         expected_sha256 = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
     if expected_sha256 and expected_sha256.lower() != digest:
         raise ModelError(f"model file {str(path)!r} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
+    return model_from_bytes(data, threads, source=f"model file {str(path)!r}")
+
+
+def model_from_bytes(data: bytes, threads: int = 1, source: str = "model") -> Model:
+    """The checked, warmed-up :class:`Model` of an ONNX file's bytes (a batch scorer's workers get bytes)."""
+    digest = hashlib.sha256(data).hexdigest()
     try:
         session = ort.InferenceSession(data, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own family for corrupt or unsupported files
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model file {str(path)!r} is not a loadable ONNX model: {message[:200]}") from exc
+        raise ModelError(f"{source} is not a loadable ONNX model: {message[:200]}") from exc
     info, n_classes = _read_info(session, digest, len(data))
     model = Model(session, info, n_classes)
     meta = session.get_modelmeta().custom_metadata_map
+    model.metadata = meta
     _check_golden_rows(model, meta)
     _attach_explainer(model, data, meta)
     reference = _Metadata(meta).json("reference_bins", None)

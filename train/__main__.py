@@ -6,9 +6,9 @@ import argparse
 import logging
 import logging.config
 import sys
-from datetime import datetime
 from pathlib import Path
 
+from train.events import add_column_flags, iso_timestamp
 from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 
 LOGGING_CONFIG = {
@@ -35,22 +35,6 @@ class StderrHandler(logging.StreamHandler):
         pass
 
 
-def _timestamp(text: str) -> datetime:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO date or timestamp: {text!r}") from exc
-
-
-def _add_columns(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--user-col", default="user_id", help="event log column holding the user id")
-    parser.add_argument("--time-col", default="event_time", help="event log column holding the event timestamp")
-    parser.add_argument(
-        "--session-col", default=None, help="column holding a session id; absent: sessionize by a 30-minute gap"
-    )
-    parser.add_argument("--revenue-col", default=None, help="column holding revenue per event; absent: revenue is 0")
-
-
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__, formatter_class=formatter)
@@ -72,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="multiplier on every purchase's revenue (not 1: prices or currency changed, drift in one feature)",
     )
+    sim.add_argument(
+        "--pause-share",
+        type=float,
+        default=0.0,
+        help="share (0-1) of users who take one 3-9 week break and come back: a churn pattern a model trained "
+        "without breaks has not seen",
+    )
     sim.add_argument("--out", type=Path, default=Path("data/events.parquet"), help="Parquet, or CSV by its suffix")
 
     fit = commands.add_parser(
@@ -86,10 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument(
         "--assets", type=Path, default=None, help="folder for the plots and model card; absent: <out>/report"
     )
-    _add_columns(fit)
+    add_column_flags(fit)
     fit.add_argument(
         "--cutoff",
-        type=_timestamp,
+        type=iso_timestamp,
         default=None,
         help="ISO timestamp ending the observation window; absent: last event minus --label-days",
     )
@@ -108,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     feats.add_argument("--events", type=Path, required=True, help="event log: CSV, Parquet or a glob")
     feats.add_argument("--out", type=Path, required=True, help="a .parquet or .csv file")
-    _add_columns(feats)
-    feats.add_argument("--cutoff", type=_timestamp, default=None, help="ISO timestamp; absent: the last event")
+    add_column_flags(feats)
+    feats.add_argument("--cutoff", type=iso_timestamp, default=None, help="ISO timestamp; absent: the last event")
     feats.add_argument(
         "--feature-set", choices=sorted(FEATURE_SETS), default=DEFAULT_FEATURE_SET, help="which features to write"
     )
@@ -134,14 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from train.events import EventColumns
+    from train.events import columns_from_flags
 
     logging.config.dictConfig(LOGGING_CONFIG)
     try:
         if args.command == "simulate":
             from train.simulate import SimulationConfig, simulate_events
 
-            config = SimulationConfig(args.users, args.days, args.seed, args.sessions_scale, args.revenue_scale)
+            config = SimulationConfig(
+                args.users, args.days, args.seed, args.sessions_scale, args.revenue_scale, args.pause_share
+            )
             n_events = simulate_events(config, args.out)
             print(f"simulated {n_events} events of {args.users} users over {args.days} days -> {args.out}")
         elif args.command == "fit":
@@ -184,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             n_users = write_features(
                 args.events,
                 args.out,
-                EventColumns(args.user_col, args.time_col, args.session_col, args.revenue_col),
+                columns_from_flags(args),
                 args.cutoff,
                 args.feature_set,
             )

@@ -28,21 +28,9 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from score.metrics import CALIBRATION_BINS, expected_calibration_error
+
 logger = logging.getLogger(__name__)
-
-CALIBRATION_BINS = 10
-
-
-def expected_calibration_error(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, n_bins: int = CALIBRATION_BINS) -> float:
-    """Mean |observed churn rate - mean predicted probability| over equal-width bins, weighted by bin size."""
-    y_true = np.asarray(y_true, dtype=np.float64)
-    y_proba = np.asarray(y_proba, dtype=np.float64)
-    bins = np.minimum((y_proba * n_bins).astype(int), n_bins - 1)
-    error = 0.0
-    for b in np.unique(bins):
-        in_bin = bins == b
-        error += in_bin.mean() * abs(y_true[in_bin].mean() - y_proba[in_bin].mean())
-    return float(error)
 
 
 def classification_metrics(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float) -> dict[str, Any]:

@@ -6,9 +6,11 @@ connection with a view ``events(user_id, event_time, session_id, revenue)`` in c
 
 from __future__ import annotations
 
+import argparse
 import glob
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -40,6 +42,29 @@ class EventColumns:
     time: str = "event_time"
     session: str | None = "session_id"
     revenue: str | None = "revenue"
+
+
+def add_column_flags(parser: argparse.ArgumentParser) -> None:
+    """The flags that map a log's own column names onto the canonical ones (every command that reads a log)."""
+    parser.add_argument("--user-col", default="user_id", help="event log column holding the user id")
+    parser.add_argument("--time-col", default="event_time", help="event log column holding the event timestamp")
+    parser.add_argument(
+        "--session-col", default=None, help="column holding a session id; absent: sessionize by a 30-minute gap"
+    )
+    parser.add_argument("--revenue-col", default=None, help="column holding revenue per event; absent: revenue is 0")
+
+
+def iso_timestamp(text: str) -> datetime:
+    """An argparse type: an ISO date or timestamp (a cutoff)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO date or timestamp: {text!r}") from exc
+
+
+def columns_from_flags(args: argparse.Namespace) -> EventColumns:
+    """The :class:`EventColumns` named by :func:`add_column_flags`' flags."""
+    return EventColumns(args.user_col, args.time_col, args.session_col, args.revenue_col)
 
 
 def _quote_ident(name: str) -> str:

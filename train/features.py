@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-import duckdb
-import pandas as pd
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class Feature:
 
 _SESSIONS = "count(DISTINCT session_id)"
 _DAYS = "count(DISTINCT CAST(event_time AS DATE))"
+# Revenue is summed in whole millionths: a sum of integers does not depend on the order rows arrive in, and a
+# distributed engine adds them in any order (a sum of doubles would differ in the last bits between engines).
+_REVENUE = "CAST(sum(floor(revenue * 1e6 + 0.5)) AS DOUBLE) / 1e6"
 
 CATALOGUE: tuple[Feature, ...] = (
     Feature("total_events", "CAST(count(*) AS DOUBLE)", "events in the observation window", "events"),
@@ -56,7 +60,7 @@ CATALOGUE: tuple[Feature, ...] = (
     ),
     Feature(
         "revenue_per_session",
-        f"CAST(sum(revenue) AS DOUBLE) / {_SESSIONS}",
+        f"{_REVENUE} / {_SESSIONS}",
         "total revenue / total_sessions",
         "revenue per session",
     ),
@@ -105,27 +109,52 @@ def feature_set(name: str) -> tuple[Feature, ...]:
     return tuple(BY_NAME[f] for f in FEATURE_SETS[name])
 
 
-# Observation window: every event at or before the cutoff, with its age in days at the cutoff.
+# Observation window: every event at or before the cutoff, with its age in days at the cutoff. Ages are computed
+# from whole microseconds so that every engine that runs this SQL (DuckDB; Spark through sqlglot) gets the same
+# double, bit for bit.
 _OBSERVED = """
 SELECT user_id, event_time, session_id, revenue,
-       (epoch(CAST($cutoff AS TIMESTAMP)) - epoch(event_time)) / 86400.0 AS age_days
-FROM events WHERE event_time <= $cutoff
+       date_diff('microsecond', event_time, {cutoff}) / 86400e6 AS age_days
+FROM events WHERE event_time <= {cutoff}
 """
 
 # Without session ids, a new session starts at a user's first event and after every gap longer than 30 minutes.
+_GAP_US = SESSION_GAP_MINUTES * 60_000_000
 _SESSIONIZED = f"""
 SELECT user_id, event_time, revenue, age_days,
-       SUM(CASE WHEN previous IS NULL OR event_time - previous > INTERVAL {SESSION_GAP_MINUTES} MINUTE
-                THEN 1 ELSE 0 END)
+       SUM(CASE WHEN previous IS NULL OR date_diff('microsecond', previous, event_time) > {_GAP_US} THEN 1 ELSE 0 END)
            OVER (PARTITION BY user_id ORDER BY event_time ROWS UNBOUNDED PRECEDING) AS session_id
 FROM (SELECT *, LAG(event_time) OVER (PARTITION BY user_id ORDER BY event_time) AS previous FROM observed)
 """
 
 
-def features_sql(features: Sequence[Feature], source: str) -> str:
-    """One SELECT of every feature per user from the events in ``source``."""
+def timestamp_literal(moment: datetime) -> str:
+    """``moment`` as a SQL timestamp literal in UTC (the time zone event times are read in)."""
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='microseconds')}'"
+
+
+def features_query(features: Sequence[Feature], cutoff: datetime, sessionize: bool, ordered: bool = True) -> str:
+    """The one SELECT of every feature per user over the ``events`` view, in DuckDB's SQL.
+
+    Spark runs the same text, transpiled by sqlglot (``score.spark``); nothing else writes feature SQL.
+
+    Parameters
+    ----------
+    features : which features, in which column order.
+    cutoff : end of the observation window (inclusive).
+    sessionize : derive sessions from a 30-minute inactivity gap instead of the log's ``session_id``.
+    ordered : sort by ``user_id`` (a distributed engine skips it).
+    """
+    observed = _OBSERVED.format(cutoff=timestamp_literal(cutoff))
+    ctes = f"WITH observed AS ({observed})"
+    if sessionize:
+        ctes += f", sessions AS ({_SESSIONIZED})"
     columns = ",\n       ".join(f"{f.sql} AS {f.name}" for f in features)
-    return f"SELECT user_id,\n       {columns}\nFROM {source}\nGROUP BY user_id\nORDER BY user_id"
+    source = "sessions" if sessionize else "observed"
+    order = "\nORDER BY user_id" if ordered else ""
+    return f"{ctes}\nSELECT user_id,\n       {columns}\nFROM {source}\nGROUP BY user_id{order}"
 
 
 def build_features(
@@ -144,11 +173,7 @@ def build_features(
     -------
     DataFrame with ``user_id`` and one float column per feature, one row per user active before the cutoff.
     """
-    if sessionize:
-        sql = f"WITH observed AS ({_OBSERVED}), sessions AS ({_SESSIONIZED}) " + features_sql(features, "sessions")
-    else:
-        sql = f"WITH observed AS ({_OBSERVED}) " + features_sql(features, "observed")
-    frame = con.execute(sql, {"cutoff": cutoff}).df()
+    frame = con.execute(features_query(features, cutoff, sessionize)).df()
     logger.info("features users=%d cutoff=%s sessionized=%s", len(frame), cutoff.isoformat(), sessionize)
     if frame.empty:
         raise ValueError(f"no user has an event at or before the cutoff {cutoff.isoformat()}")

@@ -29,6 +29,7 @@ _PURCHASE = EVENT_TYPES.index("purchase")
 _USERS_PER_CHUNK = 50_000  # bounds memory: ~5M events per chunk at the default behaviour
 _DAY_US = 86_400 * 1_000_000
 _FADE_DAYS = (14, 50)  # activity declines over a per-user number of days in this range before churn
+_PAUSE_DAYS = (21, 63)  # how long a pausing user stays away
 _FADE_FLOOR = 0.05  # activity just before churn, relative to the user's usual level
 
 
@@ -39,6 +40,7 @@ class SimulationConfig:
     seed: int = 7
     sessions_scale: float = 1.0  # < 1 gives fewer sessions per user (a drifted population)
     revenue_scale: float = 1.0  # multiplies every purchase's revenue (prices or currency changed: drift in one feature)
+    pause_share: float = 0.0  # users who take one 3-9 week break and come back (seasonal users: a new churn pattern)
 
 
 def simulate_chunk(
@@ -52,11 +54,17 @@ def simulate_chunk(
     # Churn hazard falls with engagement: mean lifetime grows from weeks to many months.
     lifetime = rng.exponential(scale=70.0 * engagement**1.2)
     churn_day = signup_day + lifetime
+    day = np.arange(days, dtype=np.float64)[None, :]
+    paused = np.zeros((n_users, days), dtype=bool)
+    if config.pause_share > 0:  # drawn only when asked for: the default log stays the same, seed for seed
+        pause_start = rng.uniform(0, days, size=n_users)
+        pause_days = rng.uniform(*_PAUSE_DAYS, size=n_users) * (rng.random(n_users) < config.pause_share)
+        churn_day = churn_day + pause_days  # a break does not use up the user's lifetime
+        paused = (day >= pause_start[:, None]) & (day < (pause_start + pause_days)[:, None])
 
     fade_days = rng.uniform(*_FADE_DAYS, size=n_users)
-    day = np.arange(days, dtype=np.float64)[None, :]
     fade = np.clip((churn_day[:, None] - day) / fade_days[:, None], _FADE_FLOOR, 1.0) ** 1.5
-    alive = (day >= signup_day[:, None]) & (day < churn_day[:, None])
+    alive = (day >= signup_day[:, None]) & (day < churn_day[:, None]) & ~paused
     p_active = np.clip(0.12 * engagement, 0.02, 0.85)[:, None] * fade
     active = alive & (rng.random((n_users, days)) < p_active)
     user_idx, active_day = np.nonzero(active)
@@ -123,6 +131,8 @@ def simulate_events(config: SimulationConfig, out: Path) -> int:
     """
     if config.users < 1 or config.days < 1:
         raise ValueError(f"--users and --days must be positive (got {config.users} and {config.days})")
+    if not 0.0 <= config.pause_share <= 1.0:
+        raise ValueError(f"--pause-share must be between 0 and 1 (got {config.pause_share})")
     rng = np.random.default_rng(config.seed)
     as_csv = out.suffix.lower() == ".csv"
     n_events = n_sessions = 0

@@ -1,0 +1,95 @@
+"""Score every user of an event log in-process: DuckDB builds the features, onnxruntime scores them in chunks.
+
+The log is scanned, never loaded (DuckDB spills to disk past memory); the feature table (one row per user) is
+materialized once, then streamed in chunks of ``chunk_rows`` through the model into a Parquet file that appears,
+atomically, only when every row is written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+
+from score.model import ScoreError, ScoringSpec, load_for_scoring
+from score.output import RUN_RECORD_KEY, feature_matrix, record_metadata, with_predictions
+from score.summary import RunSummary
+from train._io import atomic_path
+from train.events import EventColumns, open_event_log
+from train.features import features_query
+
+logger = logging.getLogger(__name__)
+
+CHUNK_ROWS = 65_536
+
+
+def observation_cutoff(con: duckdb.DuckDBPyConnection, cutoff: datetime | None) -> datetime:
+    """The cutoff to score at: as given, or the log's last event; refused before the log's first event."""
+    ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
+    if cutoff is None:
+        return last
+    if cutoff.replace(tzinfo=None) < first:
+        raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
+    return cutoff
+
+
+def build_feature_table(con: duckdb.DuckDBPyConnection, spec: ScoringSpec, cutoff: datetime, sessionize: bool) -> int:
+    """Materialize ``scored_users`` (user_id + the model's features); returns the number of users."""
+    try:
+        con.execute(f"CREATE TEMP TABLE scored_users AS {features_query(spec.features, cutoff, sessionize)}")
+    except duckdb.Error as exc:
+        raise ScoreError(f"cannot build the model's features on DuckDB: {str(exc).splitlines()[0]}") from None
+    ((users,),) = con.execute("SELECT count(*) FROM scored_users").fetchall()
+    return int(users)
+
+
+def score_on_duckdb(
+    events: Path,
+    columns: EventColumns,
+    model_path: Path,
+    out: Path,
+    cutoff: datetime | None = None,
+    chunk_rows: int = CHUNK_ROWS,
+) -> RunSummary:
+    """Write ``out`` (Parquet): every user active at or before ``cutoff``, their features and their score."""
+    summary = RunSummary("duckdb", str(out))
+    with summary.timed("load"):
+        model, spec, _ = load_for_scoring(model_path)
+        con = open_event_log(events, columns)
+        cutoff = observation_cutoff(con, cutoff)
+    with summary.timed("features"):
+        total = build_feature_table(con, spec, cutoff, sessionize=columns.session is None)
+    if total == 0:
+        raise ScoreError(f"no user has an event at or before the cutoff {cutoff.isoformat()}")
+    logger.info("features of %d users at cutoff %s; scoring with %s", total, cutoff.isoformat(), spec.version)
+    record = record_metadata(spec.record(), cutoff, "duckdb")
+    reader = con.sql("SELECT * FROM scored_users").to_arrow_reader(chunk_rows)
+    with atomic_path(out) as tmp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            while True:
+                with summary.timed("read"):
+                    try:
+                        batch = reader.read_next_batch()
+                    except StopIteration:
+                        break
+                with summary.timed("score"):
+                    probabilities = model.churn_probability(feature_matrix(batch, spec.names))
+                    scored = with_predictions(batch, probabilities, spec, cutoff)
+                with summary.timed("write"):
+                    if writer is None:
+                        schema = scored.schema.with_metadata({RUN_RECORD_KEY: json.dumps(record)})
+                        writer = pq.ParquetWriter(tmp, schema)
+                    writer.write_batch(scored)
+                summary.users += scored.num_rows
+                summary.churners += int(scored.column("churn").true_count)
+                logger.info("scored %d/%d users (%.0f%%)", summary.users, total, 100 * summary.users / total)
+        finally:
+            if writer is not None:
+                writer.close()
+    con.close()
+    return summary

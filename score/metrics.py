@@ -1,0 +1,99 @@
+"""How good probabilities are against realized labels, in numpy alone (the scorer imports no scikit-learn).
+
+Each figure has the definition scikit-learn gives it, so the outcome report stands beside the model card's test
+figures (computed by scikit-learn at training) like for like; ``tests/unit/test_outcome_metrics.py`` holds them
+equal. The expected calibration error is defined here once, for both.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+CALIBRATION_BINS = 10
+
+
+def _average_ranks(values: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """1-based ranks, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    sorted_values = values[order]
+    starts = np.r_[0, np.flatnonzero(np.diff(sorted_values)) + 1]
+    ends = np.r_[starts[1:], len(values)]
+    mean_rank = (starts + ends + 1) / 2.0  # ranks starts+1 .. ends, averaged
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(mean_rank, ends - starts)
+    return ranks
+
+
+def roc_auc(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> float:
+    """Area under the ROC curve: the chance a random churner is scored above a random stayer (ties count half)."""
+    y = np.asarray(y_true, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("ROC-AUC needs both churners and users who stayed")
+    ranks = _average_ranks(np.asarray(y_score, dtype=np.float64))
+    return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+
+
+def average_precision(y_true: npt.ArrayLike, y_score: npt.ArrayLike) -> float:
+    """PR-AUC as average precision: precision at each distinct score, weighted by the recall it adds."""
+    y = np.asarray(y_true, dtype=bool)
+    scores = np.asarray(y_score, dtype=np.float64)
+    order = np.argsort(-scores, kind="mergesort")
+    y_sorted, s_sorted = y[order], scores[order]
+    last_of_each_score = np.r_[np.flatnonzero(np.diff(s_sorted)), len(s_sorted) - 1]
+    true_positives = np.cumsum(y_sorted)[last_of_each_score]
+    called = last_of_each_score + 1
+    if true_positives[-1] == 0:
+        return 0.0
+    precision = true_positives / called
+    recall = true_positives / true_positives[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def expected_calibration_error(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, n_bins: int = CALIBRATION_BINS) -> float:
+    """Mean |observed churn rate - mean predicted probability| over equal-width bins, weighted by bin size."""
+    bins = reliability(y_true, y_proba, n_bins)
+    users = sum(b["users"] for b in bins)
+    return float(sum(b["users"] / users * abs(b["observed"] - b["mean_predicted"]) for b in bins))
+
+
+def reliability(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, n_bins: int = CALIBRATION_BINS) -> list[dict[str, Any]]:
+    """Per non-empty equal-width bin of the probability: users, mean predicted probability, observed churn rate."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(y_proba, dtype=np.float64)
+    bins = np.minimum((p * n_bins).astype(int), n_bins - 1)
+    return [
+        {
+            "bin": [b / n_bins, (b + 1) / n_bins],
+            "users": int((bins == b).sum()),
+            "mean_predicted": float(p[bins == b].mean()),
+            "observed": float(y[bins == b].mean()),
+        }
+        for b in np.unique(bins)
+    ]
+
+
+def at_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float) -> dict[str, Any]:
+    """Precision, recall and F1 of ``p >= threshold`` (0 where undefined), and the share of users called."""
+    y = np.asarray(y_true, dtype=bool)
+    called = np.asarray(y_proba, dtype=np.float64) >= threshold
+    tp, fp, fn = int((called & y).sum()), int((called & ~y).sum()), int((~called & y).sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    tn = len(y) - tp - fp - fn
+    return {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "predicted_churn_share": float(called.mean()),
+        "confusion_matrix": [[tn, fp], [fn, tp]],
+    }
+
+
+def brier(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> float:
+    """Mean squared difference between the probability and the 0/1 outcome."""
+    return float(np.mean((np.asarray(y_proba, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)) ** 2))

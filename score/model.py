@@ -1,0 +1,106 @@
+"""The served model as a batch scorer sees it: the server's checked loader, plus the catalogue features it needs.
+
+A model's metadata carries the SQL of every feature it was trained with. The scorer builds exactly the catalogue's
+features, so it accepts a model only when each of its features is in this version's catalogue with the same SQL:
+a model trained on another definition is refused, never scored on features it was not trained with (and no SQL
+from a model file is ever run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from server.model import Model, ModelError, load_model, model_from_bytes
+from train.features import BY_NAME, Feature
+
+
+class ScoreError(ValueError):
+    """Bad input to a scoring or outcomes run; the message names what is wrong in one line."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringSpec:
+    """What every engine needs to know about the model, read once on the driver."""
+
+    features: tuple[Feature, ...]
+    threshold: float
+    version: str
+    sha256: str
+    feature_set: str
+    label_days: int | None  # the training label window, the outcome report's default
+    test_metrics: dict[str, Any]
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def record(self) -> dict[str, Any]:
+        """The run record that travels with the predictions (the outcome report reads it)."""
+        return {
+            "model_version": self.version,
+            "model_sha256": self.sha256,
+            "feature_set": self.feature_set,
+            "features": self.names,
+            "threshold": self.threshold,
+            "label_days": self.label_days,
+            "test_metrics": self.test_metrics,
+        }
+
+
+def _catalogue_features(model: Model) -> tuple[Feature, ...]:
+    try:
+        schema = {item["name"]: item for item in json.loads(model.metadata.get("feature_schema", "[]"))}
+    except (json.JSONDecodeError, TypeError, KeyError):
+        raise ScoreError("model metadata 'feature_schema' is not a list of feature definitions") from None
+    features = []
+    for name in model.info.features:
+        known = BY_NAME.get(name)
+        if known is None:
+            raise ScoreError(f"model feature {name!r} is not in this version's feature catalogue: cannot build it")
+        if schema.get(name, {}).get("sql") != known.sql:
+            raise ScoreError(
+                f"model feature {name!r} was trained with another SQL definition than this version's: "
+                "retrain the model, or score with the version that trained it"
+            )
+        features.append(known)
+    return tuple(features)
+
+
+def scoring_spec(model: Model) -> ScoringSpec:
+    """The :class:`ScoringSpec` of a loaded model; :class:`ScoreError` when its features cannot be built here."""
+    info = model.info
+    summary = json.loads(model.metadata.get("train_summary", "{}"))
+    label_days = summary.get("label_days") if isinstance(summary, dict) else None
+    return ScoringSpec(
+        features=_catalogue_features(model),
+        threshold=info.threshold,
+        version=info.version,
+        sha256=info.sha256,
+        feature_set=info.feature_set,
+        label_days=label_days if isinstance(label_days, int) else None,
+        test_metrics=info.test_metrics,
+    )
+
+
+def load_for_scoring(path: Path, threads: int = 0) -> tuple[Model, ScoringSpec, bytes]:
+    """Load and check the model (sha256 sidecar, metadata, golden rows) and read its spec and bytes."""
+    try:
+        model = load_model(path, threads=threads)
+        data = Path(path).read_bytes()  # what Spark's workers get; the same file unless it was replaced meanwhile
+    except (ModelError, OSError) as exc:
+        raise ScoreError(str(exc)) from None
+    if hashlib.sha256(data).hexdigest() != model.info.sha256:
+        raise ScoreError(f"model file {str(path)!r} changed while it was read")
+    return model, scoring_spec(model), data
+
+
+def worker_model(data: bytes, cache: dict[str, Model], sha256: str) -> Model:
+    """One model per worker process, built from the broadcast bytes the first time a partition needs it."""
+    model = cache.get(sha256)
+    if model is None:
+        model = cache[sha256] = model_from_bytes(data, threads=1, source="broadcast model")
+    return model

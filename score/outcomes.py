@@ -1,0 +1,209 @@
+"""How good were the served predictions? Label every scored user from a later log and compare with the model card.
+
+A user churned when the later log holds no event of theirs in ``(cutoff, cutoff + label_days]``: the rule the
+model was trained on. The later log must cover that window (it may start up to a day after the cutoff, as a
+daily export does), or every user who came back outside it would count as churned.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from score import metrics
+from score.model import ScoreError
+from score.output import read_predictions
+from train._io import atomic_path, write_text_atomic
+from train.events import EventColumns, open_event_log
+
+DEFAULT_LABEL_DAYS = 30
+START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff
+COMPARED = (  # figure, label, lower is better
+    ("roc_auc", "ROC-AUC", False),
+    ("pr_auc", "PR-AUC (churners)", False),
+    ("precision", "precision at the served threshold", False),
+    ("recall", "recall at the served threshold", False),
+    ("f1", "F1 at the served threshold", False),
+    ("brier", "Brier score", True),
+    ("calibration_error", "expected calibration error", True),
+    ("predicted_churn_share", "share of users flagged", None),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeReport:
+    figures: dict[str, Any]
+    out: Path
+
+    @property
+    def degraded(self) -> bool:
+        return bool(self.figures["degraded"])
+
+    def line(self) -> str:
+        f = self.figures
+        test = f["test"].get("roc_auc")
+        against = f"test {test:.3f}" if test is not None else "no test figure in the model"
+        verdict = "DEGRADED" if self.degraded else "ok"
+        return (
+            f"{verdict}: realized ROC-AUC {f['realized']['roc_auc']:.3f} ({against}, tolerance {f['tolerance']}) "
+            f"on {f['users']} users scored at {f['cutoff']}, churn {f['churn_rate']:.1%} -> {self.out}/"
+        )
+
+
+def _single(table: pa.Table, column: str) -> Any:
+    values = table.column(column).unique().to_pylist()
+    if len(values) != 1:
+        raise ScoreError(f"predictions mix {len(values)} values of {column!r}: report one scoring run at a time")
+    return values[0]
+
+
+def realized_labels(
+    user_ids: pa.Array, events: Path, columns: EventColumns, cutoff: datetime, label_days: int
+) -> np.ndarray:
+    """``True`` for each scored user with no event in the label window of the later log, in ``user_ids`` order."""
+    con = open_event_log(events, columns)
+    ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
+    end = cutoff + timedelta(days=label_days)
+    if first > cutoff + START_GRACE or last < end:
+        raise ScoreError(
+            f"the later log ({first.isoformat()} to {last.isoformat()}) does not cover the label window "
+            f"{cutoff.isoformat()} to {end.isoformat()} ({label_days} days): it must reach from the cutoff "
+            "(within a day) to the window's end"
+        )
+    con.register("scored", pa.table({"user_id": user_ids}))
+    returned = con.execute(
+        """SELECT s.user_id IN (SELECT DISTINCT CAST(user_id AS VARCHAR) FROM events
+                                WHERE event_time > $cutoff AND event_time <= $end)
+           FROM (SELECT CAST(user_id AS VARCHAR) AS user_id FROM scored) s""",
+        {"cutoff": cutoff, "end": end},
+    ).fetchnumpy()
+    con.close()
+    return ~next(iter(returned.values())).astype(bool)
+
+
+def realized_figures(churned: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
+    """Every figure the model card gives for its test set, on the realized labels."""
+    if churned.all() or not churned.any():
+        raise ScoreError(
+            f"every one of the {len(churned)} scored users {'churned' if churned.all() else 'came back'}: "
+            "ROC-AUC is undefined; choose another --label-days"
+        )
+    return {
+        "roc_auc": metrics.roc_auc(churned, probability),
+        "pr_auc": metrics.average_precision(churned, probability),
+        **metrics.at_threshold(churned, probability, threshold),
+        "brier": metrics.brier(churned, probability),
+        "calibration_error": metrics.expected_calibration_error(churned, probability),
+    }
+
+
+def report_outcomes(
+    predictions: Path,
+    events: Path,
+    columns: EventColumns,
+    label_days: int | None,
+    tolerance: float,
+    out: Path,
+) -> OutcomeReport:
+    """Label, measure, and write ``outcomes.json``, ``outcomes.md`` and ``reliability.png`` into ``out``."""
+    if not 0.0 <= tolerance <= 1.0:
+        raise ScoreError(f"--tolerance must be between 0 and 1 (got {tolerance})")
+    table, record = read_predictions(predictions)
+    label_days = label_days or record.get("label_days") or DEFAULT_LABEL_DAYS
+    if label_days < 1:
+        raise ScoreError(f"--label-days must be at least 1 (got {label_days})")
+    cutoff: datetime = _single(table, "cutoff")
+    threshold = float(_single(table, "threshold"))
+    version = _single(table, "model_version")
+    probability = table.column("churn_probability").to_numpy()
+    churned = realized_labels(table.column("user_id").combine_chunks(), events, columns, cutoff, label_days)
+    realized = realized_figures(churned, probability, threshold)
+    test = record.get("test_metrics", {})
+    test_auc = test.get("roc_auc")
+    figures = {
+        "model_version": version,
+        "model_sha256": record.get("model_sha256"),
+        "cutoff": cutoff.isoformat(),
+        "label_days": label_days,
+        "label_window": [cutoff.isoformat(), (cutoff + timedelta(days=label_days)).isoformat()],
+        "users": len(churned),
+        "churn_rate": float(churned.mean()),
+        "threshold": threshold,
+        "realized": realized,
+        "test": {key: test[key] for key, _, _ in COMPARED if key in test},
+        "tolerance": tolerance,
+        "roc_auc_drop": None if test_auc is None else test_auc - realized["roc_auc"],
+        "degraded": test_auc is not None and realized["roc_auc"] < test_auc - tolerance,
+        "reliability": metrics.reliability(churned, probability),
+    }
+    png = reliability_plot(figures)
+    write_text_atomic(out / "outcomes.json", json.dumps(figures, indent=2) + "\n")
+    with atomic_path(out / "reliability.png") as tmp:
+        tmp.write_bytes(png)
+    write_text_atomic(out / "outcomes.md", render_markdown(figures))
+    return OutcomeReport(figures, out)
+
+
+def render_markdown(figures: dict[str, Any]) -> str:
+    realized, test = figures["realized"], figures["test"]
+
+    def row(key: str, label: str) -> str:
+        mine = realized[key]
+        theirs = f"{test[key]:.3f}" if key in test else "–"
+        change = f"{mine - test[key]:+.3f}" if key in test else "–"
+        return f"| {label} | {mine:.3f} | {theirs} | {change} |"
+
+    rows = "\n".join(row(key, label) for key, label, _ in COMPARED)
+    (tn, fp), (fn, tp) = realized["confusion_matrix"]
+    verdict = (
+        f"**Degraded:** the realized ROC-AUC is {figures['roc_auc_drop']:.3f} below the test ROC-AUC, more than the "
+        f"tolerance of {figures['tolerance']}. Retrain on recent data, or look for drift (`python -m train drift`)."
+        if figures["degraded"]
+        else f"Within tolerance: the realized ROC-AUC is at most {figures['tolerance']} below the test ROC-AUC."
+    )
+    return f"""# Outcomes of {figures["model_version"]}
+
+{figures["users"]} users scored at {figures["cutoff"]}, labeled from the later log: churned = no event in the
+following {figures["label_days"]} days ({figures["label_window"][0]} to {figures["label_window"][1]}).
+Realized churn rate {figures["churn_rate"]:.1%}; served threshold {figures["threshold"]:.4f}.
+
+| figure | realized | model card (test set) | change |
+|---|---|---|---|
+{rows}
+
+Confusion matrix at the served threshold: tn {tn}, fp {fp}, fn {fn}, tp {tp}.
+
+{verdict}
+
+![reliability](reliability.png)
+"""
+
+
+def reliability_plot(figures: dict[str, Any]) -> bytes:
+    """Observed churn rate against mean predicted probability per bin, with the diagonal of perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = figures["reliability"]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    ax.plot(
+        [b["mean_predicted"] for b in bins], [b["observed"] for b in bins], marker="o", label="realized (this period)"
+    )
+    ax.set_xlabel("mean predicted churn probability")
+    ax.set_ylabel("observed churn rate")
+    ax.set_title(f"{figures['model_version']}: ECE {figures['realized']['calibration_error']:.3f}")
+    ax.legend(loc="upper left")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,108 @@
+"""The predictions table: its columns, how a chunk of scored users becomes rows of it, and its run record.
+
+Both engines build their rows here, so a churn flag means the same thing whichever engine wrote it. The run
+record (model version, sha256, threshold, label window, the model card's test figures) travels in the Parquet
+footer of a single file, or as ``_pulse_run.json`` beside the part files of a folder (Spark's output), where
+Parquet readers skip it as they skip ``_SUCCESS``.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.fs as pa_fs
+import pyarrow.parquet as pq
+
+from score.model import ScoreError, ScoringSpec
+
+RUN_RECORD_KEY = b"pulse.run"
+RUN_RECORD_FILE = "_pulse_run.json"
+PREDICTION_COLUMNS = ("churn_probability", "churn", "threshold", "model_version", "cutoff")
+OUTCOME_COLUMNS = ("user_id", "churn_probability", "threshold", "model_version", "cutoff")
+
+
+def prediction_fields() -> list[pa.Field]:
+    """The columns appended to ``user_id`` and the features, in order."""
+    return [
+        pa.field("churn_probability", pa.float64()),
+        pa.field("churn", pa.bool_()),
+        pa.field("threshold", pa.float64()),
+        pa.field("model_version", pa.string()),
+        pa.field("cutoff", pa.timestamp("us")),
+    ]
+
+
+def feature_matrix(batch: pa.RecordBatch, names: list[str]) -> npt.NDArray[np.float32]:
+    """The model's input rows: the batch's feature columns in the model's order, as float32."""
+    X = np.empty((batch.num_rows, len(names)), dtype=np.float32)
+    for j, name in enumerate(names):
+        X[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+    return X
+
+
+def with_predictions(
+    batch: pa.RecordBatch, probabilities: npt.NDArray[np.float32], spec: ScoringSpec, cutoff: datetime
+) -> pa.RecordBatch:
+    """``batch`` (user_id and features) with the prediction columns appended.
+
+    The flag is the server's rule: the float32 probability compared with the threshold, ``p >= threshold``.
+    """
+    n = batch.num_rows
+    p = probabilities.astype(np.float64)
+    columns = [
+        pa.array(p),
+        pa.array(p >= spec.threshold),
+        pa.array(np.full(n, spec.threshold)),
+        pa.array(np.full(n, spec.version, dtype=object), pa.string()),
+        pa.array(np.full(n, np.datetime64(cutoff.replace(tzinfo=None), "us"))),
+    ]
+    return pa.RecordBatch.from_arrays(
+        [*batch.columns, *columns], schema=pa.schema([*batch.schema, *prediction_fields()])
+    )
+
+
+def record_metadata(record: dict[str, Any], cutoff: datetime, engine: str) -> dict[str, Any]:
+    return {**record, "cutoff": cutoff.isoformat(), "engine": engine}
+
+
+def write_run_record(folder: str, record: dict[str, Any]) -> None:
+    """``_pulse_run.json`` inside an output folder, on any filesystem pyarrow reaches (local, s3://, hdfs://)."""
+    filesystem, path = pa_fs.FileSystem.from_uri(folder) if "://" in folder else (pa_fs.LocalFileSystem(), folder)
+    with filesystem.open_output_stream(f"{path.rstrip('/')}/{RUN_RECORD_FILE}") as stream:
+        stream.write((json.dumps(record, indent=2) + "\n").encode())
+
+
+def read_run_record(path: Path) -> dict[str, Any]:
+    """The run record of a predictions file or folder; :class:`ScoreError` when it has none."""
+    try:
+        if path.is_dir():
+            record_file = path / RUN_RECORD_FILE
+            if not record_file.is_file():
+                raise ScoreError(f"predictions folder {str(path)!r} has no {RUN_RECORD_FILE}: not written by score run")
+            record: dict[str, Any] = json.loads(record_file.read_text())
+            return record
+        metadata = pq.read_schema(path).metadata or {}
+    except (OSError, pa.ArrowInvalid, json.JSONDecodeError) as exc:
+        raise ScoreError(f"cannot read predictions {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    if RUN_RECORD_KEY not in metadata:
+        raise ScoreError(f"predictions file {str(path)!r} has no run record: not written by `python -m score run`")
+    record = json.loads(metadata[RUN_RECORD_KEY])
+    return record
+
+
+def read_predictions(path: Path) -> tuple[pa.Table, dict[str, Any]]:
+    """The columns the outcome report needs, and the run record."""
+    if not path.exists():
+        raise ScoreError(f"predictions {str(path)!r} do not exist")
+    record = read_run_record(path)
+    try:
+        table = pq.read_table(path, columns=list(OUTCOME_COLUMNS))
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ScoreError(f"cannot read predictions {str(path)!r}: {str(exc).splitlines()[0]}") from None
+    return table, record
