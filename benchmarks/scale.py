@@ -25,12 +25,12 @@ if stage == "simulate":
     result = {"events": n}
 else:
     from train.events import EventColumns, open_event_log
-    from train.features import build_features
+    from train.features import build_features, feature_set
     from train.labels import default_cutoff, make_labels
     sessionize = stage == "features-sessionized"
     con = open_event_log(events, EventColumns(session=None if sessionize else "session_id", revenue="revenue"))
     cutoff = default_cutoff(con, 30)
-    table = build_features(con, cutoff, sessionize=sessionize)
+    table = build_features(con, cutoff, sessionize, feature_set("behaviour"))
     labels = make_labels(con, table["user_id"], cutoff, 30)
     result = {"users": len(table), "churn_rate": float(labels.mean())}
 result["seconds"] = round(time.perf_counter() - started, 1)

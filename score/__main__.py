@@ -20,6 +20,13 @@ from train.events import add_column_flags, columns_from_flags, iso_timestamp
 DEFAULT_TOLERANCE = 0.05
 
 
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--spark-conf {text!r} is not KEY=VALUE")
+    return key, value
+
+
 def build_parser() -> argparse.ArgumentParser:
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(prog="python -m score", description=__doc__, formatter_class=formatter)
@@ -36,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--engine", choices=("duckdb", "spark"), default="duckdb", help="where the features are built")
     run.add_argument(
         "--master", default=None, help="Spark master (local[2], spark://host:7077, yarn); absent: spark-submit's"
+    )
+    run.add_argument(
+        "--spark-conf",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Spark setting, repeatable (spark.driver.memory=4g); spark-submit's --conf does the same",
     )
     run.add_argument(
         "--out",
@@ -79,7 +93,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.engine == "spark":
                 from score.spark_engine import score_on_spark
 
-                summary = score_on_spark(args.events, columns, args.model, args.out, args.cutoff, args.master)
+                conf = dict(_key_value(item) for item in args.spark_conf)
+                summary = score_on_spark(
+                    args.events, columns, args.model, args.out, args.cutoff, args.master, conf=conf
+                )
             else:
                 from score.duckdb_engine import score_on_duckdb
 

@@ -58,9 +58,9 @@ def with_predictions(
     columns = [
         pa.array(p),
         pa.array(p >= spec.threshold),
-        pa.array(np.full(n, spec.threshold)),
-        pa.array(np.full(n, spec.version, dtype=object), pa.string()),
-        pa.array(np.full(n, np.datetime64(cutoff.replace(tzinfo=None), "us"))),
+        pa.repeat(pa.scalar(spec.threshold, pa.float64()), n),
+        pa.repeat(pa.scalar(spec.version, pa.string()), n),
+        pa.repeat(pa.scalar(cutoff.replace(tzinfo=None), pa.timestamp("us")), n),
     ]
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *columns], schema=pa.schema([*batch.schema, *prediction_fields()])

@@ -44,14 +44,16 @@ def spark_sql(duckdb_sql: str) -> str:
     return sqlglot.transpile(duckdb_sql, read="duckdb", write="spark")[0]
 
 
-def spark_session(master: str | None) -> SparkSession:
-    """The running session (``spark-submit``), or a new one on ``master`` (default ``local[*]``).
+def spark_session(master: str | None, conf: dict[str, str] | None = None) -> SparkSession:
+    """The running session (``spark-submit``), or a new one on ``master`` (default ``local[*]``) with ``conf``.
 
     Timestamps are read and cut into days in UTC, as DuckDB does; a local master keeps all traffic on loopback.
     """
     from pyspark.sql import SparkSession
 
     builder = SparkSession.builder.appName("pulse-score")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     if master is not None:
         builder = builder.master(master)
     if (master or "local").startswith("local"):
@@ -165,6 +167,7 @@ def score_on_spark(
     cutoff: datetime | None = None,
     master: str | None = None,
     spark: SparkSession | None = None,
+    conf: dict[str, str] | None = None,
 ) -> RunSummary:
     """Write ``out`` (a folder of Parquet part files and the run record): every user and their score."""
     from pyspark.errors import PySparkException
@@ -174,7 +177,7 @@ def score_on_spark(
     summary = RunSummary("spark", out)
     with summary.timed("load"):
         _, spec, model_bytes = load_for_scoring(model_path)
-        spark = spark or spark_session(master)
+        spark = spark or spark_session(master, conf)
         open_events(spark, events, columns)
         first, last = spark.sql("SELECT min(event_time), max(event_time) FROM events").collect()[0]
         if cutoff is None:

@@ -9,6 +9,7 @@ import pytest
 
 import benchmarks.__main__
 import export.__main__
+import score.__main__
 import server.__main__
 import train.__main__
 
@@ -16,6 +17,7 @@ PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "train": train.__main__.build_parser,
     "export": export.__main__.build_parser,
     "server": server.__main__.build_parser,
+    "score": score.__main__.build_parser,
     "benchmarks": benchmarks.__main__.build_parser,
 }
 
