@@ -43,6 +43,10 @@ def feature_matrix(batch: pa.RecordBatch, names: list[str]) -> npt.NDArray[np.fl
     X = np.empty((batch.num_rows, len(names)), dtype=np.float32)
     for j, name in enumerate(names):
         X[:, j] = batch.column(name).to_numpy(zero_copy_only=False)
+    finite = np.isfinite(X)
+    if not finite.all():  # the server would answer 422 for such a row: refuse rather than score a guess
+        bad = int(np.argmin(finite.all(axis=0)))
+        raise ScoreError(f"feature {names[bad]!r} is not a finite number for {int((~finite[:, bad]).sum())} users")
     return X
 
 

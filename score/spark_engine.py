@@ -27,7 +27,7 @@ import sqlglot
 from score.model import ScoreError, ScoringSpec, load_for_scoring, worker_model
 from score.output import feature_matrix, prediction_fields, record_metadata, with_predictions, write_run_record
 from score.summary import RunSummary
-from train.events import EventColumns
+from train.events import SESSIONIZE_HINT, EventColumns
 from train.features import features_query, timestamp_literal
 
 if TYPE_CHECKING:
@@ -103,6 +103,8 @@ def open_events(spark: SparkSession, path: str, columns: EventColumns) -> None:
     for name in (c for c in (columns.user, columns.time, columns.session, columns.revenue) if c is not None):
         if name not in types:
             raise ScoreError(f"event log is missing column {name!r} (it has: {', '.join(types)})")
+    if raw.isEmpty():
+        raise ScoreError(f"event log {path!r} is empty")
     raw.createOrReplaceTempView("raw_events")
 
     time = _quote(columns.time)
@@ -122,21 +124,23 @@ def open_events(spark: SparkSession, path: str, columns: EventColumns) -> None:
         found = types[columns.revenue].simpleString().upper()
         raise ScoreError(f"column {columns.revenue!r} must be numeric revenue, found type {found}")
     session_sql = "CAST(NULL AS BIGINT)" if columns.session is None else _quote(columns.session)
+    empty_sessions_sql = "0" if columns.session is None else f"count_if({session_sql} IS NULL)"
     user = _quote(columns.user)
-    rows, bad_time, example_time, null_users, negative, lowest = spark.sql(
-        f"""SELECT count(*), count_if({time_sql} IS NULL),
+    bad_time, example_time, null_users, null_sessions, negative, lowest = spark.sql(
+        f"""SELECT count_if({time_sql} IS NULL),
                    first(CAST({time} AS STRING)) FILTER (WHERE {time_sql} IS NULL),
-                   count_if({user} IS NULL), count_if({revenue_sql} < 0), min({revenue_sql})
+                   count_if({user} IS NULL), {empty_sessions_sql},
+                   count_if({revenue_sql} < 0), min({revenue_sql})
             FROM raw_events"""
     ).collect()[0]
-    if rows == 0:
-        raise ScoreError(f"event log {path!r} is empty")
     if bad_time:
         raise ScoreError(
             f"column {columns.time!r} has {bad_time} unparseable or empty timestamps, e.g. {example_time!r}"
         )
     if null_users:
         raise ScoreError(f"column {columns.user!r} has {null_users} empty user ids")
+    if null_sessions:
+        raise ScoreError(f"column {columns.session!r} has {null_sessions} empty session ids; {SESSIONIZE_HINT}")
     if negative:
         raise ScoreError(f"column {columns.revenue!r} has {negative} negative values, e.g. {lowest}")
     spark.sql(

@@ -44,6 +44,9 @@ class EventColumns:
     revenue: str | None = "revenue"
 
 
+SESSIONIZE_HINT = "leave out --session-col to split sessions at 30-minute gaps instead"
+
+
 def add_column_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that map a log's own column names onto the canonical ones (every command that reads a log)."""
     parser.add_argument("--user-col", default="user_id", help="event log column holding the user id")
@@ -139,13 +142,15 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
             raise ValueError(f"column {columns.revenue!r} must be numeric revenue, found type {revenue_type}")
         revenue_sql = f"COALESCE(CAST({_quote_ident(columns.revenue)} AS DOUBLE), 0.0)"
     session_sql = "NULL" if columns.session is None else _quote_ident(columns.session)
+    empty_sessions_sql = "0" if columns.session is None else f"count(*) FILTER (WHERE {session_sql} IS NULL)"
 
     try:
-        bad_time, example_time, null_users, negative, example_negative = con.execute(
+        bad_time, example_time, null_users, null_sessions, negative, example_negative = con.execute(
             f"""
             SELECT count(*) FILTER (WHERE {time_sql} IS NULL),
                    any_value(CAST({time} AS VARCHAR)) FILTER (WHERE {time_sql} IS NULL),
                    count(*) FILTER (WHERE {user} IS NULL),
+                   {empty_sessions_sql},
                    count(*) FILTER (WHERE {revenue_sql} < 0),
                    min({revenue_sql})
             FROM raw_events
@@ -159,6 +164,8 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
         )
     if null_users:
         raise ValueError(f"column {columns.user!r} has {null_users} empty user ids")
+    if null_sessions:
+        raise ValueError(f"column {columns.session!r} has {null_sessions} empty session ids; {SESSIONIZE_HINT}")
     if negative:
         raise ValueError(f"column {columns.revenue!r} has {negative} negative values, e.g. {example_negative}")
 

@@ -20,7 +20,8 @@ import pytest
 from score.duckdb_engine import score_on_duckdb
 from score.model import ScoreError
 from score.output import RUN_RECORD_FILE
-from score.spark_engine import score_on_spark, spark_session
+from score.spark_engine import open_events, score_on_spark, spark_session
+from tests.unit.test_events import BAD_LOGS
 from train.events import EventColumns
 from train.features import feature_set
 
@@ -128,6 +129,15 @@ def test_bad_input_on_spark_is_one_error_and_writes_nothing(
     with pytest.raises(ScoreError, match="event log is missing column 'amount'"):
         score_on_spark(str(event_log), EventColumns(revenue="amount"), behaviour_model, str(out), spark=spark)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("text", "columns", "message"), BAD_LOGS)
+def test_spark_refuses_the_bad_logs_duckdb_refuses_with_the_same_words(
+    spark: Any, tmp_path: Path, text: str, columns: EventColumns, message: str
+) -> None:
+    (tmp_path / "events.csv").write_text(text)
+    with pytest.raises(ScoreError, match=message):
+        open_events(spark, str(tmp_path / "events.csv"), columns)
 
 
 def test_the_command_line_scores_on_spark_and_the_outcome_report_reads_its_folder(
