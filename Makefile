@@ -53,8 +53,8 @@ check: setup-all
 bench: setup-all export  ## the speed report into benchmarks/results/
 	$(PY) -m benchmarks run
 
-assets: setup-all  ## refresh the committed examples in assets/: model report, drift example, speed report
-	bash scripts/assets
+assets: setup-all  ## refresh the committed examples in assets/: model report, drift and outcome examples, speed report
+	bash scripts/assets $(PARTS)
 
 clean:
 	rm -rf data artifacts logs benchmarks/results .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -45,22 +45,25 @@ def spark_sql(duckdb_sql: str) -> str:
 
 
 def spark_session(master: str | None, conf: dict[str, str] | None = None) -> SparkSession:
-    """The running session (``spark-submit``), or a new one on ``master`` (default ``local[*]``) with ``conf``.
+    """The session to run on: ``master``, else spark-submit's, else ``local[*]``, with ``conf`` on top.
 
     Timestamps are read and cut into days in UTC, as DuckDB does; a local master keeps all traffic on loopback.
     """
     from pyspark.sql import SparkSession
 
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ  # spark-submit started us and said where to run
+    if master is None and not submitted:
+        master = "local[*]"
     builder = SparkSession.builder.appName("pulse-score")
-    for key, value in (conf or {}).items():
-        builder = builder.config(key, value)
     if master is not None:
         builder = builder.master(master)
-    if (master or "local").startswith("local"):
+    if master is not None and master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # workers need this interpreter's packages
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.ui.enabled", "false")
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     session = (
         builder.config("spark.sql.session.timeZone", "UTC")
         .config("spark.sql.timestampType", "TIMESTAMP_NTZ")
@@ -190,7 +193,7 @@ def score_on_spark(
             raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
     assert cutoff is not None
     query = spark_sql(features_query(spec.features, cutoff, columns.session is None, ordered=False))
-    logger.info("spark feature query at cutoff %s:\n%s", timestamp_literal(cutoff), query)
+    logger.debug("spark feature query at cutoff %s:\n%s", timestamp_literal(cutoff), query)
     broadcast = spark.sparkContext.broadcast(model_bytes)
     score = functools.partial(_score_partition, model_bytes=broadcast, spec=spec, cutoff=cutoff)
     try:
