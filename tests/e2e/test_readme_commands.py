@@ -1,6 +1,6 @@
-"""The README's commands on a fresh clone: the main job, the drift check and the benchmark smoke run all work,
-write their output to ignored folders, and leave ``git status`` clean (committed examples change only through
-``make assets``)."""
+"""The README's commands on a fresh clone: the main job, the drift check, batch scoring with its outcome report and
+the benchmark smoke run all work, write their output to ignored folders, and leave ``git status`` clean (committed
+examples change only through ``make assets``)."""
 
 from __future__ import annotations
 
@@ -91,6 +91,15 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         ok=(0, 1),
     )
     assert (clone / "artifacts" / "drift" / "data_drift_report.html").is_file()
+
+    # Batch scoring and the outcome report with their default paths, at the training cutoff (its window is covered).
+    cutoff = json.loads((clone / "artifacts" / "metrics.json").read_text())["cutoff"]
+    scored = _run(clone, python, "-m", "score", "run", "--events", "data/events.parquet", "--cutoff", cutoff,
+                  "--session-col", "session_id", "--revenue-col", "revenue")  # fmt: skip
+    assert "-> artifacts/predictions.parquet" in scored
+    _run(clone, python, "-m", "score", "outcomes", "--predictions", "artifacts/predictions.parquet",
+         "--events", "data/events.parquet", ok=(0, 1))  # fmt: skip
+    assert (clone / "artifacts" / "outcomes" / "outcomes.md").is_file()
 
     # The benchmark harness's smoke run with its defaults: every scenario runs and reports.
     _run(clone, python, "-m", "benchmarks", "run", "--smoke")
