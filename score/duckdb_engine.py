@@ -16,11 +16,11 @@ import duckdb
 import pyarrow.parquet as pq
 
 from score.model import ScoreError, ScoringSpec, load_for_scoring
-from score.output import RUN_RECORD_KEY, feature_matrix, record_metadata, with_predictions
+from score.output import RUN_RECORD_KEY, feature_matrix, with_predictions
 from score.summary import RunSummary
 from train._io import atomic_path
 from train.events import EventColumns, open_event_log
-from train.features import features_query
+from train.features import features_query, utc_naive
 
 logger = logging.getLogger(__name__)
 
@@ -32,7 +32,8 @@ def observation_cutoff(con: duckdb.DuckDBPyConnection, cutoff: datetime | None) 
     ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
     if cutoff is None:
         return last
-    if cutoff.replace(tzinfo=None) < first:
+    cutoff = utc_naive(cutoff)
+    if cutoff < first:
         raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
     return cutoff
 
@@ -66,7 +67,7 @@ def score_on_duckdb(
     if total == 0:
         raise ScoreError(f"no user has an event at or before the cutoff {cutoff.isoformat()}")
     logger.info("features of %d users at cutoff %s; scoring with %s", total, cutoff.isoformat(), spec.version)
-    record = record_metadata(spec.record(), cutoff, "duckdb")
+    record = spec.record(cutoff, "duckdb")
     reader = con.sql("SELECT * FROM scored_users").to_arrow_reader(chunk_rows)
     with atomic_path(out) as tmp:
         writer: pq.ParquetWriter | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,11 @@ class ScoringSpec:
     def names(self) -> list[str]:
         return [f.name for f in self.features]
 
-    def record(self) -> dict[str, Any]:
+    def record(self, cutoff: datetime, engine: str) -> dict[str, Any]:
         """The run record that travels with the predictions (the outcome report reads it)."""
         return {
+            "cutoff": cutoff.isoformat(),
+            "engine": engine,
             "model_version": self.version,
             "model_sha256": self.sha256,
             "feature_set": self.feature_set,
@@ -73,7 +76,10 @@ def _catalogue_features(model: Model) -> tuple[Feature, ...]:
 def scoring_spec(model: Model) -> ScoringSpec:
     """The :class:`ScoringSpec` of a loaded model; :class:`ScoreError` when its features cannot be built here."""
     info = model.info
-    summary = json.loads(model.metadata.get("train_summary", "{}"))
+    try:
+        summary = json.loads(model.metadata.get("train_summary", "{}"))
+    except json.JSONDecodeError:
+        raise ScoreError("model metadata 'train_summary' is not valid JSON") from None
     label_days = summary.get("label_days") if isinstance(summary, dict) else None
     return ScoringSpec(
         features=_catalogue_features(model),

@@ -23,7 +23,6 @@ from score.model import ScoreError, ScoringSpec
 
 RUN_RECORD_KEY = b"pulse.run"
 RUN_RECORD_FILE = "_pulse_run.json"
-PREDICTION_COLUMNS = ("churn_probability", "churn", "threshold", "model_version", "cutoff")
 OUTCOME_COLUMNS = ("user_id", "churn_probability", "threshold", "model_version", "cutoff")
 
 
@@ -64,15 +63,11 @@ def with_predictions(
         pa.array(p >= spec.threshold),
         pa.repeat(pa.scalar(spec.threshold, pa.float64()), n),
         pa.repeat(pa.scalar(spec.version, pa.string()), n),
-        pa.repeat(pa.scalar(cutoff.replace(tzinfo=None), pa.timestamp("us")), n),
+        pa.repeat(pa.scalar(cutoff, pa.timestamp("us")), n),
     ]
     return pa.RecordBatch.from_arrays(
         [*batch.columns, *columns], schema=pa.schema([*batch.schema, *prediction_fields()])
     )
-
-
-def record_metadata(record: dict[str, Any], cutoff: datetime, engine: str) -> dict[str, Any]:
-    return {**record, "cutoff": cutoff.isoformat(), "engine": engine}
 
 
 def write_run_record(folder: str, record: dict[str, Any]) -> None:

@@ -25,10 +25,16 @@ import pyarrow as pa
 import sqlglot
 
 from score.model import ScoreError, ScoringSpec, load_for_scoring, worker_model
-from score.output import feature_matrix, prediction_fields, record_metadata, with_predictions, write_run_record
+from score.output import (
+    RUN_RECORD_FILE,
+    feature_matrix,
+    prediction_fields,
+    with_predictions,
+    write_run_record,
+)
 from score.summary import RunSummary
 from train.events import SESSIONIZE_HINT, EventColumns
-from train.features import features_query, timestamp_literal
+from train.features import features_query, timestamp_literal, utc_naive
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -182,14 +188,15 @@ def score_on_spark(
     from pyspark.sql.types import StructField, StructType
 
     summary = RunSummary("spark", out)
+    if _is_local(out):
+        _check_replaceable(Path(out.removeprefix("file://")))
     with summary.timed("load"):
         _, spec, model_bytes = load_for_scoring(model_path)
         spark = spark or spark_session(master, conf)
         open_events(spark, events, columns)
         first, last = spark.sql("SELECT min(event_time), max(event_time) FROM events").collect()[0]
-        if cutoff is None:
-            cutoff = last
-        elif cutoff.replace(tzinfo=None) < first:
+        cutoff = last if cutoff is None else utc_naive(cutoff)
+        if cutoff < first:
             raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
     assert cutoff is not None
     query = spark_sql(features_query(spec.features, cutoff, columns.session is None, ordered=False))
@@ -213,7 +220,7 @@ def score_on_spark(
         summary.users, summary.churners = int(counts[0]), int(counts[1])
         if summary.users == 0:
             raise ScoreError(f"no user has an event at or before the cutoff {cutoff.isoformat()}")
-        write_run_record(staging, record_metadata(spec.record(), cutoff, "spark"))
+        write_run_record(staging, spec.record(cutoff, "spark"))
         if staging != out:
             _replace_folder(Path(staging.removeprefix("file://")), Path(out.removeprefix("file://")))
     except PySparkException as exc:
@@ -225,10 +232,19 @@ def score_on_spark(
     return summary
 
 
+def _check_replaceable(target: Path) -> None:
+    """Refuse, before any work, an output that is not an earlier run's folder: it would be replaced whole."""
+    if not target.exists():
+        return
+    earlier_run = target.is_dir() and ((target / RUN_RECORD_FILE).is_file() or not any(target.iterdir()))
+    if not earlier_run:
+        raise ScoreError(
+            f"output {str(target)!r} exists and is not an earlier score run's folder: choose another --out"
+        )
+
+
 def _replace_folder(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``, replacing an earlier output only once the new one is complete."""
-    if target.exists() and not target.is_dir():
-        raise ScoreError(f"output {str(target)!r} exists and is not a folder")
     old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
     if target.exists():
         target.rename(old)

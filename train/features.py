@@ -128,11 +128,14 @@ FROM (SELECT *, LAG(event_time) OVER (PARTITION BY user_id ORDER BY event_time) 
 """
 
 
+def utc_naive(moment: datetime) -> datetime:
+    """``moment`` in UTC without a time zone: how event times are read (a cutoff with an offset is converted)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment
+
+
 def timestamp_literal(moment: datetime) -> str:
-    """``moment`` as a SQL timestamp literal in UTC (the time zone event times are read in)."""
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return f"TIMESTAMP '{moment.isoformat(sep=' ', timespec='microseconds')}'"
+    """``moment`` as a SQL timestamp literal in UTC."""
+    return f"TIMESTAMP '{utc_naive(moment).isoformat(sep=' ', timespec='microseconds')}'"
 
 
 def features_query(features: Sequence[Feature], cutoff: datetime, sessionize: bool, ordered: bool = True) -> str:

@@ -129,6 +129,11 @@ def test_bad_input_on_spark_is_one_error_and_writes_nothing(
     with pytest.raises(ScoreError, match="event log is missing column 'amount'"):
         score_on_spark(str(event_log), EventColumns(revenue="amount"), behaviour_model, str(out), spark=spark)
     assert list(tmp_path.iterdir()) == []
+    # A folder that is not an earlier run's output is never replaced (it would be, whole).
+    (tmp_path / "keep.txt").write_text("artifacts")
+    with pytest.raises(ScoreError, match="is not an earlier score run's folder"):
+        score_on_spark(str(event_log), EventColumns(), behaviour_model, str(tmp_path), spark=spark)
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
 @pytest.mark.parametrize(("text", "columns", "message"), BAD_LOGS)

@@ -116,11 +116,11 @@ def test_date_only_timestamps_are_detected(tmp_path: Path) -> None:
     from train.events import timestamps_are_dates
 
     dated = _log(tmp_path, [("a", "2026-01-01", None, 1.0), ("a", "2026-01-03", None, 2.0)])
-    assert timestamps_are_dates(open_event_log(dated, EventColumns(revenue="revenue")))
+    assert timestamps_are_dates(open_event_log(dated, EventColumns(session=None, revenue="revenue")))
     timed = tmp_path / "timed"
     timed.mkdir()
     assert not timestamps_are_dates(
-        open_event_log(_log(timed, [("a", "2026-01-01 00:00:01", None, 1.0)]), EventColumns(revenue="revenue"))
+        open_event_log(_log(timed, [("a", "2026-01-01 00:00:01", None, 1.0)]), EventColumns(session=None, revenue="revenue"))
     )
 
 
