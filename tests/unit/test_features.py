@@ -120,7 +120,9 @@ def test_date_only_timestamps_are_detected(tmp_path: Path) -> None:
     timed = tmp_path / "timed"
     timed.mkdir()
     assert not timestamps_are_dates(
-        open_event_log(_log(timed, [("a", "2026-01-01 00:00:01", None, 1.0)]), EventColumns(session=None, revenue="revenue"))
+        open_event_log(
+            _log(timed, [("a", "2026-01-01 00:00:01", None, 1.0)]), EventColumns(session=None, revenue="revenue")
+        )
     )
 
 
