@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 
 from benchmarks.procs import Repeating
-from benchmarks.scale import run_stage
+from benchmarks.scale import add_log_arguments, simulated_log
 
 _SCORE = """
 import json, sys, time
@@ -110,11 +110,8 @@ def add_parser(commands: Any) -> None:
         help="score every user of a large log on DuckDB and on Spark local[2]: time, rate, peak memory",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--users", type=int, default=1_000_000, help="number of simulated users")
-    parser.add_argument("--days", type=int, default=90, help="length of the simulated log in days")
+    add_log_arguments(parser)
     parser.add_argument("--model", type=Path, default=Path("artifacts/model.onnx"), help="the model to score with")
-    parser.add_argument("--out", type=Path, default=Path("data/scale"), help="folder for the log and the outputs")
-    parser.add_argument("--reuse", action="store_true", help="reuse an event log simulated by an earlier run")
     parser.add_argument(
         "--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb", "spark"], help="engines to run"
     )
@@ -123,13 +120,8 @@ def add_parser(commands: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    events = args.out / f"events-{args.users}.parquet"
     results: dict[str, Any] = {"users_simulated": args.users, "days": args.days, "machine_cores": psutil.cpu_count()}
-    if args.reuse and events.is_file():
-        print(f"reusing {events}", flush=True)
-    else:
-        results["simulate"] = run_stage("simulate", events, {"users": args.users, "days": args.days})
-        print(f"simulate: {results['simulate']}", flush=True)
+    events = simulated_log(args, results)
     for engine in args.engines:
         out = args.out / (f"predictions-{args.users}.parquet" if engine == "duckdb" else f"predictions-{args.users}")
         results[engine] = score_engine(engine, events, args.model, out, args.spark_memory)

@@ -58,22 +58,33 @@ def add_parser(commands: Any) -> None:
         help="time and peak memory of simulating and featurizing a large log",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--users", type=int, default=1_000_000, help="number of simulated users")
-    parser.add_argument("--days", type=int, default=90, help="length of the simulated log in days")
-    parser.add_argument("--out", type=Path, default=Path("data/scale"), help="folder for the log and the figures")
+    add_log_arguments(parser)
     parser.add_argument("--sessionize", action="store_true", help="also time the 30-minute-gap sessionization")
-    parser.add_argument("--reuse", action="store_true", help="reuse an event log simulated by an earlier run")
     parser.set_defaults(handler=main)
 
 
-def main(args: argparse.Namespace) -> int:
-    events = args.out / f"events-{args.users}.parquet"
-    results: dict[str, object] = {}
+def add_log_arguments(parser: argparse.ArgumentParser) -> None:
+    """The large log's flags, shared by the benchmarks that use it (``simulated_log`` reads them)."""
+    parser.add_argument("--users", type=int, default=1_000_000, help="number of simulated users")
+    parser.add_argument("--days", type=int, default=90, help="length of the simulated log in days")
+    parser.add_argument("--out", type=Path, default=Path("data/scale"), help="folder for the log and the figures")
+    parser.add_argument("--reuse", action="store_true", help="reuse an event log simulated by an earlier run")
+
+
+def simulated_log(args: argparse.Namespace, results: dict[str, Any]) -> Path:
+    """The large log of ``--users`` x ``--days``: simulated (and timed into ``results``), or reused with ``--reuse``."""
+    events: Path = args.out / f"events-{args.users}.parquet"
     if args.reuse and events.is_file():
         print(f"reusing {events}", flush=True)
     else:
         results["simulate"] = run_stage("simulate", events, {"users": args.users, "days": args.days})
         print(f"simulate: {results['simulate']}", flush=True)
+    return events
+
+
+def main(args: argparse.Namespace) -> int:
+    results: dict[str, Any] = {}
+    events = simulated_log(args, results)
     stages = ["features", "features-sessionized"] if args.sessionize else ["features"]
     for stage in stages:
         results[stage] = run_stage(stage, events, {})

@@ -33,7 +33,7 @@ from score.output import (
     write_run_record,
 )
 from score.summary import RunSummary
-from train.events import SESSIONIZE_HINT, EventColumns
+from train.events import EventColumns, refuse_bad_values
 from train.features import features_query, timestamp_literal, utc_naive
 
 if TYPE_CHECKING:
@@ -142,16 +142,7 @@ def open_events(spark: SparkSession, path: str, columns: EventColumns) -> None:
                    count_if({revenue_sql} < 0), min({revenue_sql})
             FROM raw_events"""
     ).collect()[0]
-    if bad_time:
-        raise ScoreError(
-            f"column {columns.time!r} has {bad_time} unparseable or empty timestamps, e.g. {example_time!r}"
-        )
-    if null_users:
-        raise ScoreError(f"column {columns.user!r} has {null_users} empty user ids")
-    if null_sessions:
-        raise ScoreError(f"column {columns.session!r} has {null_sessions} empty session ids; {SESSIONIZE_HINT}")
-    if negative:
-        raise ScoreError(f"column {columns.revenue!r} has {negative} negative values, e.g. {lowest}")
+    refuse_bad_values(columns, bad_time, example_time, null_users, null_sessions, negative, lowest)
     spark.sql(
         f"""CREATE OR REPLACE TEMP VIEW events AS
             SELECT {user} AS user_id, {time_sql} AS event_time, {session_sql} AS session_id, {revenue_sql} AS revenue

@@ -44,9 +44,6 @@ class EventColumns:
     revenue: str | None = "revenue"
 
 
-SESSIONIZE_HINT = "leave out --session-col to split sessions at 30-minute gaps instead"
-
-
 def add_column_flags(parser: argparse.ArgumentParser) -> None:
     """The flags that map a log's own column names onto the canonical ones (every command that reads a log)."""
     parser.add_argument("--user-col", default="user_id", help="event log column holding the user id")
@@ -158,16 +155,7 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
         ).fetchone()  # type: ignore[misc]
     except duckdb.Error as exc:
         raise ValueError(f"cannot read event log {path!r}: {_first_line(exc)}") from exc
-    if bad_time:
-        raise ValueError(
-            f"column {columns.time!r} has {bad_time} unparseable or empty timestamps, e.g. {example_time!r}"
-        )
-    if null_users:
-        raise ValueError(f"column {columns.user!r} has {null_users} empty user ids")
-    if null_sessions:
-        raise ValueError(f"column {columns.session!r} has {null_sessions} empty session ids; {SESSIONIZE_HINT}")
-    if negative:
-        raise ValueError(f"column {columns.revenue!r} has {negative} negative values, e.g. {example_negative}")
+    refuse_bad_values(columns, bad_time, example_time, null_users, null_sessions, negative, example_negative)
 
     con.execute(
         f"""
@@ -178,6 +166,32 @@ def open_event_log(path: str | Path, columns: EventColumns) -> duckdb.DuckDBPyCo
     )
     logger.info("event log %s rows=%d columns=%s", path, n_rows, ",".join(wanted))
     return con
+
+
+def refuse_bad_values(
+    columns: EventColumns,
+    bad_times: int,
+    example_time: object,
+    empty_users: int,
+    empty_sessions: int,
+    negative_revenues: int,
+    lowest_revenue: object,
+) -> None:
+    """Raise the one-line error for the first kind of bad value an engine counted in the log (all engines say the
+    same words)."""
+    if bad_times:
+        raise ValueError(
+            f"column {columns.time!r} has {bad_times} unparseable or empty timestamps, e.g. {example_time!r}"
+        )
+    if empty_users:
+        raise ValueError(f"column {columns.user!r} has {empty_users} empty user ids")
+    if empty_sessions:
+        raise ValueError(
+            f"column {columns.session!r} has {empty_sessions} empty session ids; leave out --session-col to split "
+            "sessions at 30-minute gaps instead"
+        )
+    if negative_revenues:
+        raise ValueError(f"column {columns.revenue!r} has {negative_revenues} negative values, e.g. {lowest_revenue}")
 
 
 def timestamps_are_dates(con: duckdb.DuckDBPyConnection) -> bool:

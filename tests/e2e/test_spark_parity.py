@@ -141,7 +141,7 @@ def test_spark_refuses_the_bad_logs_duckdb_refuses_with_the_same_words(
     spark: Any, tmp_path: Path, text: str, columns: EventColumns, message: str
 ) -> None:
     (tmp_path / "events.csv").write_text(text)
-    with pytest.raises(ScoreError, match=message):
+    with pytest.raises(ValueError, match=message):
         open_events(spark, str(tmp_path / "events.csv"), columns)
 
 
