@@ -1,10 +1,12 @@
 """Every feature defined once: name, SQL, description, unit, minimum; feature sets are named lists of them.
 
-A feature's SQL is an aggregate over one user's observed events (those at or before the cutoff), written in the
-SQL that DuckDB and Spark SQL both accept. It may use the columns ``event_time``, ``session_id`` (given, or
-derived from a 30-minute inactivity gap), ``revenue`` and ``age_days`` (days from the event to the cutoff, a
-float). Everything else (the training table, ``metrics.json``, the ONNX metadata, the server's request schema
-and OpenAPI, the drift reference) reads this catalogue or the schema it writes into the model.
+A feature's SQL is an aggregate over one user's observed events (those at or before the cutoff), in DuckDB's
+dialect; Spark runs the same query transpiled by sqlglot (``score.spark_engine``), and both must give the same
+double bit for bit, so nothing here depends on the order rows are added in. It may use the columns
+``event_time``, ``session_id`` (given, or derived from a 30-minute inactivity gap), ``revenue`` and ``age_days``
+(days from the event to the cutoff, a float). Everything else (the training table, ``metrics.json``, the ONNX
+metadata, the server's request schema and OpenAPI, the drift reference, the batch scorer) reads this catalogue
+or the schema it writes into the model.
 """
 
 from __future__ import annotations
