@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.config.dictConfig(LOGGING_CONFIG)
+    import duckdb
+
     from score.model import ScoreError
 
     try:
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         report = report_outcomes(args.predictions, args.events, columns, args.label_days, args.tolerance, args.out)
         print(report.line())
         return 1 if report.degraded else 0
-    except (ScoreError, ValueError, OSError, RuntimeError) as exc:
+    except (ScoreError, ValueError, OSError, RuntimeError, duckdb.Error) as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {message}", file=sys.stderr)
         return 2
