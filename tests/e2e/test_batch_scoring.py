@@ -121,6 +121,7 @@ def _bad_csv(path: Path) -> Path:
         ("bad timestamps", "column 'event_time' has 1 unparseable or empty timestamps, e.g. 'yesterday'"),
         ("not onnx", "is not a loadable ONNX model"),
         ("another definition", "model feature 'days_since_last_event' was trained with another SQL definition"),
+        ("unknown feature", "model feature 'days_since_signup' is not in this version's feature catalogue"),
         ("cutoff before the log", "cutoff 2020-01-01T00:00:00 is before the log's first event"),
     ],
 )
@@ -141,6 +142,10 @@ def test_bad_input_is_one_line_exit_2_and_keeps_the_earlier_output(
     elif case == "another definition":
         changed = _retitled_schema(behaviour_model, "days_since_last_event", "max(age_days)")
         model = _model_with(behaviour_model, tmp_path / "model.onnx", feature_schema=changed)
+    elif case == "unknown feature":
+        meta = {p.key: p.value for p in onnx.load(behaviour_model).metadata_props}
+        renamed = {key: value.replace("days_since_last_event", "days_since_signup") for key, value in meta.items()}
+        model = _model_with(behaviour_model, tmp_path / "model.onnx", **renamed)
     else:
         extra += ["--cutoff", "2020-01-01"]
     result = score_cli("--events", events, "--model", str(model), "--out", str(out), *extra)
