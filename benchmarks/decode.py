@@ -1,0 +1,129 @@
+"""What a 1000-row batch costs in-process, shape by shape, before any HTTP: decode, validate, score, render.
+
+    python -m benchmarks decode [--artifacts artifacts] [--rows 1000]
+
+The harness (``benchmarks run``) measures each batch shape over HTTP as a share of onnxruntime's in-process rows/s.
+This splits that share: with the server's own functions on the harness's bodies, one thread, medians of repeated
+calls, it prints each shape's decode (orjson), validation (the server's parser) and rendering time beside the
+onnxruntime call, and the ceiling they leave: onnxruntime's time over the whole, the share an HTTP layer that cost
+nothing would reach.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from benchmarks.run import _rows
+
+
+def _median_us(call: Callable[[], object], repeat: int) -> float:
+    for _ in range(20):
+        call()
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1e6
+
+
+def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
+    from server.asgi import ORJSON_NUMPY
+    from server.model import load_model
+    from server.predict import ServedModel
+    from server.v2 import infer_response, parse_infer_request, split_binary_body
+
+    model = load_model(artifacts / "model.onnx", threads=1)
+    info = model.info
+    records, rows, _ = _rows(artifacts, Path(tempfile.mkdtemp(prefix="pulse-decode-")))
+    records, X = records[:n_rows], np.ascontiguousarray(np.resize(rows, (n_rows, rows.shape[1])), dtype=np.float32)
+    served = ServedModel(model, max(n_rows, 1000), None, b"{}", b"{}")  # its parser and renderers
+    parser = served.parser
+    proba = model.churn_probability(X)
+    probabilities = model.predict_proba(X)
+
+    objects = json.dumps(records).encode()
+    columns = json.dumps({name: [r[name] for r in records] for name in info.features}).encode()
+    tensor = {"name": info.input_name, "shape": [n_rows, len(info.features)], "datatype": "FP32"}
+    v2_json = json.dumps({"inputs": [{**tensor, "data": X.ravel().tolist()}]}).encode()
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": X.nbytes}}]}).encode()
+    v2_binary, header_length = header + X.tobytes(), str(len(header))
+
+    def v2_render() -> bytes:
+        return orjson.dumps(infer_response("churn", info, probabilities, None), option=ORJSON_NUMPY)
+
+    def binary_parse() -> object:
+        head, data = split_binary_body(v2_binary, header_length)
+        return parse_infer_request(orjson.loads(head), info, n_rows, data)
+
+    shapes: dict[str, dict[str, Callable[[], object]]] = {
+        "/predict JSON objects": {
+            "decode": lambda: orjson.loads(objects),
+            "decode+validate": lambda: parser.parse(objects),
+            "render": lambda: served.render_batch(proba),
+        },
+        "/predict JSON columns": {
+            "decode": lambda: orjson.loads(columns),
+            "decode+validate": lambda: parser.parse(columns),
+            "render": lambda: served.render_columns(proba),
+        },
+        "V2 JSON tensor": {
+            "decode": lambda: orjson.loads(v2_json),
+            "decode+validate": lambda: parse_infer_request(orjson.loads(v2_json), info, n_rows),
+            "render": v2_render,
+        },
+        "V2 binary tensor": {
+            "decode": lambda: orjson.loads(header),
+            "decode+validate": binary_parse,
+            "render": v2_render,
+        },
+    }
+    onnxruntime_us = _median_us(lambda: model.predict_proba(X), repeat)
+    results: dict[str, Any] = {"rows": n_rows, "onnxruntime_us": round(onnxruntime_us, 1), "shapes": {}}
+    for shape, calls in shapes.items():
+        timed = {stage: _median_us(call, repeat) for stage, call in calls.items()}
+        besides = timed["decode+validate"] + timed["render"]
+        results["shapes"][shape] = {
+            "body_bytes": len(
+                {"/predict JSON objects": objects, "/predict JSON columns": columns, "V2 JSON tensor": v2_json}.get(
+                    shape, v2_binary
+                )
+            ),  # fmt: skip
+            **{f"{stage}_us": round(us, 1) for stage, us in timed.items()},
+            "ceiling": round(onnxruntime_us / (onnxruntime_us + besides), 2),
+        }
+    return results
+
+
+def add_parser(commands: Any) -> None:
+    """``python -m benchmarks decode``."""
+    parser = commands.add_parser(
+        "decode",
+        help="in-process cost of decoding, validating and rendering each batch shape beside onnxruntime",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--artifacts", type=Path, default=Path("artifacts"), help="folder holding model.onnx")
+    parser.add_argument("--rows", type=int, default=1000, help="rows per batch")
+    parser.add_argument("--repeat", type=int, default=300, help="timed calls per figure (their median is reported)")
+    parser.set_defaults(handler=main)
+
+
+def main(args: argparse.Namespace) -> int:
+    results = measure(args.artifacts, args.rows, args.repeat)
+    print(f"{results['rows']}-row batch, one thread: onnxruntime {results['onnxruntime_us']:.0f} us")
+    print("| shape | body bytes | decode us | decode + validate us | render us | ceiling (onnxruntime / all) |")
+    print("|---|---|---|---|---|---|")
+    for shape, r in results["shapes"].items():
+        print(f"| {shape} | {r['body_bytes']:,} | {r['decode_us']:.0f} | {r['decode+validate_us']:.0f} "
+              f"| {r['render_us']:.0f} | {r['ceiling']:.2f}x |")  # fmt: skip
+    return 0
