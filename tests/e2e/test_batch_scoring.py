@@ -100,7 +100,7 @@ def _model_with(source: Path, target: Path, **metadata: str) -> Path:
     return target
 
 
-def _retitled_schema(model: Path, feature: str, sql: str) -> str:
+def _schema_with_sql(model: Path, feature: str, sql: str) -> str:
     meta = {p.key: p.value for p in onnx.load(model).metadata_props}
     schema = json.loads(meta["feature_schema"])
     for item in schema:
@@ -140,7 +140,7 @@ def test_bad_input_is_one_line_exit_2_and_keeps_the_earlier_output(
         model = tmp_path / "model.onnx"
         model.write_bytes(b"\x08\x07" + b"not a model" * 10)
     elif case == "another definition":
-        changed = _retitled_schema(behaviour_model, "days_since_last_event", "max(age_days)")
+        changed = _schema_with_sql(behaviour_model, "days_since_last_event", "max(age_days)")
         model = _model_with(behaviour_model, tmp_path / "model.onnx", feature_schema=changed)
     elif case == "unknown feature":
         meta = {p.key: p.value for p in onnx.load(behaviour_model).metadata_props}
