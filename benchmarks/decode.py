@@ -88,17 +88,19 @@ def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
             "render": v2_render,
         },
     }
+    bodies = {
+        "/predict JSON objects": objects,
+        "/predict JSON columns": columns,
+        "V2 JSON tensor": v2_json,
+        "V2 binary tensor": v2_binary,
+    }
     onnxruntime_us = _median_us(lambda: model.predict_proba(X), repeat)
     results: dict[str, Any] = {"rows": n_rows, "onnxruntime_us": round(onnxruntime_us, 1), "shapes": {}}
     for shape, calls in shapes.items():
         timed = {stage: _median_us(call, repeat) for stage, call in calls.items()}
         besides = timed["decode+validate"] + timed["render"]
         results["shapes"][shape] = {
-            "body_bytes": len(
-                {"/predict JSON objects": objects, "/predict JSON columns": columns, "V2 JSON tensor": v2_json}.get(
-                    shape, v2_binary
-                )
-            ),  # fmt: skip
+            "body_bytes": len(bodies[shape]),
             **{f"{stage}_us": round(us, 1) for stage, us in timed.items()},
             "ceiling": round(onnxruntime_us / (onnxruntime_us + besides), 2),
         }

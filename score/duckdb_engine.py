@@ -15,27 +15,16 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
-from score.model import ScoreError, ScoringSpec, load_for_scoring
+from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring
 from score.output import RUN_RECORD_KEY, feature_matrix, with_predictions
 from score.summary import RunSummary
 from train._io import atomic_path
 from train.events import EventColumns, open_event_log
-from train.features import features_query, utc_naive
+from train.features import features_query
 
 logger = logging.getLogger(__name__)
 
 CHUNK_ROWS = 65_536
-
-
-def observation_cutoff(con: duckdb.DuckDBPyConnection, cutoff: datetime | None) -> datetime:
-    """The cutoff to score at: as given, or the log's last event; refused before the log's first event."""
-    ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
-    if cutoff is None:
-        return last
-    cutoff = utc_naive(cutoff)
-    if cutoff < first:
-        raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
-    return cutoff
 
 
 def build_feature_table(con: duckdb.DuckDBPyConnection, spec: ScoringSpec, cutoff: datetime, sessionize: bool) -> int:
@@ -61,7 +50,8 @@ def score_on_duckdb(
     with summary.timed("load"):
         model, spec, _ = load_for_scoring(model_path)
         con = open_event_log(events, columns)
-        cutoff = observation_cutoff(con, cutoff)
+        ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
+        cutoff = check_cutoff(cutoff, first, last)
     with summary.timed("features"):
         total = build_feature_table(con, spec, cutoff, sessionize=columns.session is None)
     if total == 0:

@@ -8,15 +8,14 @@ from a model file is ever run).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from server.model import Model, ModelError, load_model, model_from_bytes
-from train.features import BY_NAME, Feature
+from server.model import Model, ModelError, model_from_bytes, read_model_bytes
+from train.features import BY_NAME, Feature, utc_naive
 
 
 class ScoreError(ValueError):
@@ -93,15 +92,24 @@ def scoring_spec(model: Model) -> ScoringSpec:
 
 
 def load_for_scoring(path: Path, threads: int = 0) -> tuple[Model, ScoringSpec, bytes]:
-    """Load and check the model (sha256 sidecar, metadata, golden rows) and read its spec and bytes."""
+    """Read the model once, check it as the server does (sha256 sidecar, metadata, golden rows), and return it,
+    its spec and its bytes (what Spark's workers get)."""
     try:
-        model = load_model(path, threads=threads)
-        data = Path(path).read_bytes()  # what Spark's workers get; the same file unless it was replaced meanwhile
-    except (ModelError, OSError) as exc:
+        data = read_model_bytes(path)
+        model = model_from_bytes(data, threads, source=f"model file {str(path)!r}")
+    except ModelError as exc:
         raise ScoreError(str(exc)) from None
-    if hashlib.sha256(data).hexdigest() != model.info.sha256:
-        raise ScoreError(f"model file {str(path)!r} changed while it was read")
     return model, scoring_spec(model), data
+
+
+def check_cutoff(cutoff: datetime | None, first: datetime, last: datetime) -> datetime:
+    """The cutoff to score at (UTC): as given, or the log's last event; refused before the log's first event."""
+    if cutoff is None:
+        return last
+    cutoff = utc_naive(cutoff)
+    if cutoff < first:
+        raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
+    return cutoff
 
 
 def worker_model(data: bytes, cache: dict[str, Model], sha256: str) -> Model:

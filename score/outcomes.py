@@ -25,16 +25,16 @@ from train.events import EventColumns, open_event_log
 
 DEFAULT_LABEL_DAYS = 30
 START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff
-COMPARED = (  # figure, label, lower is better
-    ("roc_auc", "ROC-AUC", False),
-    ("pr_auc", "PR-AUC (churners)", False),
-    ("precision", "precision at the served threshold", False),
-    ("recall", "recall at the served threshold", False),
-    ("f1", "F1 at the served threshold", False),
-    ("brier", "Brier score", True),
-    ("calibration_error", "expected calibration error", True),
-    ("predicted_churn_share", "share of users flagged", None),
-)
+COMPARED = {  # figure: its label in the report
+    "roc_auc": "ROC-AUC",
+    "pr_auc": "PR-AUC (churners)",
+    "precision": "precision at the served threshold",
+    "recall": "recall at the served threshold",
+    "f1": "F1 at the served threshold",
+    "brier": "Brier score",
+    "calibration_error": "expected calibration error",
+    "predicted_churn_share": "share of users flagged",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ def report_outcomes(
         "churn_rate": float(churned.mean()),
         "threshold": threshold,
         "realized": realized,
-        "test": {key: test[key] for key, _, _ in COMPARED if key in test},
+        "test": {key: test[key] for key in COMPARED if key in test},
         "tolerance": tolerance,
         "roc_auc_drop": None if test_auc is None else test_auc - realized["roc_auc"],
         "degraded": test_auc is not None and realized["roc_auc"] < test_auc - tolerance,
@@ -160,7 +160,7 @@ def render_markdown(figures: dict[str, Any]) -> str:
         change = f"{mine - test[key]:+.3f}" if key in test else "–"
         return f"| {label} | {mine:.3f} | {theirs} | {change} |"
 
-    rows = "\n".join(row(key, label) for key, label, _ in COMPARED)
+    rows = "\n".join(row(key, label) for key, label in COMPARED.items())
     (tn, fp), (fn, tp) = realized["confusion_matrix"]
     verdict = (
         f"**Degraded:** the realized ROC-AUC is {figures['roc_auc_drop']:.3f} below the test ROC-AUC, more than the "

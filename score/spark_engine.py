@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import sqlglot
 
-from score.model import ScoreError, ScoringSpec, load_for_scoring, worker_model
+from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring, worker_model
 from score.output import (
     RUN_RECORD_FILE,
     feature_matrix,
@@ -34,7 +34,7 @@ from score.output import (
 )
 from score.summary import RunSummary
 from train.events import EventColumns, refuse_bad_values
-from train.features import features_query, timestamp_literal, utc_naive
+from train.features import features_query, timestamp_literal
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -186,10 +186,7 @@ def score_on_spark(
         spark = spark or spark_session(master, conf)
         open_events(spark, events, columns)
         first, last = spark.sql("SELECT min(event_time), max(event_time) FROM events").collect()[0]
-        cutoff = last if cutoff is None else utc_naive(cutoff)
-        if cutoff < first:
-            raise ScoreError(f"cutoff {cutoff.isoformat()} is before the log's first event ({first.isoformat()})")
-    assert cutoff is not None
+        cutoff = check_cutoff(cutoff, first, last)
     query = spark_sql(features_query(spec.features, cutoff, columns.session is None, ordered=False))
     logger.debug("spark feature query at cutoff %s:\n%s", timestamp_literal(cutoff), query)
     broadcast = spark.sparkContext.broadcast(model_bytes)

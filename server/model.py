@@ -306,6 +306,12 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1, max_byte
 
     Raises :class:`ModelError` with a one-line reason when the file cannot be served.
     """
+    data = read_model_bytes(path, expected_sha256, max_bytes)
+    return model_from_bytes(data, threads, source=f"model file {str(path)!r}")
+
+
+def read_model_bytes(path: Path, expected_sha256: str = "", max_bytes: int = 1 << 40) -> bytes:
+    """The model file's bytes, checked against ``expected_sha256`` or else its ``.sha256`` sidecar, if any."""
     data = _read_model_file(path, max_bytes)
     digest = hashlib.sha256(data).hexdigest()
     sidecar = _sha256_file(path)
@@ -313,7 +319,7 @@ def load_model(path: Path, expected_sha256: str = "", threads: int = 1, max_byte
         expected_sha256 = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
     if expected_sha256 and expected_sha256.lower() != digest:
         raise ModelError(f"model file {str(path)!r} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
-    return model_from_bytes(data, threads, source=f"model file {str(path)!r}")
+    return data
 
 
 def model_from_bytes(data: bytes, threads: int = 1, source: str = "model") -> Model:
