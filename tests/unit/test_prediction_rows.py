@@ -40,3 +40,16 @@ def test_the_model_input_is_the_features_in_the_models_order() -> None:
 def test_a_feature_that_is_not_a_finite_number_is_refused_by_name(value: float) -> None:
     with pytest.raises(ScoreError, match="feature 'avg_events_per_session' is not a finite number for 1 users"):
         feature_matrix(_batch(avg_events_per_session=[1.0, value]), SPEC.names)
+
+
+def test_a_cutoff_with_an_offset_is_read_in_utc_and_one_before_the_log_is_refused() -> None:
+    from datetime import timedelta, timezone
+
+    from score.model import check_cutoff
+
+    first, last = datetime(2026, 1, 1), datetime(2026, 3, 1)
+    paris = timezone(timedelta(hours=1))
+    assert check_cutoff(datetime(2026, 2, 1, 1, 0, tzinfo=paris), first, last) == datetime(2026, 2, 1, 0, 0)
+    assert check_cutoff(None, first, last) == last
+    with pytest.raises(ScoreError, match="cutoff 2025-12-31T00:00:00 is before the log's first event"):
+        check_cutoff(datetime(2025, 12, 31), first, last)
