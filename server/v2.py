@@ -16,7 +16,7 @@ from starlette.responses import Response
 from server.asgi import GATED_BODY_BYTES, OrjsonResponse, media_type, read_body, refuse_encoded
 from server.errors import ApiError, V2Error
 from server.model import ModelInfo
-from server.validation import FLOAT32_MAX, decode_json
+from server.validation import FLOAT32_MAX, NUMBERS, decode_json
 
 if TYPE_CHECKING:
     from server.predict import ServedModel
@@ -121,7 +121,7 @@ def _json_values(tensor: dict[str, Any], shape: list[int]) -> npt.NDArray[np.flo
     if type(data) is not list:
         raise V2Error("input 'data' must be a list of numbers")
     flat = _flatten(data, shape[0], shape[1])
-    if not set(map(type, flat)) <= {int, float}:
+    if not set(map(type, flat)) <= NUMBERS:
         raise V2Error("input data must contain numbers only")
     try:
         return np.array(flat, dtype=np.float64).reshape(shape)

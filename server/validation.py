@@ -102,7 +102,7 @@ class RowParser:
             columns = []
             for name in self.features:
                 column = [row[name] for row in rows]
-                if not set(map(type, column)) <= {int, float}:
+                if not set(map(type, column)) <= NUMBERS:
                     raise _Invalid
                 columns.append(column)
             X64 = np.array(columns, dtype=np.float64).T
