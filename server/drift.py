@@ -75,8 +75,9 @@ def psi(counts: Sequence[float], reference: Sequence[float]) -> float:
 class DriftWindow:
     """One worker's sliding window of bin counts; ``merge`` combines the windows of several workers."""
 
-    def __init__(self, columns: list[Column], slots: int, slot_seconds: float) -> None:
+    def __init__(self, columns: list[Column], slots: int, slot_seconds: float, seed: int | None = None) -> None:
         self.columns = columns
+        self._sampler = random.Random(seed)  # where a large batch's sample starts (a seed makes it repeatable)
         self.slots = slots
         self.slot_seconds = slot_seconds
         self._edges = [np.asarray(c.edges, dtype=np.float64) for c in columns]
@@ -109,7 +110,7 @@ class DriftWindow:
         n = len(X)
         step = -(-n // SAMPLE_ROWS)
         if step > 1:
-            start = random.randrange(step)
+            start = self._sampler.randrange(step)
             X, probabilities = X[start::step], probabilities[start::step]
         self._pending_batches.append((X, probabilities, step, n))
         if len(self._pending_batches) >= MAX_PENDING // 100:

@@ -115,7 +115,7 @@ def test_a_large_batch_is_counted_through_a_weighted_sample_that_keeps_its_share
     edges = (1.0, 2.0, 3.0)
     columns = [Column("x", edges, (0.25, 0.25, 0.25, 0.25)), Column(PREDICTION, (0.5,), (0.5, 0.5))]
     X = rng.choice([0.5, 1.5, 2.5, 3.5], p=[0.1, 0.2, 0.3, 0.4], size=(10_000, 1)).astype(np.float32)
-    window = DriftWindow(columns, slots=2, slot_seconds=3600)
+    window = DriftWindow(columns, slots=2, slot_seconds=3600, seed=3)  # one fixed sample: no flaky run
     window.add_batch(X, rng.random(10_000).astype(np.float32))
     window.drain()
     rows, counts = window.merged([window.snapshot()], time.time())
