@@ -3,10 +3,10 @@
     python -m benchmarks decode [--artifacts artifacts] [--rows 1000]
 
 The harness (``benchmarks run``) measures each batch shape over HTTP as a share of onnxruntime's in-process rows/s.
-This splits that share: with the server's own functions on the harness's bodies, one thread, medians of repeated
-calls, it prints each shape's decode (orjson), validation (the server's parser) and rendering time beside the
-onnxruntime call, and the ceiling they leave: onnxruntime's time over the whole, the share an HTTP layer that cost
-nothing would reach.
+This splits that share: with the server's own functions on the harness's distinct bodies in turn, one thread,
+medians of repeated calls, it prints each shape's decode (orjson), validation (the server's parser) and rendering
+time beside the onnxruntime call, and the ceiling they leave: onnxruntime's time over the whole, the share an HTTP
+layer that cost nothing would reach.
 """
 
 from __future__ import annotations
@@ -20,19 +20,19 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import orjson
 
-from benchmarks.run import _rows
+from benchmarks.run import DISTINCT_BODIES, _batch, _rows, batch_call_seconds
 
 
-def _median_us(call: Callable[[], object], repeat: int) -> float:
-    for _ in range(20):
-        call()
+def _median_us(call: Callable[[int], object], repeat: int) -> float:
+    """Median microseconds of ``call(i)`` with ``i`` cycling through the distinct bodies."""
+    for i in range(20):
+        call(i % DISTINCT_BODIES)
     timings = []
-    for _ in range(repeat):
+    for i in range(repeat):
         started = time.perf_counter()
-        call()
+        call(i % DISTINCT_BODIES)
         timings.append(time.perf_counter() - started)
     return statistics.median(timings) * 1e6
 
@@ -45,56 +45,59 @@ def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
 
     model = load_model(artifacts / "model.onnx", threads=1)
     info = model.info
-    records, rows, _ = _rows(artifacts, Path(tempfile.mkdtemp(prefix="pulse-decode-")))
-    records, X = records[:n_rows], np.ascontiguousarray(np.resize(rows, (n_rows, rows.shape[1])), dtype=np.float32)
+    records, rows, _ = _rows(artifacts, Path(tempfile.mkdtemp(prefix="pulse-decode-")), DISTINCT_BODIES * n_rows)
+    batches = [_batch(rows, n_rows, i) for i in range(DISTINCT_BODIES)]
+    batch_records = [records[i * n_rows : (i + 1) * n_rows] for i in range(DISTINCT_BODIES)]
     served = ServedModel(model, max(n_rows, 1000), None, b"{}", b"{}")  # its parser and renderers
     parser = served.parser
-    proba = model.churn_probability(X)
-    probabilities = model.predict_proba(X)
+    churn = [model.churn_probability(X) for X in batches]
+    probabilities = [model.predict_proba(X) for X in batches]
 
-    objects = json.dumps(records).encode()
-    columns = json.dumps({name: [r[name] for r in records] for name in info.features}).encode()
+    objects = [json.dumps(batch).encode() for batch in batch_records]
+    columns = [
+        json.dumps({name: [r[name] for r in batch] for name in info.features}).encode() for batch in batch_records
+    ]
     tensor = {"name": info.input_name, "shape": [n_rows, len(info.features)], "datatype": "FP32"}
-    v2_json = json.dumps({"inputs": [{**tensor, "data": X.ravel().tolist()}]}).encode()
-    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": X.nbytes}}]}).encode()
-    v2_binary, header_length = header + X.tobytes(), str(len(header))
+    v2_json = [json.dumps({"inputs": [{**tensor, "data": X.ravel().tolist()}]}).encode() for X in batches]
+    header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": batches[0].nbytes}}]}).encode()
+    v2_binary, header_length = [header + X.tobytes() for X in batches], str(len(header))
 
-    def v2_render() -> bytes:
-        return orjson.dumps(infer_response("churn", info, probabilities, None), option=ORJSON_NUMPY)
+    def v2_render(i: int) -> bytes:
+        return orjson.dumps(infer_response("churn", info, probabilities[i], None), option=ORJSON_NUMPY)
 
-    def binary_parse() -> object:
-        head, data = split_binary_body(v2_binary, header_length)
+    def binary_parse(i: int) -> object:
+        head, data = split_binary_body(v2_binary[i], header_length)
         return parse_infer_request(orjson.loads(head), info, n_rows, data)
 
-    shapes: dict[str, dict[str, Callable[[], object]]] = {
+    shapes: dict[str, dict[str, Callable[[int], object]]] = {
         "/predict JSON objects": {
-            "decode": lambda: orjson.loads(objects),
-            "decode+validate": lambda: parser.parse(objects),
-            "render": lambda: served.render_batch(proba),
+            "decode": lambda i: orjson.loads(objects[i]),
+            "decode+validate": lambda i: parser.parse(objects[i]),
+            "render": lambda i: served.render_batch(churn[i]),
         },
         "/predict JSON columns": {
-            "decode": lambda: orjson.loads(columns),
-            "decode+validate": lambda: parser.parse(columns),
-            "render": lambda: served.render_columns(proba),
+            "decode": lambda i: orjson.loads(columns[i]),
+            "decode+validate": lambda i: parser.parse(columns[i]),
+            "render": lambda i: served.render_columns(churn[i]),
         },
         "V2 JSON tensor": {
-            "decode": lambda: orjson.loads(v2_json),
-            "decode+validate": lambda: parse_infer_request(orjson.loads(v2_json), info, n_rows),
+            "decode": lambda i: orjson.loads(v2_json[i]),
+            "decode+validate": lambda i: parse_infer_request(orjson.loads(v2_json[i]), info, n_rows),
             "render": v2_render,
         },
         "V2 binary tensor": {
-            "decode": lambda: orjson.loads(header),
+            "decode": lambda i: orjson.loads(header),
             "decode+validate": binary_parse,
             "render": v2_render,
         },
     }
     bodies = {
-        "/predict JSON objects": objects,
-        "/predict JSON columns": columns,
-        "V2 JSON tensor": v2_json,
-        "V2 binary tensor": v2_binary,
+        "/predict JSON objects": objects[0],
+        "/predict JSON columns": columns[0],
+        "V2 JSON tensor": v2_json[0],
+        "V2 binary tensor": v2_binary[0],
     }
-    onnxruntime_us = _median_us(lambda: model.predict_proba(X), repeat)
+    onnxruntime_us = batch_call_seconds(model.predict_proba, batches, repeat) * 1e6
     results: dict[str, Any] = {"rows": n_rows, "onnxruntime_us": round(onnxruntime_us, 1), "shapes": {}}
     for shape, calls in shapes.items():
         timed = {stage: _median_us(call, repeat) for stage, call in calls.items()}

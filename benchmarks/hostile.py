@@ -413,7 +413,7 @@ def batch_load_liveness(ctx: Context) -> dict[str, Any]:
             run_wrk(
                 ctx.server.url,
                 "/predict",
-                ctx.batch,
+                [ctx.batch],
                 ctx.size.batch_seconds,
                 ctx.workdir,
                 connections=ctx.size.batch_clients,

@@ -118,7 +118,7 @@ def measure(
     env = {"PULSE_MAX_IN_FLIGHT": str(max_in_flight)}
     with run_server([*_taskset(SERVER_CORE), *command], port, workdir / f"server-{max_in_flight}.log", env) as server:
         if capacity is None:
-            capacity = run_wrk(server.url, "/predict", body, seconds, workdir)["rps"]
+            capacity = run_wrk(server.url, "/predict", [body], seconds, workdir)["rps"]
         with Probe(port, body) as alone:
             time.sleep(seconds)
         rss = [rss_mb(server.pid)]

@@ -74,8 +74,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         time.sleep(8)  # every server loaded (wrk's warm-up below would fail on one that is not)
         for round_index in range(args.rounds):
             for name, (_, _, headers) in conditions.items():
-                run_wrk(urls[name], "/predict", row, args.warmup, folder, headers)
-                stats = run_wrk(urls[name], "/predict", row, args.seconds, folder, headers)
+                run_wrk(urls[name], "/predict", [row], args.warmup, folder, headers)
+                stats = run_wrk(urls[name], "/predict", [row], args.seconds, folder, headers)
                 if stats["errors"] or stats["non_2xx"]:
                     raise SystemExit(f"{name}: {stats['errors']} errors, {stats['non_2xx']} non-2xx answers")
                 samples[name].append((stats["rps"], stats["p99_us"]))
