@@ -37,6 +37,22 @@ def test_mixed_batch_reports_every_bad_row() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'[{"a": 1, "b": 2, "c": 3}, {"a": true, "b": 2, "c": 3}]', ["body", 1, "a"]),
+        (b'[{"a": 1, "b": 2, "c": 3}, {"a": 1, "b": null, "c": 3}]', ["body", 1, "b"]),
+        (b'{"a": [1, 2], "b": [3, false], "c": [5, 6]}', ["body", "b", 1]),
+        (b'{"a": [1, 2], "b": [3, 4], "c": [null, 6]}', ["body", "c", 0]),
+    ],
+)
+def test_a_bool_or_null_in_a_batch_is_not_read_as_a_number(body: bytes, loc: list[object]) -> None:
+    # bool is a subclass of int: numpy would read True as 1.0.
+    with pytest.raises(ValidationFailed) as info:
+        parser.parse(body)
+    assert [(e["loc"], e["type"]) for e in info.value.detail] == [(loc, "float_type")]
+
+
 def test_batch_limit_is_413() -> None:
     with pytest.raises(PayloadTooLarge):
         parser.parse(b"[" + b",".join([b'{"a": 1, "b": 2, "c": 3}'] * 4) + b"]")
