@@ -43,10 +43,18 @@ def http_post_json(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, by
         return int(exc.code), exc.read()
 
 
-def metric(url: str, name: str) -> float:
-    """The value of the unlabelled sample ``name`` in the server's ``/metrics``."""
+def metric(url: str, name: str, **labels: str) -> float:
+    """The value of the unlabelled sample ``name`` in the server's ``/metrics``; with ``labels``, the sum of the
+    samples of ``name`` that carry them (0 when none does yet)."""
     text = http_get(url + "/metrics", timeout=5)[1].decode()
-    return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    if not labels:
+        return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
+    wanted = [f'{key}="{value}"' for key, value in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(name + "{") and all(label in line.rsplit(" ", 1)[0] for label in wanted)
+    )
 
 
 def percentile_ms(seconds: list[float], q: float) -> float | None:

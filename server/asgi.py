@@ -54,10 +54,16 @@ class BodyBudget:
         self.rejected = rejected  # the metrics' refusal counters
 
     def take(self, n: int) -> None:
-        if self.held + n > self.limit:
+        if not self.reserve(n):
             self.rejected[("body_memory", 503)] += 1
             raise Overloaded("too many request bodies being read; retry shortly")
+
+    def reserve(self, n: int) -> bool:
+        """Hold ``n`` bytes if they fit; whether they did (nothing is counted)."""
+        if self.held + n > self.limit:
+            return False
         self.held += n
+        return True
 
 
 class BatchGate:

@@ -18,9 +18,9 @@ subclass (a protocol class is uvicorn's extension point: ``Config(http=...)``) b
 Every refusal is a JSON body, counted in ``/metrics`` as ``pulse_http_rejected_total{reason, status}``; all but the
 overload 503 close the connection. Nothing here runs per request unless a limit is near.
 
-It also serves the hot path: a small JSON ``POST /predict`` never becomes an ASGI request. Its body goes to this
-worker's :class:`~server.coalesce.Coalescer`, which scores it with every other request of the same event-loop turn
-and hands the answer back to :meth:`GuardedProtocol.respond`.
+It also serves the hot path: a ``POST /predict`` or V2 infer request with a declared length never becomes an ASGI
+request. Its body goes to this worker's :class:`~server.coalesce.Coalescer`, which answers it with every other
+request of the same event-loop turn and hands the answer back to :meth:`GuardedProtocol.respond`.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from server.asgi import is_json
-from server.coalesce import COALESCER_KEY, MAX_COALESCED_BODY, Coalescer, PendingPredict
+from server.asgi import is_json, media_type
+from server.coalesce import COALESCER_KEY, Coalescer, PendingRequest
 from server.metrics import METRICS_KEY, Metrics
+from server.predict import ROUTE
 from server.settings import Settings
+from server.v2 import INFER_ROUTE
 
 PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
 DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
@@ -128,6 +130,9 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        cycle: object = self.cycle
+        if type(cycle) is PendingRequest and self.coalescer is not None:
+            self.coalescer.release(cycle)  # a body that will never be answered
         super().connection_lost(exc)
         if self.metrics is not None:
             self.metrics.connections = len(self.connections)
@@ -196,12 +201,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
         if self._max_in_flight and self._overloaded():
-            shed = PendingPredict(self, self._keep_alive(), time.perf_counter())
+            shed = PendingRequest(self, self._keep_alive(), time.perf_counter())
             shed.shed = True
             self.cycle = shed  # type: ignore[assignment]
             return
-        if self.url == b"/predict" and self._coalescable():
-            self.cycle = PendingPredict(self, self._keep_alive(), time.perf_counter())  # type: ignore[assignment]
+        native = self._native_request()
+        if native is not None:
+            self.cycle = native  # type: ignore[assignment]
             return
         self.scope = {  # type: ignore[typeddict-item]
             "type": "http",
@@ -219,22 +225,22 @@ class GuardedProtocol(HttpToolsProtocol):
             self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
-        cycle: object = self.cycle  # uvicorn's cycle, or our PendingPredict in its place
-        if type(cycle) is PendingPredict:
+        cycle: object = self.cycle  # uvicorn's cycle, or our PendingRequest in its place
+        if type(cycle) is PendingRequest:
             if not cycle.shed:
-                cycle.body += body
+                cycle.chunks.append(body)
         else:
             super().on_body(body)
 
     def on_message_complete(self) -> None:
         cycle: object = self.cycle
-        if type(cycle) is PendingPredict:
+        if type(cycle) is PendingRequest:
             cycle.more_body = False
             if cycle.shed:
                 self._count("overloaded", 503)
                 self.respond(cycle, 503, OVERLOADED_BODY, b"retry-after: 1\r\n", False)
             else:
-                self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingPredict exists
+                self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingRequest exists
         else:
             super().on_message_complete()
 
@@ -250,41 +256,65 @@ class GuardedProtocol(HttpToolsProtocol):
             and httptools.parse_url(self.url).path not in PROBE_PATHS
         )
 
-    # The coalesced /predict path --------------------------------------------------------------------------------
-    def _coalescable(self) -> bool:
-        """A JSON ``POST /predict`` of at most 16 KiB, alone on its connection, to a worker serving a model."""
+    # The connection's own path: /predict and V2 infer -----------------------------------------------------------
+    def _native_request(self) -> PendingRequest | None:
+        """This request on the connection's own path, its body's length reserved in the worker's body budget: a
+        ``POST /predict`` (JSON) or V2 infer (JSON, or the binary tensor extension) with a Content-Length within
+        the limit, alone on its connection, to a worker serving a model. ``None``: the application answers it
+        (and refuses what is wrong with it)."""
         coalescer = self.coalescer
         if coalescer is None or coalescer.state.served is None or self.expect_100_continue:
-            return False
+            return None
         cycle = self.cycle
         if (cycle is not None and not cycle.response_complete) or self.parser.get_method() != b"POST":
-            return False
-        length = kind = authorization = None
+            return None
+        if self.url == b"/predict":
+            route = ROUTE
+        elif self.url == coalescer.infer_url:
+            route = INFER_ROUTE
+        else:
+            return None
+        length = kind = authorization = header_length = None
         for name, value in self.headers:
             if name == b"content-length":
                 length = value
             elif name == b"content-type":
+                if kind is not None:
+                    return None  # two: the application decides which it reads
                 kind = value
             elif name == b"authorization":
                 authorization = value
+            elif name == b"inference-header-content-length":
+                if header_length is not None:
+                    return None
+                header_length = value.decode("latin-1")
             elif name == b"transfer-encoding" or name == b"content-encoding":
-                return False
+                return None
         keys = coalescer.state.keys
         if keys is not None and keys.scope_of(authorization) is None:
-            return False  # the application answers the 401
-        return (
-            length is not None
-            and length.isdigit()
-            and len(length) < 6
-            and int(length) <= MAX_COALESCED_BODY
-            and kind is not None
-            and (kind == b"application/json" or is_json(kind))
-        )
+            return None  # the application answers the 401
+        if length is None or not length.isdigit() or len(length) > 18 or int(length) > self.settings.max_body_bytes:
+            return None
+        if kind is None:
+            return None
+        if route == ROUTE:
+            if kind != b"application/json" and not is_json(kind):
+                return None
+            header_length = None
+        elif not (
+            media_type(kind) == b"application/json"
+            or (header_length is not None and media_type(kind) == b"application/octet-stream")
+        ):
+            return None
+        size = int(length)
+        if not coalescer.state.body_budget.reserve(size):
+            return None  # the application answers the 503
+        return PendingRequest(self, self._keep_alive(), time.perf_counter(), route, size, header_length)
 
     def _keep_alive(self) -> bool:
         return self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
 
-    def respond(self, request: PendingPredict, status: int, body: bytes, headers: bytes, close: bool) -> None:
+    def respond(self, request: PendingRequest, status: int, body: bytes, headers: bytes, close: bool) -> None:
         """Write ``request``'s whole response (uvicorn's default headers first, as for the app's responses)."""
         request.response_started = request.response_complete = True
         if request.disconnected or self.transport.is_closing():

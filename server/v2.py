@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.asgi import GATED_BODY_BYTES, OrjsonResponse, media_type, read_body, refuse_encoded
+from server.asgi import GATED_BODY_BYTES, ORJSON_NUMPY, OrjsonResponse, media_type, read_body, refuse_encoded
 from server.errors import ApiError, V2Error
 from server.model import ModelInfo
 from server.validation import FLOAT32_MAX, NUMBERS, decode_json
@@ -263,34 +264,42 @@ class V2Handlers:
         return self._infer(served, body, header_length, started)
 
     def _infer(self, served: ServedModel, body: bytes, header_length: str | None, started: float) -> Response:
-        settings = self.state.settings
-        binary = None
-        if header_length is not None:
-            body, binary = split_binary_body(body, header_length)
-        try:
-            data = decode_json(body)
-        except ApiError as exc:
-            raise V2Error.of(exc) from None
-        request_ = parse_infer_request(data, served.info, settings.max_batch, binary)
-        X, model = request_.X, served.model
-        if request_.explain and model.explainer is None:
-            raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
-        metrics = self.state.metrics
-        parsed = time.perf_counter()
-        probabilities = model.predict_proba(X)
-        contributions = model.explainer.shap_values(X) if request_.explain and model.explainer else None
-        scored = time.perf_counter()
-        churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-        if metrics.drift is not None:
-            metrics.drift.add_batch(X, churn)
-        if served.request_log is not None:
-            top = None
-            if contributions is not None:
-                top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-            served.request_log.submit(X, churn, top)
-        base = model.explainer.base_value if model.explainer else 0.0
-        response = OrjsonResponse(
-            infer_response(self.model_name, served.info, probabilities, request_.id, contributions, base)
-        )
-        metrics.observe_scoring(INFER_ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
-        return response
+        payload = answer_infer(self.state, served, self.model_name, body, header_length, started)
+        return Response(payload, media_type="application/json")
+
+
+def answer_infer(
+    state: ServerState, served: ServedModel, model_name: str, body: bytes, header_length: str | None, started: float
+) -> bytes:
+    """Parse, validate and score one infer request's body; the response body. Raises :class:`V2Error` for a bad
+    request. The ASGI handler and the connection's own path (``server.coalesce``) both answer with this."""
+    binary = None
+    if header_length is not None:
+        body, binary = split_binary_body(body, header_length)
+    try:
+        data = decode_json(body)
+    except ApiError as exc:
+        raise V2Error.of(exc) from None
+    request = parse_infer_request(data, served.info, state.settings.max_batch, binary)
+    X, model = request.X, served.model
+    if request.explain and model.explainer is None:
+        raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
+    metrics = state.metrics
+    parsed = time.perf_counter()
+    probabilities = model.predict_proba(X)
+    contributions = model.explainer.shap_values(X) if request.explain and model.explainer else None
+    scored = time.perf_counter()
+    churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
+    if metrics.drift is not None:
+        metrics.drift.add_batch(X, churn)
+    if served.request_log is not None:
+        top = None
+        if contributions is not None:
+            top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
+        served.request_log.submit(X, churn, top)
+    base = model.explainer.base_value if model.explainer else 0.0
+    payload = orjson.dumps(
+        infer_response(model_name, served.info, probabilities, request.id, contributions, base), option=ORJSON_NUMPY
+    )
+    metrics.observe_scoring(INFER_ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
+    return payload

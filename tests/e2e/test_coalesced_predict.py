@@ -1,5 +1,6 @@
-"""The coalesced ``/predict`` path of a real server process: rows of concurrent requests scored in one
-onnxruntime call, each answer on its own connection, in order, byte for byte what the ASGI path answers."""
+"""The connection's own path of a real server process (``/predict`` and V2 infer): rows of concurrent requests
+scored in one onnxruntime call, each answer on its own connection, in order, byte for byte what the ASGI path
+answers, and the body budget handed back whatever becomes of a request."""
 
 from __future__ import annotations
 
@@ -37,11 +38,13 @@ def _port(server: ServerProcess) -> int:
     return int(server.url.rsplit(":", 1)[1])
 
 
-def _post(body: bytes, path: str = "/predict", extra: bytes = b"") -> bytes:
+def _post(body: bytes, path: str = "/predict", extra: bytes = b"", content_type: bytes = b"application/json") -> bytes:
     return (
         b"POST "
         + path.encode()
-        + b" HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+        + b" HTTP/1.1\r\nHost: t\r\nContent-Type: "
+        + content_type
+        + b"\r\n"
         + extra
         + b"Content-Length: %d\r\n\r\n" % len(body)
         + body
@@ -111,28 +114,95 @@ def test_requests_that_arrive_together_share_one_call(server: ServerProcess) -> 
     assert calls < n  # (one call for the batch, and far fewer than 32 for the singles)
 
 
+INFER = "/v2/models/churn/infer"
+BATCH = _rows(1000, seed=4)
+FEATURES = list(EXAMPLE_ROW)  # the test model's features, in its order
+TENSOR = {"name": "features", "shape": [1000, len(FEATURES)], "datatype": "FP32"}
+X_BATCH = np.array([[row[name] for name in FEATURES] for row in BATCH], dtype="<f4")
+BINARY_HEADER = json.dumps({"inputs": [{**TENSOR, "parameters": {"binary_data_size": X_BATCH.nbytes}}]}).encode()
+BINARY = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(BINARY_HEADER))}
+
+
+def _v2(**tensor: object) -> bytes:
+    return json.dumps({"inputs": [{**TENSOR, **tensor}]}).encode()
+
+
 @pytest.mark.parametrize(
-    "body",
+    ("path", "body", "headers"),
     [
-        json.dumps(EXAMPLE_ROW).encode(),
-        json.dumps([EXAMPLE_ROW, {**EXAMPLE_ROW, "active_days": 2}]).encode(),
-        b'{"total_events": "many"}',
-        b"[]",
-        b"{",
-        b'{"\\ud800": 1}',
+        ("/predict", json.dumps(EXAMPLE_ROW).encode(), {}),
+        ("/predict", json.dumps([EXAMPLE_ROW, {**EXAMPLE_ROW, "active_days": 2}]).encode(), {}),
+        ("/predict", b'{"total_events": "many"}', {}),
+        ("/predict", b"[]", {}),
+        ("/predict", b"{", {}),
+        ("/predict", b'{"\\ud800": 1}', {}),
+        ("/predict", json.dumps(BATCH).encode(), {}),
+        ("/predict", json.dumps({name: [row[name] for row in BATCH] for name in FEATURES}).encode(), {}),
+        (INFER, _v2(data=X_BATCH.ravel().tolist(), id="batch-1"), {}),
+        (INFER, BINARY_HEADER + X_BATCH.tobytes(), BINARY),
+        (INFER, _v2(data=X_BATCH.ravel().tolist(), datatype="FP64"), {}),
+        (INFER, _v2(data=[1.0] * 5000, shape=[1001, len(FEATURES)]), {}),
+        (INFER, b'{"inputs": [', {}),
+        (INFER, BINARY_HEADER + X_BATCH.tobytes()[:-4], BINARY),
+        (INFER, BINARY_HEADER, {**BINARY, "inference-header-content-length": "99999"}),
     ],
-    ids=["one row", "two rows", "wrong type", "empty batch", "malformed", "surrogate key"],
+    ids=[
+        "one row",
+        "two rows",
+        "wrong type",
+        "empty batch",
+        "malformed",
+        "surrogate key",
+        "1000 rows",
+        "1000 rows in columns",
+        "V2 JSON tensor",
+        "V2 binary tensor",
+        "V2 wrong datatype",
+        "V2 over the batch limit",
+        "V2 malformed",
+        "V2 binary size mismatch",
+        "V2 header length past the body",
+    ],
 )
-def test_the_coalesced_path_answers_byte_for_byte_as_the_asgi_path(
-    server: ServerProcess, exported: Path, body: bytes
+def test_the_connection_answers_byte_for_byte_as_the_asgi_path(
+    server: ServerProcess, exported: Path, path: str, body: bytes, headers: dict[str, str]
 ) -> None:
+    headers = {"content-type": "application/json", **headers}
     with TestClient(create_app(Settings(model_path=exported)), raise_server_exceptions=False) as client:
-        asgi = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        asgi = client.post(path, content=body, headers=headers)
+    requests_before = metric(server.url, "pulse_http_requests_total", route=path.replace("churn", "{model_name}"))
+    extra = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in headers.items() if k != "content-type")
     with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as sock:
-        sock.sendall(_post(body))
-        status, headers, answer = read_response(sock)
+        sock.sendall(_post(body, path, extra, headers["content-type"].encode()))
+        status, answer_headers, answer = read_response(sock)
     assert (status, answer) == (asgi.status_code, asgi.content)
-    assert headers["content-type"] == "application/json" and "date" in headers
+    assert answer_headers["content-type"] == "application/json" and "date" in answer_headers
+    route = path.replace("churn", "{model_name}")
+    assert metric(server.url, "pulse_http_requests_total", route=route) == requests_before + 1
+
+
+def test_a_body_that_never_completes_hands_its_budget_back(exported: Path, tmp_path: Path) -> None:
+    """Bodies being read are bounded per worker (PULSE_MAX_PENDING_BODY_BYTES): a second large body waits for
+    room and is refused (503) while the first is half sent; once the first client leaves, the room is back."""
+    body = json.dumps(BATCH).encode()
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--log-level", "warning")
+    env = {"PULSE_MAX_PENDING_BODY_BYTES": str(len(body) * 3 // 2)}
+    with run_server(command, port, tmp_path / "server.log", env) as proc:
+        half_sent = socket.create_connection(("127.0.0.1", port), timeout=10)
+        half_sent.sendall(_post(body)[: len(body) // 2])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(_post(body))
+            refused = read_response(sock)[0]
+        half_sent.close()
+        for _ in range(50):  # the server hears of the close in its next turn
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(_post(body))
+                status = read_response(sock)[0]
+            if status == 200:
+                break
+        assert (refused, status) == (503, 200)
+        assert metric(proc.url, "pulse_http_rejected_total", reason="body_memory", status="503") >= 1
 
 
 def test_pipelined_requests_are_answered_in_order_across_both_paths(server: ServerProcess) -> None:
