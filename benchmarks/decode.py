@@ -61,9 +61,14 @@ def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
     v2_json = [json.dumps({"inputs": [{**tensor, "data": X.ravel().tolist()}]}).encode() for X in batches]
     header = json.dumps({"inputs": [{**tensor, "parameters": {"binary_data_size": batches[0].nbytes}}]}).encode()
     v2_binary, header_length = [header + X.tobytes() for X in batches], str(len(header))
+    binary_output = frozenset({info.probability_output})
 
     def v2_render(i: int) -> bytes:
-        return orjson.dumps(infer_response("churn", info, probabilities[i], None), option=ORJSON_NUMPY)
+        return orjson.dumps(infer_response("churn", info, probabilities[i], None)[0], option=ORJSON_NUMPY)
+
+    def v2_render_binary(i: int) -> bytes:
+        response, chunks = infer_response("churn", info, probabilities[i], None, binary_outputs=binary_output)
+        return b"".join([orjson.dumps(response, option=ORJSON_NUMPY), *chunks])
 
     def binary_parse(i: int) -> object:
         head, data = split_binary_body(v2_binary[i], header_length)
@@ -90,12 +95,18 @@ def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
             "decode+validate": binary_parse,
             "render": v2_render,
         },
+        "V2 binary tensor, binary output": {
+            "decode": lambda i: orjson.loads(header),
+            "decode+validate": binary_parse,
+            "render": v2_render_binary,
+        },
     }
     bodies = {
         "/predict JSON objects": objects[0],
         "/predict JSON columns": columns[0],
         "V2 JSON tensor": v2_json[0],
         "V2 binary tensor": v2_binary[0],
+        "V2 binary tensor, binary output": v2_binary[0],
     }
     onnxruntime_us = batch_call_seconds(model.predict_proba, batches, repeat) * 1e6
     results: dict[str, Any] = {"rows": n_rows, "onnxruntime_us": round(onnxruntime_us, 1), "shapes": {}}

@@ -33,6 +33,8 @@ SERVER_CORE, LOAD_CORE = 0, 1
 WRK_CONNECTIONS = 16
 EXPLAIN_SCENARIO = "/predict?explain=3 [1]"
 COLUMNS_SCENARIO = "/predict columns [1000]"
+BINARY_SCENARIO = "/v2 infer binary [1000]"
+BINARY_BOTH_WAYS_SCENARIO = "/v2 infer binary in and out [1000]"
 BATCH_SIZES = (10, 100, 1000)
 DISTINCT_BODIES = 8  # per scenario, sent in turn
 
@@ -263,6 +265,18 @@ def _batch(rows: np.ndarray, n: int, i: int) -> np.ndarray:
     return np.ascontiguousarray(rows[i * n : (i + 1) * n], dtype=np.float32)
 
 
+def _binary_request(
+    tensor: dict[str, Any], batches: list[np.ndarray], parameters: dict[str, Any]
+) -> tuple[list[bytes], dict[str, str]]:
+    """Bodies and headers of V2 infer requests sending ``batches`` with the binary tensor extension."""
+    nbytes = batches[0].nbytes
+    header = json.dumps(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": nbytes}}], "parameters": parameters}
+    ).encode()
+    headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    return [header + X.astype("<f4").tobytes() for X in batches], headers
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
@@ -329,13 +343,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ]
         for n, batches in tensors.items()
     }
-    binary_header = json.dumps(
-        {"inputs": [{**tensor_spec, "parameters": {"binary_data_size": tensors[1000][0].nbytes}}]}
-    ).encode()
-    binary_bodies = [binary_header + X.astype("<f4").tobytes() for X in tensors[1000]]
-    binary_headers = {
-        "Content-Type": "application/octet-stream",
-        "Inference-Header-Content-Length": str(len(binary_header)),
+    binary = {  # the binary tensor extension: a JSON answer, or the probabilities' bytes after the JSON
+        label: _binary_request(tensor_spec, tensors[1000], parameters)
+        for label, parameters in ((BINARY_SCENARIO, {}), (BINARY_BOTH_WAYS_SCENARIO, {"binary_data_output": True}))
     }
     results: dict[str, Any] = {"conditions": _conditions(args), "single": {}, "ours": {}, "locust": {}, "startup_s": {}}
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
@@ -367,7 +377,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measure(label, "ours", "/predict", batch_bodies)
             for label, batch_bodies in v2_bodies.items():
                 measure(label, "ours", "/v2/models/churn/infer", batch_bodies)
-            measure("/v2 infer binary [1000]", "ours", "/v2/models/churn/infer", binary_bodies, binary_headers)
+            for label, (binary_bodies, binary_headers) in binary.items():
+                measure(label, "ours", "/v2/models/churn/infer", binary_bodies, binary_headers)
             for name, user_class in (("ours", "MixedTraffic"), ("original", "SinglePredict")):
                 stats = run_locust(
                     servers[name].url,

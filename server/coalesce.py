@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from server.errors import INTERNAL_ERROR_BODY, ApiError
 from server.predict import ROUTE
-from server.v2 import INFER_ROUTE, answer_infer
+from server.v2 import HEADER_LENGTH, INFER_ROUTE, answer_infer
 from server.validation import Columns
 
 Parsed = list[float] | npt.NDArray[np.float32] | Columns  # a request's rows, as the parser gives them
@@ -50,7 +50,15 @@ COALESCER_KEY = "pulse.coalescer"  # lifespan state: how a worker's connections 
 class Responder(Protocol):
     """What the connection offers the coalescer: write one whole response, then carry on with the connection."""
 
-    def respond(self, request: PendingRequest, status: int, body: bytes, headers: bytes, close: bool) -> None: ...
+    def respond(
+        self,
+        request: PendingRequest,
+        status: int,
+        body: bytes,
+        headers: bytes,
+        close: bool,
+        content_type: bytes = b"application/json",
+    ) -> None: ...
 
 
 class _Event:
@@ -190,11 +198,15 @@ class Coalescer:
     def _answer_infer(self, served: ServedModel, request: PendingRequest, body: bytes, close: bool) -> None:
         model_name = self.state.settings.model_name
         try:
-            payload = answer_infer(self.state, served, model_name, body, request.header_length, request.started)
+            answer = answer_infer(self.state, served, model_name, body, request.header_length, request.started)
         except ApiError as exc:  # a V2Error: the protocol's error body
             self._refuse(request, exc, close)
             return
-        self._respond(request, 200, payload, b"", close)
+        if answer.header_length is None:
+            self._respond(request, 200, answer.body, b"", close)
+        else:
+            headers = b"%s: %d\r\n" % (HEADER_LENGTH.encode(), answer.header_length)
+            self._respond(request, 200, answer.body, headers, close, answer.content_type)
 
     def _score(
         self,
@@ -237,9 +249,17 @@ class Coalescer:
         if served.request_log is not None:
             served.request_log.submit(np.array([values], dtype=np.float32) if X is None else X, proba)
 
-    def _respond(self, request: PendingRequest, status: int, body: bytes, headers: bytes, close: bool) -> None:
+    def _respond(
+        self,
+        request: PendingRequest,
+        status: int,
+        body: bytes,
+        headers: bytes,
+        close: bool,
+        content_type: bytes = b"application/json",
+    ) -> None:
         self.state.metrics.observe_request(request.route, status, time.perf_counter() - request.started)
-        request.connection.respond(request, status, body, headers, close)
+        request.connection.respond(request, status, body, headers, close, content_type)
 
     def _refuse(self, request: PendingRequest, error: ApiError, close: bool) -> None:
         headers = b"".join(b"%s: %s\r\n" % (k.encode(), v.encode()) for k, v in (error.headers or {}).items())

@@ -119,13 +119,23 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
         data={"type": "array"},
     )
     output_tensor = _object(
-        ["name", "datatype", "shape", "data"],
-        name={"type": "string", "enum": [info.probability_output]},
+        ["name", "datatype", "shape"],
+        name={"type": "string", "enum": [info.probability_output, "contributions"]},
         datatype={"type": "string", "enum": ["FP32"]},
         shape=_array({"type": "integer"}, minItems=2, maxItems=2),
         data=_array(NUMBER),
+        parameters=_object(
+            [],
+            binary_data_size={
+                "type": "integer",
+                "description": "instead of `data`: the output's little-endian FP32 bytes follow the JSON",
+            },
+        ),
     )
-    output_tensor["description"] = f"P(class) for each of the {n_classes} classes, shape [N, {n_classes}]"
+    output_tensor["description"] = (
+        f"'{info.probability_output}': P(class) for each of the {n_classes} classes, shape [N, {n_classes}]; "
+        "'contributions' (with `explain`): SHAP values, shape [N, features]"
+    )
     return {
         "ChurnFeatures": {
             "type": "object",
@@ -192,16 +202,27 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
         "V2Request": _object(
             ["inputs"],
             id=STRING,
-            parameters=_object([], explain=BOOLEAN | {"description": "add the output 'contributions' [N, features]"}),
+            parameters=_object(
+                [],
+                explain=BOOLEAN | {"description": "add the output 'contributions' [N, features]"},
+                binary_data_output=BOOLEAN
+                | {"description": "every output as raw bytes after the JSON (binary tensor extension)"},
+            ),
             inputs=_array(input_tensor, minItems=1, maxItems=1),
-            outputs=_array(_object([], name=STRING)),
+            outputs=_array(
+                _object(
+                    ["name"],
+                    name=STRING,
+                    parameters=_object([], binary_data=BOOLEAN | {"description": "this output as raw bytes"}),
+                )
+            ),
         ),
         "V2Response": _object(
             ["model_name", "outputs"],
             model_name=STRING,
             model_version=STRING,
             id=STRING,
-            outputs=_array(output_tensor, minItems=1, maxItems=1),
+            outputs=_array(output_tensor, minItems=1, maxItems=2),
         ),
     }
 

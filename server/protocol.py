@@ -314,7 +314,15 @@ class GuardedProtocol(HttpToolsProtocol):
     def _keep_alive(self) -> bool:
         return self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
 
-    def respond(self, request: PendingRequest, status: int, body: bytes, headers: bytes, close: bool) -> None:
+    def respond(
+        self,
+        request: PendingRequest,
+        status: int,
+        body: bytes,
+        headers: bytes,
+        close: bool,
+        content_type: bytes = b"application/json",
+    ) -> None:
         """Write ``request``'s whole response (uvicorn's default headers first, as for the app's responses)."""
         request.response_started = request.response_complete = True
         if request.disconnected or self.transport.is_closing():
@@ -325,7 +333,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 [
                     STATUS_LINE[status],
                     default_headers(self.server_state),
-                    b"content-type: application/json\r\ncontent-length: %d\r\n" % len(body),
+                    b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body)),
                     headers,
                     b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
                     body,

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 PLATFORM = "onnxruntime_onnx"
 INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
+HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's HTTP header
 
 
 def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
@@ -60,6 +61,7 @@ class InferRequest:
     X: npt.NDArray[np.float32]
     id: Any
     explain: bool  # the request parameter "explain": add the SHAP contributions output
+    binary_outputs: frozenset[str]  # outputs to answer as raw bytes after the JSON (the binary tensor extension)
 
 
 def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None) -> InferRequest:
@@ -90,23 +92,36 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     if shape[0] > max_batch:
         raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
     parameters = body.get("parameters") or {}
-    explain = parameters.get("explain", False) if type(parameters) is dict else None
+    if type(parameters) is not dict:
+        raise V2Error(f"request 'parameters' must be an object, got {parameters!r}")
+    explain = parameters.get("explain", False)
     if type(explain) is not bool:
         raise V2Error(f"request parameter 'explain' must be true or false, got {explain!r}", 422)
+    all_binary = parameters.get("binary_data_output", False)
+    if type(all_binary) is not bool:
+        raise V2Error(f"request parameter 'binary_data_output' must be true or false, got {all_binary!r}")
     outputs = body.get("outputs") or []
     if type(outputs) is not list:
         raise V2Error(f"'outputs' must be a list of objects naming outputs, got {outputs!r}")
     request_id = body.get("id")
     if request_id is not None and not (type(request_id) is str and _encodable(request_id)):
         raise V2Error("request 'id' must be a string")
+    names = (info.probability_output, CONTRIBUTIONS)
+    binary_outputs = set(names) if all_binary else set()
     for output in outputs:
-        if type(output) is not dict or output.get("name") not in (info.probability_output, CONTRIBUTIONS):
-            raise V2Error(
-                f"unknown output {output!r}; the model's outputs are {info.probability_output!r} and {CONTRIBUTIONS!r}"
-            )
+        if type(output) is not dict or output.get("name") not in names:
+            raise V2Error(f"unknown output {output!r}; the model's outputs are {names[0]!r} and {names[1]!r}")
+        output_parameters = output.get("parameters") or {}
+        wanted = output_parameters.get("binary_data", all_binary) if type(output_parameters) is dict else None
+        if type(wanted) is not bool:
+            raise V2Error(f"output parameter 'binary_data' must be true or false, got {wanted!r}")
+        if wanted:
+            binary_outputs.add(output["name"])
+        else:
+            binary_outputs.discard(output["name"])
     X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
     _check_range(X, info)
-    return InferRequest(X.astype(np.float32, copy=False), request_id, explain)
+    return InferRequest(X.astype(np.float32, copy=False), request_id, explain, frozenset(binary_outputs))
 
 
 def _encodable(text: str) -> bool:
@@ -175,32 +190,41 @@ def infer_response(
     request_id: Any,
     contributions: npt.NDArray[np.float64] | None = None,
     base_value: float = 0.0,
-) -> dict[str, Any]:
-    response: dict[str, Any] = {
-        "model_name": name,
-        "model_version": info.version,
-        "outputs": [
-            {
-                "name": info.probability_output,
-                "datatype": "FP32",
-                "shape": list(probabilities.shape),
-                "data": probabilities.reshape(-1),
-            }
-        ],
-    }
+    binary_outputs: frozenset[str] = frozenset(),
+) -> tuple[dict[str, Any], list[bytes]]:
+    """The response object, and the raw little-endian FP32 bytes of the outputs in ``binary_outputs``, in output
+    order (each such output carries ``parameters.binary_data_size`` instead of ``data``)."""
+    tensors = [(info.probability_output, probabilities)]
     if contributions is not None:
-        response["outputs"].append(
-            {
-                "name": CONTRIBUTIONS,
-                "datatype": "FP32",
-                "shape": list(contributions.shape),
-                "data": contributions.astype(np.float32).reshape(-1),
-            }
-        )
+        tensors.append((CONTRIBUTIONS, contributions.astype(np.float32)))
+    outputs, chunks = [], []
+    for output_name, tensor in tensors:
+        output: dict[str, Any] = {"name": output_name, "datatype": "FP32", "shape": list(tensor.shape)}
+        if output_name in binary_outputs:
+            chunks.append(tensor.astype("<f4", copy=False).tobytes())
+            output["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            output["data"] = tensor.reshape(-1)
+        outputs.append(output)
+    response: dict[str, Any] = {"model_name": name, "model_version": info.version, "outputs": outputs}
+    if contributions is not None:
         response["parameters"] = {"base_value": base_value, "features": list(info.features)}
     if request_id is not None:
         response["id"] = request_id
-    return response
+    return response, chunks
+
+
+@dataclass(frozen=True, slots=True)
+class InferAnswer:
+    """An infer response's body; with binary outputs, the JSON header's length (the body is then
+    ``application/octet-stream``: the JSON, then the outputs' bytes)."""
+
+    body: bytes
+    header_length: int | None = None
+
+    @property
+    def content_type(self) -> bytes:
+        return b"application/json" if self.header_length is None else b"application/octet-stream"
 
 
 class V2Handlers:
@@ -211,7 +235,7 @@ class V2Handlers:
         self.model_name = state.settings.model_name
 
     async def server_metadata(self, request: Request) -> Response:
-        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": []})
+        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": ["binary_tensor_data"]})
 
     async def live(self, request: Request) -> Response:
         return OrjsonResponse({"live": True})
@@ -241,7 +265,7 @@ class V2Handlers:
         started = time.perf_counter()
         served = self._served(request)
         settings = self.state.settings
-        header_length = request.headers.get("inference-header-content-length")
+        header_length = request.headers.get(HEADER_LENGTH)
         kind = media_type(request.headers.get("content-type", "").encode())
         if kind != b"application/json" and not (header_length is not None and kind == b"application/octet-stream"):
             raise V2Error(
@@ -264,14 +288,15 @@ class V2Handlers:
         return self._infer(served, body, header_length, started)
 
     def _infer(self, served: ServedModel, body: bytes, header_length: str | None, started: float) -> Response:
-        payload = answer_infer(self.state, served, self.model_name, body, header_length, started)
-        return Response(payload, media_type="application/json")
+        answer = answer_infer(self.state, served, self.model_name, body, header_length, started)
+        headers = {} if answer.header_length is None else {HEADER_LENGTH: str(answer.header_length)}
+        return Response(answer.body, headers=headers, media_type=answer.content_type.decode())
 
 
 def answer_infer(
     state: ServerState, served: ServedModel, model_name: str, body: bytes, header_length: str | None, started: float
-) -> bytes:
-    """Parse, validate and score one infer request's body; the response body. Raises :class:`V2Error` for a bad
+) -> InferAnswer:
+    """Parse, validate and score one infer request's body; the response. Raises :class:`V2Error` for a bad
     request. The ASGI handler and the connection's own path (``server.coalesce``) both answer with this."""
     binary = None
     if header_length is not None:
@@ -298,8 +323,10 @@ def answer_infer(
             top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
         served.request_log.submit(X, churn, top)
     base = model.explainer.base_value if model.explainer else 0.0
-    payload = orjson.dumps(
-        infer_response(model_name, served.info, probabilities, request.id, contributions, base), option=ORJSON_NUMPY
+    response, chunks = infer_response(
+        model_name, served.info, probabilities, request.id, contributions, base, request.binary_outputs
     )
+    header = orjson.dumps(response, option=ORJSON_NUMPY)
+    answer = InferAnswer(b"".join([header, *chunks]), len(header)) if chunks else InferAnswer(header)
     metrics.observe_scoring(INFER_ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
-    return payload
+    return answer

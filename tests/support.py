@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 # A valid /predict body for a model on the seed features: a moderately active user.
@@ -55,3 +57,17 @@ def require_tool(name: str, install: str) -> str:
             pytest.fail(f"CI must install {name} (scripts/system-deps)")
         pytest.skip(f"{name} is not installed ({install})")
     return path
+
+
+def binary_outputs(response: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """The JSON header of a response with binary outputs, and each binary output's values in its shape."""
+    assert response.headers["content-type"] == "application/octet-stream"
+    length = int(response.headers["inference-header-content-length"])
+    header, rest = json.loads(response.content[:length]), response.content[length:]
+    tensors = []
+    for output in header["outputs"]:
+        size = output["parameters"]["binary_data_size"]
+        tensors.append(np.frombuffer(rest[:size], dtype="<f4").reshape(output["shape"]))
+        rest = rest[size:]
+    assert rest == b""
+    return header, tensors

@@ -121,6 +121,12 @@ TENSOR = {"name": "features", "shape": [1000, len(FEATURES)], "datatype": "FP32"
 X_BATCH = np.array([[row[name] for name in FEATURES] for row in BATCH], dtype="<f4")
 BINARY_HEADER = json.dumps({"inputs": [{**TENSOR, "parameters": {"binary_data_size": X_BATCH.nbytes}}]}).encode()
 BINARY = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(BINARY_HEADER))}
+BINARY_BOTH_WAYS = json.dumps(
+    {
+        "inputs": [{**TENSOR, "parameters": {"binary_data_size": X_BATCH.nbytes}}],
+        "parameters": {"binary_data_output": True},
+    }
+).encode()
 
 
 def _v2(**tensor: object) -> bytes:
@@ -140,6 +146,11 @@ def _v2(**tensor: object) -> bytes:
         ("/predict", json.dumps({name: [row[name] for row in BATCH] for name in FEATURES}).encode(), {}),
         (INFER, _v2(data=X_BATCH.ravel().tolist(), id="batch-1"), {}),
         (INFER, BINARY_HEADER + X_BATCH.tobytes(), BINARY),
+        (
+            INFER,
+            BINARY_BOTH_WAYS + X_BATCH.tobytes(),
+            {**BINARY, "inference-header-content-length": str(len(BINARY_BOTH_WAYS))},
+        ),
         (INFER, _v2(data=X_BATCH.ravel().tolist(), datatype="FP64"), {}),
         (INFER, _v2(data=[1.0] * 5000, shape=[1001, len(FEATURES)]), {}),
         (INFER, b'{"inputs": [', {}),
@@ -157,6 +168,7 @@ def _v2(**tensor: object) -> bytes:
         "1000 rows in columns",
         "V2 JSON tensor",
         "V2 binary tensor",
+        "V2 binary in and out",
         "V2 wrong datatype",
         "V2 over the batch limit",
         "V2 malformed",
@@ -176,7 +188,9 @@ def test_the_connection_answers_byte_for_byte_as_the_asgi_path(
         sock.sendall(_post(body, path, extra, headers["content-type"].encode()))
         status, answer_headers, answer = read_response(sock)
     assert (status, answer) == (asgi.status_code, asgi.content)
-    assert answer_headers["content-type"] == "application/json" and "date" in answer_headers
+    for name in ("content-type", "inference-header-content-length"):
+        assert answer_headers.get(name) == asgi.headers.get(name)
+    assert "date" in answer_headers
     route = path.replace("churn", "{model_name}")
     assert metric(server.url, "pulse_http_requests_total", route=route) == requests_before + 1
 

@@ -16,7 +16,7 @@ from starlette.testclient import TestClient
 
 from server.app import create_app
 from server.settings import Settings
-from tests.support import BEHAVIOUR_ROW
+from tests.support import BEHAVIOUR_ROW, binary_outputs
 
 pytestmark = pytest.mark.http
 
@@ -90,6 +90,18 @@ def test_v2_explain_adds_a_contributions_tensor_that_adds_up(explained: TestClie
     assert np.max(np.abs(body["parameters"]["base_value"] + phi.sum(axis=1) - churn)) <= 1e-6
     assert body["parameters"]["features"] == list(rows[0])
     assert len(_v2(explained, rows, {"explain": False}).json()["outputs"]) == 1
+
+
+def test_v2_explain_with_binary_outputs_sends_both_tensors_as_bytes(explained: TestClient) -> None:
+    rows = _rows(explained)[:4]
+    json_body = _v2(explained, rows, {"explain": True}).json()
+    header, (probabilities, contributions) = binary_outputs(
+        _v2(explained, rows, {"explain": True, "binary_data_output": True})
+    )
+    assert [o["name"] for o in header["outputs"]] == ["probabilities", "contributions"]
+    assert header["parameters"] == json_body["parameters"]
+    for tensor, output in zip((probabilities, contributions), json_body["outputs"], strict=True):
+        np.testing.assert_array_equal(tensor.ravel(), np.array(output["data"], dtype=np.float32))
 
 
 def test_v2_bad_explain_is_a_422(explained: TestClient) -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+import numpy as np
 import pytest
 from starlette.testclient import TestClient
+
+from tests.support import binary_outputs
 
 pytestmark = pytest.mark.http
 
@@ -106,11 +110,7 @@ def test_v2_malformed_json_is_400(client: TestClient) -> None:
     assert "error" in response.json()
 
 
-def _binary_request(rows: list[list[float]], size: int | None = None) -> tuple[bytes, dict[str, str]]:
-    import json
-
-    import numpy as np
-
+def _binary_request(rows: list[list[float]], size: int | None = None, **extra: Any) -> tuple[bytes, dict[str, str]]:
     data = np.asarray(rows, dtype="<f4").tobytes()
     header = json.dumps(
         {
@@ -121,7 +121,8 @@ def _binary_request(rows: list[list[float]], size: int | None = None) -> tuple[b
                     "datatype": "FP32",
                     "parameters": {"binary_data_size": len(data) if size is None else size},
                 }
-            ]
+            ],
+            **extra,
         }
     )
     headers = {"content-type": "application/octet-stream", "inference-header-content-length": str(len(header))}
@@ -134,6 +135,61 @@ def test_v2_binary_tensor_extension_matches_json(client: TestClient, golden: dic
     binary = client.post("/v2/models/churn/infer", content=body, headers=headers)
     assert binary.status_code == 200, binary.text
     assert binary.json()["outputs"] == _infer(client, rows).json()["outputs"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "outputs"),
+    [
+        ({"binary_data_output": True}, None),
+        ({}, [{"name": "probabilities", "parameters": {"binary_data": True}}]),
+        ({"binary_data_output": False}, [{"name": "probabilities", "parameters": {"binary_data": True}}]),
+    ],
+    ids=["every output", "one output", "one output, request says no"],
+)
+def test_v2_binary_outputs_carry_the_json_answers_bytes(
+    client: TestClient, golden: dict[str, Any], parameters: dict[str, Any], outputs: Any
+) -> None:
+    rows = golden["inputs"][:4]
+    body, headers = _binary_request(rows, parameters=parameters, **({"outputs": outputs} if outputs else {}))
+    response = client.post("/v2/models/churn/infer", content=body, headers=headers)
+    assert response.status_code == 200, response.text
+    header, (probabilities,) = binary_outputs(response)
+    (output,) = header["outputs"]
+    assert "data" not in output and output["shape"] == [4, 2] and output["datatype"] == "FP32"
+    expected = _infer(client, rows).json()["outputs"][0]["data"]
+    np.testing.assert_array_equal(probabilities.ravel(), np.array(expected, dtype=np.float32))
+
+
+def test_v2_an_output_can_refuse_binary_when_the_request_asks_for_it(
+    client: TestClient, golden: dict[str, Any]
+) -> None:
+    outputs = [{"name": "probabilities", "parameters": {"binary_data": False}}]
+    response = _infer(client, golden["inputs"][:2], parameters={"binary_data_output": True}, outputs=outputs)
+    assert (
+        response.headers["content-type"] == "application/json"
+        and "inference-header-content-length" not in response.headers
+    )
+    assert response.json()["outputs"][0]["shape"] == [2, 2]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"parameters": {"binary_data_output": "yes"}},
+        {"parameters": [1]},
+        {"outputs": [{"name": "probabilities", "parameters": {"binary_data": 1}}]},
+        {"outputs": [{"name": "probabilities", "parameters": "binary"}]},
+    ],
+)
+def test_v2_bad_binary_output_parameters_are_a_400(
+    client: TestClient, golden: dict[str, Any], extra: dict[str, Any]
+) -> None:
+    response = _infer(client, golden["inputs"][:1], **extra)
+    assert response.status_code == 400 and set(response.json()) == {"error"}
+
+
+def test_v2_server_metadata_names_the_binary_extension(client: TestClient) -> None:
+    assert client.get("/v2").json()["extensions"] == ["binary_tensor_data"]
 
 
 @pytest.mark.parametrize("size", [0, 19, 80])

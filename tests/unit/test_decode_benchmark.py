@@ -14,6 +14,7 @@ def test_every_batch_shape_is_decoded_validated_and_rendered(exported: Path) -> 
         "/predict JSON columns",
         "V2 JSON tensor",
         "V2 binary tensor",
+        "V2 binary tensor, binary output",
     }
     binary = results["shapes"]["V2 binary tensor"]
     assert binary["body_bytes"] > 40 * 5 * 4  # the JSON header, then 40 rows x 5 float32 features
