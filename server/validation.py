@@ -66,6 +66,18 @@ class RowParser:
         self._n = len(self.features)
         self._feature_set = frozenset(self.features)
         self._minimum_row = np.asarray(lows, dtype=np.float64)
+        names = "".join(self.features)
+        self._key_letters = (names.count("u"), names.count("l"))
+
+    def holds_only_numbers(self, body: bytes) -> bool:
+        """Whether a columnar body (its keys the feature names) can hold only numbers as values (or arrays and
+        objects, which conversion refuses), judged from three byte counts instead of a type check per value
+        (~60 us less per 1000 rows): a string value needs quotes beyond the keys', and ``true``, ``false`` and
+        ``null`` a 'u' or an 'l' beyond the keys' letters (a key may spell a letter as an escape, which adds a
+        'u' and never removes one). Not for row objects: their keys repeat, and counting costs more than it saves.
+        """
+        u, ell = self._key_letters
+        return body.count(b'"') == 2 * self._n and body.count(b"u") == u and body.count(b"l") == ell
 
     def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32] | Columns:
         """One row as a list in feature order (a JSON object), ``float32[N, n]`` (a JSON array of objects), or
@@ -74,7 +86,7 @@ class RowParser:
         if type(data) is dict:
             values = data.values()
             if data and type(next(iter(values))) is list and all(type(value) is list for value in values):
-                return self.parse_columns(data)
+                return self.parse_columns(data, self.holds_only_numbers(body))
             return self.parse_one(data)
         if type(data) is list:
             return self.parse_rows(data)
@@ -112,8 +124,9 @@ class RowParser:
             raise ValidationFailed(self.errors(rows, batch=True))
         return X64.astype(np.float32)
 
-    def parse_columns(self, data: dict[str, Any]) -> Columns:
-        """Validate a columnar batch: every feature once, lists of one length, numbers in range."""
+    def parse_columns(self, data: dict[str, Any], numbers_only: bool = False) -> Columns:
+        """Validate a columnar batch: every feature once, lists of one length, numbers in range. ``numbers_only``:
+        the body was found to hold no string, bool or null value (:meth:`holds_only_numbers`)."""
         errors = [
             field_error(["body", name], "Field required", "missing") for name in self.features if name not in data
         ] + [
@@ -137,18 +150,9 @@ class RowParser:
             raise ValidationFailed([field_error(["body"], "Columns should have at least 1 item, not 0", "too_short")])
         if n > self.max_batch:
             raise PayloadTooLarge(f"batch of {n} rows exceeds the limit of {self.max_batch}")
-        for name in self.features:
-            if not set(map(type, data[name])) <= NUMBERS:
-                index = next(i for i, value in enumerate(data[name]) if type(value) not in NUMBERS)
-                raise ValidationFailed(
-                    [field_error(["body", name, index], "Input should be a valid number", "float_type")]
-                )
         X64 = np.empty((self._n, n), dtype=np.float64)
         for j, name in enumerate(self.features):
-            try:
-                X64[j] = np.fromiter(data[name], dtype=np.float64, count=n)
-            except OverflowError:  # an integer past float64
-                X64[j] = np.inf
+            X64[j] = self._column(name, data[name], numbers_only)
         within = (X64 >= self._minimum_row[:, None]) & (X64 <= FLOAT32_MAX)  # NaN fails both
         if not within.all():
             found = []
@@ -161,6 +165,20 @@ class RowParser:
                 found.append(field_error(["body", name, i], *problem))
             raise ValidationFailed(found)
         return Columns(np.ascontiguousarray(X64.T, dtype=np.float32))
+
+    @staticmethod
+    def _column(name: str, values: list[Any], numbers_only: bool) -> npt.NDArray[np.float64]:
+        """One column as float64, each value's type checked first unless ``numbers_only``: the first value that is
+        not a number is a 422 naming it."""
+        if not numbers_only and not set(map(type, values)) <= NUMBERS:
+            index = next(i for i, value in enumerate(values) if type(value) not in NUMBERS)
+            raise ValidationFailed([field_error(["body", name, index], "Input should be a valid number", "float_type")])
+        try:
+            return np.fromiter(values, dtype=np.float64, count=len(values))
+        except OverflowError:  # an integer past float64: out of range, reported as such
+            return np.full(len(values), np.inf)
+        except (TypeError, ValueError):  # a nested array or object, which only numbers_only lets this far
+            return RowParser._column(name, values, numbers_only=False)
 
     def parse_one(self, row: dict[str, Any]) -> list[float]:
         """Validate one row object; its values in feature order."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed
-from server.validation import RowParser, decode_json
+from server.validation import Columns, RowParser, decode_json
 
 FEATURES = ("a", "b", "c")
 parser = RowParser(FEATURES, (0.0, 0.0, float("-inf")), max_batch=3)
@@ -50,6 +50,36 @@ def test_a_bool_or_null_in_a_batch_is_not_read_as_a_number(body: bytes, loc: lis
     # bool is a subclass of int: numpy would read True as 1.0.
     with pytest.raises(ValidationFailed) as info:
         parser.parse(body)
+    assert [(e["loc"], e["type"]) for e in info.value.detail] == [(loc, "float_type")]
+
+
+LETTERED = RowParser(("value", "level", "c"), (0.0, 0.0, 0.0), max_batch=3)  # keys with a 'u' and 'l's
+
+
+def test_a_columnar_body_of_numbers_converts_without_a_type_check_to_the_same_rows() -> None:
+    body = b'{"level": [2, 3.5e2], "value": [1, 0.25], "c": [0, 123456789]}'
+    assert LETTERED.holds_only_numbers(body)
+    fast = LETTERED.parse(body)
+    checked = LETTERED.parse_columns(decode_json(body), numbers_only=False)
+    assert isinstance(fast, Columns) and fast.X.tolist() == checked.X.tolist() == [[1, 2, 0], [0.25, 350, 123456792]]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"value": [1, "2"], "level": [1, 2], "c": [1, 2]}', ["body", "value", 1]),
+        (b'{"value": [1, true], "level": [1, 2], "c": [1, 2]}', ["body", "value", 1]),
+        (b'{"value": [1, 2], "level": [null, 2], "c": [1, 2]}', ["body", "level", 0]),
+        (b'{"value": [1, 2], "level": [1, 2], "c": [[1], 2]}', ["body", "c", 0]),
+        (b'{"value": [1, 2], "level": [1, 2], "c": [1, {"x": 1}]}', ["body", "c", 1]),
+        # A key spelling its 'l' as an escape to make room for a `false`: the escape brings a 'u' of its own.
+        (b'{"va\\u006cue": [1, false], "level": [1, 2], "c": [1, 2]}', ["body", "value", 1]),
+    ],
+    ids=["string", "true", "null", "array", "object", "escaped key and false"],
+)
+def test_a_columnar_body_with_anything_but_numbers_is_checked_value_by_value(body: bytes, loc: list[object]) -> None:
+    with pytest.raises(ValidationFailed) as info:
+        LETTERED.parse(body)
     assert [(e["loc"], e["type"]) for e in info.value.detail] == [(loc, "float_type")]
 
 
