@@ -162,6 +162,7 @@ class Coalescer:
                 if request.disconnected:
                     continue
                 body = b"".join(request.chunks)
+                request.chunks.clear()  # the connection keeps its last request until the next one
                 if request.route == INFER_ROUTE:
                     self._answer_infer(served, request, body, close)
                     continue

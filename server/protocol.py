@@ -132,7 +132,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._disarm()
         cycle: object = self.cycle
         if type(cycle) is PendingRequest and self.coalescer is not None:
-            self.coalescer.release(cycle)  # a body that will never be answered
+            # A body that will never be answered: its budget back, and its bytes freed now (the request and this
+            # connection refer to each other, so without this they would wait for the garbage collector).
+            self.coalescer.release(cycle)
+            cycle.chunks.clear()
         super().connection_lost(exc)
         if self.metrics is not None:
             self.metrics.connections = len(self.connections)
