@@ -11,7 +11,7 @@ and takes no part in the call, so it cannot fail its neighbours.
 
 What onnxruntime costs per call (~6 us here, whatever the row count up to a few dozen) is paid once per turn
 instead of once per request, and the per-request asyncio task, ASGI messages and scope are not built at all: for
-1000-row batches that is ~15% of a request's time. One turn answers at most ``TURN_BODY_BYTES`` of bodies; the rest
+1000-row batches that is 9-14% of a request's time. One turn answers at most ``TURN_BODY_BYTES`` of bodies; the rest
 wait for the next turn, after the loop has polled its sockets, so probes are answered between batches (what the
 ASGI path's ``BatchGate`` does). The ASGI handlers in ``server.predict`` and ``server.v2`` serve every other
 request, and these routes under other ASGI servers; both paths parse, score and render with the same functions
