@@ -39,8 +39,8 @@ BATCH_SIZES = (10, 100, 1000)
 DISTINCT_BODIES = 8  # per scenario, sent in turn
 
 # Each run sends its bodies in turn, pre-formatted once: a single body repeated lets the CPU's branch predictor learn
-# its path through the trees, which makes onnxruntime ~20% faster than on any real traffic (it did in both the floor
-# and the server; see ``in_process_floor``).
+# its path through the trees, which makes onnxruntime up to 20% faster than on any real traffic (see
+# ``in_process_floor``, which times both).
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.path = "{path}"
