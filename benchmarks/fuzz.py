@@ -89,14 +89,28 @@ def _encode(value: Any) -> bytes:
 
 
 def bodies(features: Sequence[str], max_body: int) -> st.SearchStrategy[bytes]:
+    flag = st.one_of(st.booleans(), _json_values)  # what binary_data_output, binary_data and explain get
     v2 = st.builds(
-        lambda n, data, name, dtype: {
-            "inputs": [{"name": name, "shape": [n, len(features)], "datatype": dtype, "data": data}]
+        lambda n, data, name, dtype, parameters, outputs: {
+            "inputs": [{"name": name, "shape": [n, len(features)], "datatype": dtype, "data": data}],
+            **({} if parameters is None else {"parameters": parameters}),
+            **({} if outputs is None else {"outputs": outputs}),
         },
         st.integers(-1, 3),
         st.lists(_numbers(), max_size=16),
         st.sampled_from(["features", "x"]),
         st.sampled_from(["FP32", "INT64", "BYTES"]),
+        st.one_of(st.none(), st.fixed_dictionaries({}, optional={"binary_data_output": flag, "explain": flag})),
+        st.one_of(
+            st.none(),
+            st.lists(
+                st.fixed_dictionaries(
+                    {"name": st.sampled_from(["probabilities", "contributions", "x"])},
+                    optional={"parameters": st.one_of(st.fixed_dictionaries({"binary_data": flag}), _json_values)},
+                ),
+                max_size=3,
+            ),
+        ),
     )
     return st.one_of(
         _rows(features).map(_encode),
@@ -134,6 +148,9 @@ def problems(request: FuzzRequest, status: int, headers: Mapping[str, str], body
         and not (request.path in NOT_JSON_ROUTES and status == 200)
         and not (request.path.startswith("/docs/assets/") and status == 200)
     )
+    header_length = next((v for k, v in headers.items() if k.lower() == "inference-header-content-length"), None)
+    if header_length is not None and status == 200:  # V2 binary outputs: the JSON, then the tensors' bytes
+        body = body[: int(header_length)]
     if expects_json:
         try:
             json.loads(body)
