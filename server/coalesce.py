@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 from server.errors import INTERNAL_ERROR_BODY, ApiError
 from server.predict import ROUTE
-from server.v2 import HEADER_LENGTH, INFER_ROUTE, answer_infer
+from server.v2 import HEADER_LENGTH_BYTES, INFER_ROUTE, answer_infer
 from server.validation import Columns
 
 Parsed = list[float] | npt.NDArray[np.float32] | Columns  # a request's rows, as the parser gives them
@@ -206,7 +206,7 @@ class Coalescer:
         if answer.header_length is None:
             self._respond(request, 200, answer.body, b"", close)
         else:
-            headers = b"%s: %d\r\n" % (HEADER_LENGTH.encode(), answer.header_length)
+            headers = b"%s: %d\r\n" % (HEADER_LENGTH_BYTES, answer.header_length)
             self._respond(request, 200, answer.body, headers, close, answer.content_type)
 
     def _score(

@@ -41,7 +41,7 @@ from server.coalesce import COALESCER_KEY, Coalescer, PendingRequest
 from server.metrics import METRICS_KEY, Metrics
 from server.predict import ROUTE
 from server.settings import Settings
-from server.v2 import INFER_ROUTE
+from server.v2 import HEADER_LENGTH_BYTES, INFER_ROUTE
 
 PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
 DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
@@ -287,7 +287,7 @@ class GuardedProtocol(HttpToolsProtocol):
                 kind = value
             elif name == b"authorization":
                 authorization = value
-            elif name == b"inference-header-content-length":
+            elif name == HEADER_LENGTH_BYTES:
                 if header_length is not None:
                     return None
                 header_length = value.decode("latin-1")

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 PLATFORM = "onnxruntime_onnx"
 INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
 HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's HTTP header
+HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()  # as the connection's own path reads and writes it
 
 
 def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
