@@ -51,6 +51,7 @@ ENV PATH=/opt/venv/bin:$PATH \
 RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pulse
 WORKDIR /app
 COPY --from=deps /opt/venv /opt/venv
+COPY common/ /app/common/
 COPY server/ /app/server/
 COPY --from=model /out/ /models/
 USER 10001

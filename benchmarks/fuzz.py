@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 from hypothesis import strategies as st
 
-from server.routes import DOCS_ASSETS, ENDPOINTS
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.routes import DOCS_ASSETS, ENDPOINTS
 
 
 def _example_paths() -> tuple[str, ...]:

@@ -173,7 +173,7 @@ def in_process_floor(artifacts: Path, rows: np.ndarray, repeat: int) -> dict[str
     Like the HTTP scenarios it cycles through the distinct rows and batches they send. It also times one batch
     repeated, for the record: the branch predictor learns that batch's paths through the trees (~20% faster here).
     """
-    from server.model import load_model
+    from common.model.loader import load_model
 
     model = load_model(artifacts / "model.onnx", threads=1)
     ones = [_batch(rows, 1, i).tolist()[0] for i in range(DISTINCT_BODIES)]

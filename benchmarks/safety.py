@@ -21,7 +21,7 @@ from typing import Any
 
 from benchmarks.procs import free_port, python_command, self_signed_certificate, stop
 from benchmarks.run import SERVER_CORE, _taskset, run_wrk
-from server.keys import hash_key
+from server.config.keys import hash_key
 
 KEY = "pk_benchmark"
 JSON = {"Content-Type": "application/json"}

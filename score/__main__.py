@@ -14,7 +14,7 @@ import logging.config
 import sys
 from pathlib import Path
 
-from train.__main__ import LOGGING_CONFIG
+from common.logconfig import CLI_LOGGING_CONFIG
 from train.events import add_column_flags, columns_from_flags, iso_timestamp
 
 DEFAULT_TOLERANCE = 0.05
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.config.dictConfig(LOGGING_CONFIG)
+    logging.config.dictConfig(CLI_LOGGING_CONFIG)
     import duckdb
 
     from score.model import ScoreError

@@ -15,10 +15,10 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from common.io import atomic_path
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring
 from score.output import RUN_RECORD_KEY, feature_matrix, with_predictions
 from score.summary import RunSummary
-from train._io import atomic_path
 from train.events import EventColumns, open_event_log
 from train.features import features_query
 

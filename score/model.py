@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from server.model import Model, ModelError, model_from_bytes, read_model_bytes
+from common.model.loader import Model, ModelError, model_from_bytes, read_model_bytes
 from train.features import BY_NAME, Feature, utc_naive
 
 

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from score import metrics
+from common import classification as metrics
+from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
 from score.output import read_predictions
-from train._io import atomic_path, write_text_atomic
 from train.events import EventColumns, open_event_log
 
 DEFAULT_LABEL_DAYS = 30

@@ -16,11 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from server.keys import KeyRing, KeysError
-from server.logs import logging_config
-from server.model import Model, ModelError, load_model
-from server.request_log import RequestLogError, check_request_log_path
-from server.settings import Settings, SettingsError
+from common.model.loader import Model, ModelError, load_model
+from server.config.keys import KeyRing, KeysError
+from server.config.settings import Settings, SettingsError
+from server.monitoring.request_log import RequestLogError, check_request_log_path
+from server.ops.logs import logging_config
 
 logger = logging.getLogger("server")
 PROBE_ROOM = 64  # connections between PULSE_MAX_CONNECTIONS and the descriptor ceiling: probes only
@@ -96,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     import uvicorn
 
-    from server.app import create_app
-    from server.protocol import GuardedProtocol, connection_ceiling
+    from server.http.app import create_app
+    from server.http.fast.protocol import GuardedProtocol, connection_ceiling
 
     ceiling = connection_ceiling()  # workers inherit the raised descriptor limit
     if settings.max_connections > ceiling - PROBE_ROOM:
@@ -131,7 +131,7 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     if settings.workers == 1:
         server.run()
         return 0 if server.started else 3
-    from server.supervisor import SwappingSupervisor
+    from server.ops.supervisor import SwappingSupervisor
 
     SwappingSupervisor(uvicorn_config, sockets=[uvicorn_config.bind_socket()], settings=settings).run()
     return 0

@@ -8,31 +8,11 @@ import logging.config
 import sys
 from pathlib import Path
 
+from common.logconfig import CLI_LOGGING_CONFIG
 from train.events import add_column_flags, iso_timestamp
 from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 
-LOGGING_CONFIG = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"default": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"stderr": {"()": "train.__main__.StderrHandler", "formatter": "default"}},
-    "root": {"handlers": ["stderr"], "level": "INFO"},
-    "loggers": {"numba": {"level": "WARNING"}, "matplotlib": {"level": "WARNING"}},
-}
-
 logger = logging.getLogger("train")
-
-
-class StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is when a record is emitted (test runners swap it between tests)."""
-
-    @property
-    def stream(self) -> object:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: object) -> None:
-        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from train.events import columns_from_flags
 
-    logging.config.dictConfig(LOGGING_CONFIG)
+    logging.config.dictConfig(CLI_LOGGING_CONFIG)
     try:
         if args.command == "simulate":
             from train.simulate import SimulationConfig, simulate_events

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from train._io import atomic_path, write_text_atomic
+from common.io import atomic_path, write_text_atomic
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 
-from score.metrics import CALIBRATION_BINS, expected_calibration_error
+from common.classification import CALIBRATION_BINS, expected_calibration_error
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import joblib
 
+from common.io import atomic_path, write_text_atomic
 from train import evaluate
-from train._io import atomic_path, write_text_atomic
 from train.config import TrainConfig
 from train.events import EventColumns, open_event_log, timestamps_are_dates
 from train.explain import shap_summary

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from train._io import atomic_path
+from common.io import atomic_path
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ import onnx
 import pyarrow.parquet as pq
 import pytest
 
+from common.model.loader import load_model
 from score.duckdb_engine import score_on_duckdb
 from score.output import RUN_RECORD_KEY
-from server.model import load_model
 from train.events import EventColumns, open_event_log
 from train.features import build_features, feature_set
 

@@ -19,9 +19,9 @@ from starlette.testclient import TestClient
 
 from benchmarks.hostile import ResponseStream, read_response
 from benchmarks.procs import ServerProcess, free_port, http_get, metric, python_command, run_server
-from server.app import create_app
-from server.model import load_model
-from server.settings import Settings
+from common.model.loader import load_model
+from server.config.settings import Settings
+from server.http.app import create_app
 from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.e2e

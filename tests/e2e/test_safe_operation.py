@@ -29,8 +29,8 @@ from benchmarks.procs import (
     self_signed_certificate,
     stop,
 )
-from server.keys import hash_key
-from server.model import Model, load_model
+from common.model.loader import Model, load_model
+from server.config.keys import hash_key
 from tests.support import EXAMPLE_ROW, require_tool
 
 pytestmark = pytest.mark.e2e

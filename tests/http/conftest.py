@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.app import create_app
 
 MAX_BATCH = 50
 MAX_BODY = 20_000

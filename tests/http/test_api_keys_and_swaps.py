@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import PulseApp, create_app
-from server.keys import hash_key
-from server.model import load_model
-from server.settings import Settings
+from common.model.loader import load_model
+from server.config.keys import hash_key
+from server.config.settings import Settings
+from server.http.app import PulseApp, create_app
 from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http

@@ -10,8 +10,8 @@ import jsonschema
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.app import create_app
 
 pytestmark = pytest.mark.http
 
@@ -133,7 +133,7 @@ def test_responses_match_the_openapi_document_when_ready_and_when_draining(setti
 
 
 def test_openapi_lists_exactly_the_route_table(client: TestClient) -> None:
-    from server.routes import ENDPOINTS
+    from server.http.routes import ENDPOINTS
 
     spec = client.get("/openapi.json").json()
     documented = {(path, method.upper()) for path, item in spec["paths"].items() for method in item}

@@ -14,8 +14,8 @@ import onnx
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.app import create_app
 from tests.support import BEHAVIOUR_ROW, binary_outputs
 
 pytestmark = pytest.mark.http

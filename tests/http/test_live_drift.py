@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.app import create_app
 from train.drift import run_drift
 from train.events import EventColumns
 from train.pipeline import write_features

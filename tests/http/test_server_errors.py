@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import PulseApp, create_app
-from server.settings import Settings
+from server.config.settings import Settings
+from server.http.app import PulseApp, create_app
 
 pytestmark = pytest.mark.http
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from server.app import PulseApp, create_app
-from server.asgi import BatchGate, BodyBudget, read_body
-from server.errors import ApiError, Overloaded, V2Error
-from server.settings import Settings
-from server.v2 import split_binary_body
+from server.config.settings import Settings
+from server.core.errors import ApiError, Overloaded, V2Error
+from server.http.app import PulseApp, create_app
+from server.http.asgi import BatchGate, BodyBudget, read_body
+from server.pipeline.v2 import split_binary_body
 from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http

@@ -16,14 +16,14 @@ import pytest
 import shap
 from sklearn.ensemble import RandomForestClassifier
 
-import server.treeshap
+import common.model.treeshap
+from common.model.loader import ModelError, load_model
+from common.model.onnx_graph import node_attributes
+from common.model.treeshap import explainer_from_onnx, leaf_contributions
 from export.convert import convert_to_onnx
 from export.explain import tree_covers
 from export.parity import edge_rows
 from server.__main__ import main
-from server.model import ModelError, load_model
-from server.onnx_graph import node_attributes
-from server.treeshap import explainer_from_onnx, leaf_contributions
 
 pytestmark = pytest.mark.parity
 TOLERANCE = 1e-6
@@ -68,7 +68,7 @@ def test_a_depth_12_forest_matches_shap_with_tables_and_per_row(
     forest.fit(train[features], train["churned"])
     assert max(t.get_depth() for t in forest.estimators_) == 12
     if not tabulated:
-        monkeypatch.setattr(server.treeshap, "MAX_TABLE_FEATURES", 0)  # force the per-row evaluation
+        monkeypatch.setattr(common.model.treeshap, "MAX_TABLE_FEATURES", 0)  # force the per-row evaluation
     data = convert_to_onnx(forest, {"features": features}).SerializeToString()
     explainer = explainer_from_onnx(data, tree_covers(forest), len(features), 1)
     assert explainer.tabulated is tabulated

@@ -58,7 +58,7 @@ def test_deployment_probes_and_limits() -> None:
 def test_the_pod_outlives_drain_and_graceful_shutdown() -> None:
     """Kubernetes sends SIGKILL after terminationGracePeriodSeconds: it must cover the drain, then uvicorn's
     graceful shutdown, plus a margin for the process to exit."""
-    from server.settings import Settings
+    from server.config.settings import Settings
 
     (deployment,) = yaml.safe_load_all((ROOT / "deploy" / "k8s" / "deployment.yaml").read_text())
     pod = deployment["spec"]["template"]["spec"]

@@ -8,8 +8,9 @@ import time
 import numpy as np
 import pytest
 
+from common.model.reference import PREDICTION, Column, DriftReferenceError, read_reference
 from export.reference import reference_bins
-from server.drift import PREDICTION, Column, DriftReferenceError, DriftWindow, psi, read_reference
+from server.monitoring.drift import DriftWindow, psi
 
 
 def test_reference_bins_put_a_tenth_of_the_training_rows_in_each_bin() -> None:
@@ -43,7 +44,7 @@ def _window(slots: int = 3) -> DriftWindow:
 
 
 def test_rows_land_in_their_bins_one_by_one_and_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.drift.time.time", lambda: 600.0)
+    monkeypatch.setattr("server.monitoring.drift.time.time", lambda: 600.0)
     one, batch = _window(), _window()
     values = [0.5, 1.0, 1.5, 2.0, 7.0]  # bins: [..1) [1, 2) [2, ..)
     probabilities = [0.1, 0.5, 0.9, 0.2, 0.7]
@@ -57,7 +58,7 @@ def test_rows_land_in_their_bins_one_by_one_and_in_batches(monkeypatch: pytest.M
 
 def test_old_slots_leave_the_window_and_workers_merge_by_slot(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
-    monkeypatch.setattr("server.drift.time.time", lambda: now[0])
+    monkeypatch.setattr("server.monitoring.drift.time.time", lambda: now[0])
     a, b = _window(slots=3), _window(slots=3)
     a.add([0.5], 0.1)  # slot 0
     a.drain()
@@ -77,7 +78,7 @@ def test_old_slots_leave_the_window_and_workers_merge_by_slot(monkeypatch: pytes
 
 
 def test_too_few_rows_report_no_psi(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("server.drift.time.time", lambda: 0.0)
+    monkeypatch.setattr("server.monitoring.drift.time.time", lambda: 0.0)
     window = _window()
     for _ in range(5):
         window.add([1.5], 0.6)  # counted when the snapshot drains the queue

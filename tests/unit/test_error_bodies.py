@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.errors import ApiError, V2Error, ValidationFailed, dumps_safely, field_error
+from server.core.errors import ApiError, V2Error, ValidationFailed, dumps_safely, field_error
 
 
 def _nested(depth: int) -> list[Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from server.keys import KeyRing, KeysError, hash_key
+from server.config.keys import KeyRing, KeysError, hash_key
 
 
 def _ring(tmp_path: Path, text: str) -> KeyRing:
@@ -45,7 +45,7 @@ def test_a_bad_keys_file_is_one_error_naming_the_line(tmp_path: Path, text: str,
 
 def test_the_key_maker_prints_a_line_the_file_accepts(tmp_path: Path) -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "server.keys", "new", "--scope", "admin", "--name", "ops"],
+        [sys.executable, "-m", "server.config.keys", "new", "--scope", "admin", "--name", "ops"],
         capture_output=True,
         text=True,
         check=True,

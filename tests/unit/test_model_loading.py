@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from server.model import ModelError, load_model
+from common.model.loader import ModelError, load_model
 
 
 @pytest.fixture

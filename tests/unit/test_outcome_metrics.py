@@ -14,7 +14,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-from score import metrics
+from common import classification as metrics
 
 
 @st.composite

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.request_log import RequestLog, RequestLogError, check_request_log_path
+from server.monitoring.request_log import RequestLog, RequestLogError, check_request_log_path
 
 FEATURES = ("a", "b")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import DEFAULT_MAX_BATCH, Settings, SettingsError
+from server.config.settings import DEFAULT_MAX_BATCH, Settings, SettingsError
 
 
 def test_defaults_without_environment() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed
-from server.validation import Columns, RowParser, decode_json
+from server.core.errors import MalformedJson, PayloadTooLarge, ValidationFailed
+from server.core.validation import Columns, RowParser, decode_json
 
 FEATURES = ("a", "b", "c")
 parser = RowParser(FEATURES, (0.0, 0.0, float("-inf")), max_batch=3)

@@ -1,9 +1,9 @@
 """``create_app(settings)``: the ASGI application, its lifespan and its error handler.
 
-``POST /predict`` is the product's hot path, so the outer callable hands it straight to ``server.predict``:
-no Request/Response objects, no routing, no middleware stack. Everything else (health, readiness, metadata,
-metrics, docs, the V2 protocol, 404/405) goes through an ordinary Starlette application built from the route
-table in ``server.routes``.
+``POST /predict`` and V2 infer go straight to the pipeline's ASGI door (``server.http.asgi``): no Request/Response
+objects, no routing, no middleware stack. Everything else (health, readiness, metadata, metrics, docs, the rest of
+the V2 protocol, admin, 404/405) goes through an ordinary Starlette application built from the route table in
+``server.http.routes``.
 """
 
 from __future__ import annotations
@@ -23,86 +23,35 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from server import predict
-from server.asgi import CLOSE_HEADER, JSON_HEADER
-from server.coalesce import COALESCER_KEY, Coalescer
-from server.drift import DRAIN_SECONDS, DriftWindow
-from server.errors import (
-    CLIENT_CLOSED,
-    INTERNAL_ERROR_BODY,
-    ApiError,
-    ClientDisconnected,
-    Forbidden,
-    Unauthorized,
-    V2Error,
-)
-from server.keys import KeyRing
-from server.metrics import METRICS_KEY, Metrics
-from server.model import Model, load_model
-from server.openapi import build_openapi
-from server.request_log import ModelLog, RequestLog
-from server.routes import KEY_SCOPES, build_routes, key_scope
-from server.settings import Settings
-from server.shutdown import DrainOnSigterm
-from server.state import ServerState
-from server.swap import ModelSwapper
+from common.model.loader import Model, load_model
+from server.config.keys import KeyRing
+from server.config.settings import Settings
+from server.core.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
+from server.http import asgi
+from server.http.asgi import CLOSE_HEADER, JSON_HEADER
+from server.http.documents import serve_model
+from server.http.fast.coalesce import COALESCER_KEY, Coalescer
+from server.http.routes import KEY_SCOPES, build_routes, key_scope
+from server.monitoring.drift import DRAIN_SECONDS, DriftWindow
+from server.monitoring.metrics import METRICS_KEY, Metrics
+from server.monitoring.request_log import RequestLog
+from server.ops.shutdown import DrainOnSigterm
+from server.ops.swap import ModelSwapper
+from server.pipeline.answer import error_answer
+from server.pipeline.head import RequestHead
+from server.pipeline.pipeline import Pipeline
+from server.pipeline.state import ServerState
 
 logger = logging.getLogger(__name__)
 
 UNMATCHED_ROUTE = "other"  # the metrics label of paths no route matches: a bounded label set whatever clients send
 
 
-def serve_model(model: Model, settings: Settings, request_log: RequestLog | None) -> predict.ServedModel:
-    """Prepare ``model`` for the handlers: render its documents once."""
-    log = request_log.for_model(model.info.features, model.info.version) if request_log is not None else None
-    return _served(model, settings, log)
-
-
-def _served(model: Model, settings: Settings, request_log: ModelLog | None) -> predict.ServedModel:
-    info = model.info
-    metadata = orjson.dumps(
-        {
-            "model_version": info.version,
-            "trained_at": info.trained_at,
-            "feature_set": info.feature_set,
-            "features": list(info.features),
-            "feature_schema": [
-                {"name": name, "description": description, "unit": unit, "minimum": minimum}
-                for name, description, unit, minimum in zip(
-                    info.features, info.descriptions, info.units, info.minimums, strict=True
-                )
-            ],
-            "threshold": info.threshold,
-            "threshold_rule": "churn = churn_probability >= threshold",
-            "metrics": info.test_metrics,
-            "sha256": info.sha256,
-            "size_bytes": info.size_bytes,
-            "node_count": info.node_count,
-            "input_name": info.input_name,
-            "limits": {"max_batch": settings.max_batch, "max_body_bytes": settings.max_body_bytes},
-            "explanations": (
-                {
-                    "available": True,
-                    "method": "exact path-dependent TreeSHAP of P(churn)",
-                    "per_leaf_tables": model.explainer.tabulated,
-                    "base_value": model.explainer.base_value,
-                }
-                if model.explainer is not None
-                else {"available": False, "reason": model.explain_unavailable}
-            ),
-        }
-    )
-    openapi = orjson.dumps(build_openapi(info, settings, model.n_classes))
-    return predict.ServedModel(model, settings.max_batch, request_log, metadata, openapi)
-
-
 async def render_error(request: Request, exc: Exception) -> Response:
     """The one error handler: our ``ApiError`` family, Starlette's 404/405, and anything unexpected as a JSON 500."""
     if isinstance(exc, ApiError):
-        headers = exc.headers or {}
-        if exc.closes_connection:
-            headers = {**headers, "connection": "close"}
-        return Response(exc.body(), exc.status_code, headers, media_type="application/json")
+        answer = error_answer(exc)
+        return Response(answer.body, answer.status, {k.decode(): v.decode() for k, v in answer.extra_headers()})
     if isinstance(exc, HTTPException):
         body = orjson.dumps({"detail": exc.detail})
         return Response(body, exc.status_code, exc.headers, media_type="application/json")
@@ -130,6 +79,7 @@ class PulseApp:
 
     def __init__(self, settings: Settings, model: Model | None = None) -> None:
         self.state = ServerState(settings, Metrics(settings.metrics_dir, settings.drift_min_rows))
+        self.pipeline = Pipeline(self.state)
         self._preloaded = model
         self.starlette = Starlette(
             routes=build_routes(self.state),
@@ -140,40 +90,26 @@ class PulseApp:
         self.starlette.router.redirect_slashes = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and self.state.keys is not None and not await self._authorized(scope, send):
-            return
-        if scope["type"] == "http" and scope["path"] == predict.ROUTE and scope["method"] == "POST":
-            await predict.predict(self.state, scope, receive, send)
-        elif scope["type"] == "http":
-            await self._counted(scope, receive, send)
-        else:
+        if scope["type"] != "http":
             await self.starlette(scope, receive, send)
+            return
+        if self.state.keys is not None and not await self._authorized(scope, send):
+            return
+        route = self.pipeline.route_of(scope["method"].encode(), scope["path"].encode())
+        if route is not None:
+            await asgi.serve(self.pipeline, route, scope, receive, send)
+        else:
+            await self._counted(scope, receive, send)
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
         """With API keys on: whether the request's key has the scope its route needs; if not, answer 401/403."""
-        needed = key_scope(scope["path"])
-        keys = self.state.keys
-        if needed is None or keys is None:
+        path = scope["path"]
+        error = self.pipeline.authorize(key_scope(path), path, RequestHead.scan(scope["headers"]))
+        if error is None:
             return True
-        authorization = next((value for name, value in scope["headers"] if name == b"authorization"), None)
-        granted = keys.scope_of(authorization)
-        if granted == needed or granted == "admin":
-            return True
-        error: ApiError = (
-            Unauthorized("missing or invalid API key: send Authorization: Bearer <key>")
-            if granted is None
-            else Forbidden(f"this key's scope {granted!r} does not allow {scope['path']}")
-        )
-        if scope["path"].startswith("/v2/"):
-            error = V2Error.of(error)
-        metrics = self.state.metrics
-        metrics.rejected[("unauthorized" if granted is None else "forbidden", error.status_code)] += 1
-        metrics.observe_request(
-            scope["path"] if scope["path"] in KEY_SCOPES else UNMATCHED_ROUTE, error.status_code, 0.0
-        )
-        headers = [JSON_HEADER, *((k.encode(), v.encode()) for k, v in (error.headers or {}).items())]
-        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
-        await send({"type": "http.response.body", "body": error.body()})
+        answer = error_answer(error, v2=path.startswith("/v2/"))
+        self.state.metrics.observe_request(path if path in KEY_SCOPES else UNMATCHED_ROUTE, answer.status, 0.0)
+        await asgi.send_answer(send, answer, self.state.draining)
         return False
 
     async def _counted(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -242,9 +178,9 @@ class PulseApp:
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
-            # Lifespan state, read by each connection's protocol (server.protocol): where it counts its refusals,
+            # Lifespan state, read by each connection (server.http.fast.protocol): where it counts its refusals,
             # and where it hands small /predict requests to be scored together.
-            yield {METRICS_KEY: metrics, COALESCER_KEY: Coalescer(state, asyncio.get_running_loop())}
+            yield {METRICS_KEY: metrics, COALESCER_KEY: Coalescer(self.pipeline, asyncio.get_running_loop())}
         finally:
             state.draining = True
             flusher.cancel()

@@ -14,11 +14,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from server.asgi import OrjsonResponse, read_body
-from server.errors import Forbidden, NotReady, V2Error, ValidationFailed, field_error
-from server.state import ServerState
-from server.v2 import V2Handlers
-from server.validation import decode_json
+from server.core.errors import Forbidden, NotReady, V2Error, ValidationFailed, field_error
+from server.core.validation import decode_json
+from server.http.asgi import OrjsonResponse, read_body
+from server.http.v2_routes import V2Handlers
+from server.pipeline.head import RequestHead
+from server.pipeline.state import ServerState
 
 DOCS_ASSETS = "/docs/assets"
 DOCS_HTML = f"""<!doctype html>
@@ -214,7 +215,7 @@ class Handlers:
 
     async def predict(self, request: Request) -> Response:  # pragma: no cover
         # Never reached: the outer callable answers POST /predict. The route exists so other methods get a 405.
-        raise RuntimeError("POST /predict is served by server.predict")
+        raise RuntimeError("POST /predict is served by server.pipeline.predict")
 
     async def health(self, request: Request) -> Response:
         return OrjsonResponse({"status": "ok"})
@@ -245,7 +246,7 @@ class Handlers:
             )
         if state.swapper is None:
             raise NotReady("model not loaded yet")
-        length = request.headers.get("content-length", "").encode() or None
+        length = RequestHead.scan(request.scope["headers"]).declared_length()
         body = decode_json(await read_body(request.receive, length, 65536, state.body_budget))
         path, sha256, force = _swap_request(body)
         previous = state.require_model().info.version

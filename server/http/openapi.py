@@ -6,10 +6,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from server.model import ModelInfo
-from server.routes import ENDPOINTS, Endpoint, Reply
-from server.settings import Settings
-from server.validation import FLOAT32_MAX
+from common.model.loader import ModelInfo
+from server.config.settings import Settings
+from server.core.validation import FLOAT32_MAX
+from server.http.routes import ENDPOINTS, Endpoint, Reply
 
 API_VERSION = "1.0.0"
 

@@ -12,9 +12,9 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from server.asgi import ORJSON_NUMPY
-from server.errors import ValidationFailed, field_error
-from server.model import Model
+from common.model.loader import Model
+from server.core.errors import ValidationFailed, field_error
+from server.core.served import ORJSON_NUMPY
 
 PARAMETER = "explain"
 
@@ -28,7 +28,8 @@ def explain_count(query_string: bytes, model: Model) -> int | None:
     if model.explainer is None:
         raise ValidationFailed([field_error(["query", PARAMETER], model.explain_unavailable, "explain_unavailable")])
     raw = values[-1]
-    if len(values) > 1 or not raw.isdigit() or not 1 <= int(raw) <= n_features:
+    # ASCII digits only ("²".isdigit() is true and int("²") fails), and few (int() refuses 4,300+ digits).
+    if len(values) > 1 or not (raw.isascii() and raw.isdigit() and len(raw) <= 4) or not 1 <= int(raw) <= n_features:
         raise ValidationFailed(
             [
                 field_error(

@@ -1,32 +1,20 @@
-"""Open Inference Protocol V2 (KServe / Triton / MLServer REST) over the same onnxruntime session:
-request parsing, response building and the protocol's handlers."""
+"""Open Inference Protocol V2 (KServe / Triton / MLServer): the request and response documents, framework-free."""
 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import orjson
-from starlette.requests import Request
-from starlette.responses import Response
 
-from server.asgi import GATED_BODY_BYTES, ORJSON_NUMPY, OrjsonResponse, media_type, read_body, refuse_encoded
-from server.errors import ApiError, V2Error
-from server.model import ModelInfo
-from server.validation import FLOAT32_MAX, NUMBERS, decode_json
-
-if TYPE_CHECKING:
-    from server.predict import ServedModel
-    from server.state import ServerState
+from common.model.loader import ModelInfo
+from server.core.errors import V2Error
+from server.core.validation import FLOAT32_MAX, NUMBERS
 
 PLATFORM = "onnxruntime_onnx"
 INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
-HEADER_LENGTH = "inference-header-content-length"  # the binary tensor extension's HTTP header
-HEADER_LENGTH_BYTES = HEADER_LENGTH.encode()  # as the connection's own path reads and writes it
 
 
 def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
@@ -213,121 +201,3 @@ def infer_response(
     if request_id is not None:
         response["id"] = request_id
     return response, chunks
-
-
-@dataclass(frozen=True, slots=True)
-class InferAnswer:
-    """An infer response's body; with binary outputs, the JSON header's length (the body is then
-    ``application/octet-stream``: the JSON, then the outputs' bytes)."""
-
-    body: bytes
-    header_length: int | None = None
-
-    @property
-    def content_type(self) -> bytes:
-        return b"application/json" if self.header_length is None else b"application/octet-stream"
-
-
-class V2Handlers:
-    """The protocol's endpoints for the one model this server serves."""
-
-    def __init__(self, state: ServerState) -> None:
-        self.state = state
-        self.model_name = state.settings.model_name
-
-    async def server_metadata(self, request: Request) -> Response:
-        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": ["binary_tensor_data"]})
-
-    async def live(self, request: Request) -> Response:
-        return OrjsonResponse({"live": True})
-
-    async def ready(self, request: Request) -> Response:
-        ready = self.state.ready
-        return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
-
-    def _served(self, request: Request) -> ServedModel:
-        name = request.path_params["model_name"]
-        if name != self.model_name:
-            raise V2Error(f"model {name!r} not found; this server serves {self.model_name!r}", 404)
-        if self.state.served is None:
-            raise V2Error("model not loaded yet", 503)
-        return self.state.served
-
-    async def model_metadata(self, request: Request) -> Response:
-        served = self._served(request)
-        return OrjsonResponse(model_metadata(self.model_name, served.info, served.model.n_classes))
-
-    async def model_ready(self, request: Request) -> Response:
-        self._served(request)
-        ready = self.state.ready
-        return OrjsonResponse({"name": self.model_name, "ready": ready}, status_code=200 if ready else 503)
-
-    async def infer(self, request: Request) -> Response:
-        started = time.perf_counter()
-        served = self._served(request)
-        settings = self.state.settings
-        header_length = request.headers.get(HEADER_LENGTH)
-        kind = media_type(request.headers.get("content-type", "").encode())
-        if kind != b"application/json" and not (header_length is not None and kind == b"application/octet-stream"):
-            raise V2Error(
-                "Content-Type must be application/json (or application/octet-stream with the binary tensor extension)",
-                415,
-            )
-        try:
-            refuse_encoded(request.headers.get("content-encoding", "").encode() or None)
-            body = await read_body(
-                request.receive,
-                request.headers.get("content-length", "").encode() or None,
-                settings.max_body_bytes,
-                self.state.body_budget,
-            )
-        except ApiError as exc:
-            raise V2Error.of(exc) from None
-        if len(body) > GATED_BODY_BYTES:
-            async with self.state.batch_gate:
-                return self._infer(served, body, header_length, started)
-        return self._infer(served, body, header_length, started)
-
-    def _infer(self, served: ServedModel, body: bytes, header_length: str | None, started: float) -> Response:
-        answer = answer_infer(self.state, served, self.model_name, body, header_length, started)
-        headers = {} if answer.header_length is None else {HEADER_LENGTH: str(answer.header_length)}
-        return Response(answer.body, headers=headers, media_type=answer.content_type.decode())
-
-
-def answer_infer(
-    state: ServerState, served: ServedModel, model_name: str, body: bytes, header_length: str | None, started: float
-) -> InferAnswer:
-    """Parse, validate and score one infer request's body; the response. Raises :class:`V2Error` for a bad
-    request. The ASGI handler and the connection's own path (``server.coalesce``) both answer with this."""
-    binary = None
-    if header_length is not None:
-        body, binary = split_binary_body(body, header_length)
-    try:
-        data = decode_json(body)
-    except ApiError as exc:
-        raise V2Error.of(exc) from None
-    request = parse_infer_request(data, served.info, state.settings.max_batch, binary)
-    X, model = request.X, served.model
-    if request.explain and model.explainer is None:
-        raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
-    metrics = state.metrics
-    parsed = time.perf_counter()
-    probabilities = model.predict_proba(X)
-    contributions = model.explainer.shap_values(X) if request.explain and model.explainer else None
-    scored = time.perf_counter()
-    churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-    if metrics.drift is not None:
-        metrics.drift.add_batch(X, churn)
-    if served.request_log is not None:
-        top = None
-        if contributions is not None:
-            top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-        served.request_log.submit(X, churn, top)
-    base = model.explainer.base_value if model.explainer else 0.0
-    response, chunks = infer_response(
-        model_name, served.info, probabilities, request.id, contributions, base, request.binary_outputs
-    )
-    header = orjson.dumps(response, option=ORJSON_NUMPY)
-    answer = InferAnswer(b"".join([header, *chunks]), len(header)) if chunks else InferAnswer(header)
-    metrics.observe_scoring(INFER_ROUTE, len(X), parsed - started, scored - parsed, time.perf_counter() - scored)
-    return answer

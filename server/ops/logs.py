@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+from common.logconfig import FORMAT
 
 
 def logging_config(level: str) -> dict[str, Any]:

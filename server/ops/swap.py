@@ -24,15 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from server.drift import DriftWindow
-from server.errors import ApiError
-from server.keys import KeyRing, KeysError
-from server.metrics import alive
-from server.model import Model, ModelError, load_model
+from common.model.loader import Model, ModelError, load_model
+from server.config.keys import KeyRing, KeysError
+from server.core.errors import ApiError
+from server.monitoring.drift import DriftWindow
+from server.monitoring.metrics import alive
 
 if TYPE_CHECKING:
-    from server.predict import ServedModel
-    from server.state import ServerState
+    from server.core.served import ServedModel
+    from server.pipeline.state import ServerState
 
 logger = logging.getLogger(__name__)
 

@@ -20,45 +20,19 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-PREDICTION = "churn_probability"
+from common.model.reference import Column
+
 REFERENCE_FLOOR = 1e-4
 PSEUDO_COUNT = 0.5
 SAMPLE_ROWS = 128  # a larger batch is counted through a systematic sample of about this many rows
 MAX_PENDING = 100_000  # queued rows before a drain is forced on the request path
 DRAIN_SECONDS = 0.1  # how often queued rows are counted: short pauses (well under 1 ms at 20,000 rows/s)
-
-
-class DriftReferenceError(ValueError):
-    """The model's ``reference_bins`` metadata cannot be used; the message names what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    name: str
-    edges: tuple[float, ...]
-    shares: tuple[float, ...]
-
-
-def read_reference(metadata: Mapping[str, Any], features: Sequence[str]) -> list[Column]:
-    """Columns in counting order: the model's features, then the predicted probability."""
-    try:
-        specs = [(name, metadata["features"][name]) for name in features] + [(PREDICTION, metadata["prediction"])]
-        columns = [Column(name, tuple(map(float, s["edges"])), tuple(map(float, s["shares"]))) for name, s in specs]
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DriftReferenceError(f"'reference_bins' lacks a usable entry: {exc!s:.80}") from None
-    for column in columns:
-        if len(column.shares) != len(column.edges) + 1 or list(column.edges) != sorted(column.edges):
-            raise DriftReferenceError(f"'reference_bins' for {column.name!r}: need sorted edges and one share more")
-        if not math.isclose(sum(column.shares), 1.0, abs_tol=1e-6):
-            raise DriftReferenceError(f"'reference_bins' shares for {column.name!r} do not sum to 1")
-    return columns
 
 
 def psi(counts: Sequence[float], reference: Sequence[float]) -> float:

@@ -19,7 +19,7 @@ Every refusal is a JSON body, counted in ``/metrics`` as ``pulse_http_rejected_t
 overload 503 close the connection. Nothing here runs per request unless a limit is near.
 
 It also serves the hot path: a ``POST /predict`` or V2 infer request with a declared length never becomes an ASGI
-request. Its body goes to this worker's :class:`~server.coalesce.Coalescer`, which answers it with every other
+request. Its body goes to this worker's :class:`~server.http.fast.coalesce.Coalescer`, which answers it with every other
 request of the same event-loop turn and hands the answer back to :meth:`GuardedProtocol.respond`.
 """
 
@@ -36,12 +36,14 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from uvicorn.server import ServerState
 
-from server.asgi import is_json, media_type
-from server.coalesce import COALESCER_KEY, Coalescer, PendingRequest
-from server.metrics import METRICS_KEY, Metrics
-from server.predict import ROUTE
-from server.settings import Settings
-from server.v2 import HEADER_LENGTH_BYTES, INFER_ROUTE
+from server.config.settings import Settings
+from server.core.errors import ApiError
+from server.http.fast.coalesce import COALESCER_KEY, Coalescer, PendingRequest
+from server.monitoring.metrics import METRICS_KEY, Metrics
+from server.pipeline.answer import Answer
+from server.pipeline.head import RequestHead
+
+KEY_SCOPE = "predict"  # the API key scope the pipeline's routes need
 
 PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
 DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
@@ -69,7 +71,9 @@ def default_headers(server_state: ServerState) -> bytes:
     return rendered
 
 
-OVERLOADED_BODY = orjson.dumps({"detail": "too many requests in flight; retry shortly"})
+OVERLOADED = Answer(
+    503, orjson.dumps({"detail": "too many requests in flight; retry shortly"}), extra=((b"retry-after", b"1"),)
+)
 
 
 def connection_ceiling() -> int:
@@ -241,7 +245,7 @@ class GuardedProtocol(HttpToolsProtocol):
             cycle.more_body = False
             if cycle.shed:
                 self._count("overloaded", 503)
-                self.respond(cycle, 503, OVERLOADED_BODY, b"retry-after: 1\r\n", False)
+                self.respond(cycle, OVERLOADED, False)
             else:
                 self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingRequest exists
         else:
@@ -262,86 +266,44 @@ class GuardedProtocol(HttpToolsProtocol):
     # The connection's own path: /predict and V2 infer -----------------------------------------------------------
     def _native_request(self) -> PendingRequest | None:
         """This request on the connection's own path, its body's length reserved in the worker's body budget: a
-        ``POST /predict`` (JSON) or V2 infer (JSON, or the binary tensor extension) with a Content-Length within
-        the limit, alone on its connection, to a worker serving a model. ``None``: the application answers it
-        (and refuses what is wrong with it)."""
+        pipeline request (``POST /predict``, V2 infer) that the pipeline admits, with a Content-Length within the
+        limit, alone on its connection. ``None``: the ASGI door answers it, and refuses what is wrong with it, with
+        the same pipeline."""
         coalescer = self.coalescer
-        if coalescer is None or coalescer.state.served is None or self.expect_100_continue:
+        if coalescer is None or self.expect_100_continue:
             return None
         cycle = self.cycle
-        if (cycle is not None and not cycle.response_complete) or self.parser.get_method() != b"POST":
+        if cycle is not None and not cycle.response_complete:
             return None
-        if self.url == b"/predict":
-            route = ROUTE
-        elif self.url == coalescer.infer_url:
-            route = INFER_ROUTE
-        else:
+        pipeline = coalescer.pipeline
+        route = pipeline.route_of(self.parser.get_method(), self.url)
+        if route is None:
             return None
-        length = kind = authorization = header_length = None
-        for name, value in self.headers:
-            if name == b"content-length":
-                length = value
-            elif name == b"content-type":
-                if kind is not None:
-                    return None  # two: the application decides which it reads
-                kind = value
-            elif name == b"authorization":
-                authorization = value
-            elif name == HEADER_LENGTH_BYTES:
-                if header_length is not None:
-                    return None
-                header_length = value.decode("latin-1")
-            elif name == b"transfer-encoding" or name == b"content-encoding":
-                return None
-        keys = coalescer.state.keys
-        if keys is not None and keys.scope_of(authorization) is None:
-            return None  # the application answers the 401
-        if length is None or not length.isdigit() or len(length) > 18 or int(length) > self.settings.max_body_bytes:
+        head = RequestHead.scan(self.headers)
+        if head.transfer_encoding or pipeline.key_error(KEY_SCOPE, self.url.decode("latin-1"), head) is not None:
             return None
-        if kind is None:
+        try:
+            length = pipeline.check_head(route, head)
+        except ApiError:
             return None
-        if route == ROUTE:
-            if kind != b"application/json" and not is_json(kind):
-                return None
-            header_length = None
-        elif not (
-            media_type(kind) == b"application/json"
-            or (header_length is not None and media_type(kind) == b"application/octet-stream")
-        ):
+        if length is None or length > self.settings.max_body_bytes:
             return None
-        size = int(length)
-        if not coalescer.state.body_budget.reserve(size):
-            return None  # the application answers the 503
-        return PendingRequest(self, self._keep_alive(), time.perf_counter(), route, size, header_length)
+        if not pipeline.state.body_budget.reserve(length):
+            return None  # the ASGI door answers the 503
+        return PendingRequest(self, self._keep_alive(), time.perf_counter(), route, length, head.header_length)
 
     def _keep_alive(self) -> bool:
         return self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
 
-    def respond(
-        self,
-        request: PendingRequest,
-        status: int,
-        body: bytes,
-        headers: bytes,
-        close: bool,
-        content_type: bytes = b"application/json",
-    ) -> None:
-        """Write ``request``'s whole response (uvicorn's default headers first, as for the app's responses)."""
+    def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None:
+        """Write ``request``'s whole answer (uvicorn's default headers first, as for the app's responses)."""
         request.response_started = request.response_complete = True
         if request.disconnected or self.transport.is_closing():
             return
-        keep_alive = request.keep_alive and not close
+        keep_alive = request.keep_alive and not close and not answer.close
+        fields = b"".join(b"%s: %s\r\n" % field for field in answer.headers(not keep_alive))
         self.transport.write(
-            b"".join(
-                [
-                    STATUS_LINE[status],
-                    default_headers(self.server_state),
-                    b"content-type: %s\r\ncontent-length: %d\r\n" % (content_type, len(body)),
-                    headers,
-                    b"\r\n" if keep_alive else b"connection: close\r\n\r\n",
-                    body,
-                ]
-            )
+            b"".join([STATUS_LINE[answer.status], default_headers(self.server_state), fields, b"\r\n", answer.body])
         )
         if keep_alive:
             self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer

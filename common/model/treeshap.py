@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from server.onnx_graph import OnnxFormatError, node_attributes
+from common.model.onnx_graph import OnnxFormatError, node_attributes
 
 MAX_TABLE_FEATURES = 10
 MAX_TABLE_BYTES = 64 * 2**20

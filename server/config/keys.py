@@ -7,7 +7,7 @@ Only the SHA-256 of a key is stored (keys are random 256-bit tokens, so a plain 
 brute-force). A request presents ``Authorization: Bearer <key>``; its hash is compared with every stored hash in
 constant time. ``predict`` keys may call the model (``/predict``, ``/metadata``, the V2 model routes); ``admin``
 keys may also swap the model (``POST /admin/model``). Probes, ``/metrics`` and the docs stay open. Keys are never
-logged. ``python -m server.keys new --scope predict --name crm`` makes a key and prints the line to add.
+logged. ``python -m server.config.keys new --scope predict --name crm`` makes a key and prints the line to add.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _is_hex(text: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m server.keys", description="Make an API key.")
+    parser = argparse.ArgumentParser(prog="python -m server.config.keys", description="Make an API key.")
     commands = parser.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new", help="print a new key (once) and the line for PULSE_API_KEYS_FILE")
     new.add_argument("--scope", choices=SCOPES, default="predict")

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from server.errors import MalformedJson, PayloadTooLarge, ValidationFailed, field_error
+from server.core.errors import MalformedJson, PayloadTooLarge, ValidationFailed, field_error
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_REPORTED_ERRORS = 50

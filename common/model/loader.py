@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from server.drift import Column, DriftReferenceError, read_reference
-from server.treeshap import TreeExplainer, TreeShapError, explainer_from_onnx
+from common.model.reference import Column, DriftReferenceError, read_reference
+from common.model.treeshap import TreeExplainer, TreeShapError, explainer_from_onnx
 
 logger = logging.getLogger(__name__)
 

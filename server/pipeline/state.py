@@ -1,19 +1,25 @@
-"""What the handlers share in one worker process: settings, metrics, the served model, drain state."""
+"""What one worker's pipeline and doors share: settings, metrics, the served model, keys, drain state, limits."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
 
-from server.asgi import BatchGate, BodyBudget
-from server.errors import NotReady
-from server.keys import KeyRing
-from server.metrics import Metrics
-from server.predict import ServedModel
-from server.settings import Settings
+from server.config.keys import KeyRing
+from server.config.settings import Settings
+from server.core.errors import NotReady
+from server.core.limits import BatchGate, BodyBudget
+from server.core.served import ServedModel
+from server.monitoring.metrics import Metrics
 
-if TYPE_CHECKING:
-    from server.swap import ModelSwapper
+
+class Swapper(Protocol):
+    """What the admin route asks of the worker's model swapper (``server.ops.swap``)."""
+
+    async def swap(self, path: Path, sha256: str = "", force: bool = False) -> ServedModel: ...
+
+    async def broadcast(self, path: Path, served: ServedModel, force: bool) -> dict[str, str]: ...
 
 
 @dataclass(slots=True)
@@ -23,7 +29,7 @@ class ServerState:
     served: ServedModel | None = None
     draining: bool = False
     keys: KeyRing | None = None  # API keys, when PULSE_API_KEYS_FILE is set
-    swapper: ModelSwapper | None = None  # set once the lifespan has started
+    swapper: Swapper | None = None  # set once the lifespan has started
     body_budget: BodyBudget = field(init=False)
     batch_gate: BatchGate = field(init=False)
 

@@ -1,7 +1,7 @@
 """The supervisor of ``--workers N``: uvicorn's, except that SIGHUP swaps the model in place.
 
 uvicorn's supervisor answers SIGHUP by restarting every worker. Here it asks every worker to load the configured
-model path beside the serving model and swap (``server.swap``), and to reload the API keys: no worker restarts,
+model path beside the serving model and swap (``server.ops.swap``), and to reload the API keys: no worker restarts,
 no request is refused.
 """
 
@@ -13,8 +13,8 @@ from typing import Any
 
 from uvicorn.supervisors import Multiprocess
 
-from server.settings import Settings
-from server.swap import write_control
+from server.config.settings import Settings
+from server.ops.swap import write_control
 
 logger = logging.getLogger("server")
 

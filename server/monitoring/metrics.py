@@ -24,14 +24,17 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from server.drift import PREDICTION, DriftWindow
+from common.model.reference import PREDICTION
+from server.monitoring.drift import DriftWindow
 
 logger = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 COMPUTE_BUCKETS = (0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1)
 STAGE_BUCKETS = (0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.005, 0.025, 0.1)
-METRICS_KEY = "pulse.metrics"  # lifespan state: how a worker's connections (server.protocol) reach its metrics
+METRICS_KEY = (
+    "pulse.metrics"  # lifespan state: how a worker's connections (server.http.fast.protocol) reach its metrics
+)
 STAGES = ("read_parse", "inference", "render")  # body read + JSON parse + validation; onnxruntime; response JSON
 
 
@@ -72,7 +75,7 @@ class Metrics:
         self.compute = Histogram(COMPUTE_BUCKETS)
         self.rows = 0
         self.in_flight = 0
-        self.connections = 0  # open HTTP connections, kept by server.protocol
+        self.connections = 0  # open HTTP connections, kept by server.http.fast.protocol
         self.rejected: defaultdict[tuple[str, int], int] = defaultdict(int)  # refused by the HTTP layer or the gate
         self.pid = os.getpid()
         self.info: dict[str, str] = {}

@@ -1,0 +1,55 @@
+"""Per-worker bounds on the work requests may hold: the memory of bodies being read, and how many large bodies are
+scored back to back before the event loop polls its sockets again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import MutableMapping
+
+from server.core.errors import Overloaded
+
+GATED_BODY_BYTES = 16 * 1024  # bodies this large (about 100 rows) go through the BatchGate
+
+
+class BodyBudget:
+    """The bytes of request bodies this worker is holding while it reads them, bounded: a flood of slow or
+    half-sent bodies gets 503s instead of the worker's memory. Content-Length is reserved up front."""
+
+    __slots__ = ("held", "limit", "rejected")
+
+    def __init__(self, limit: int, rejected: MutableMapping[tuple[str, int], int]) -> None:
+        self.limit = limit
+        self.held = 0
+        self.rejected = rejected  # the metrics' refusal counters
+
+    def take(self, n: int) -> None:
+        if not self.reserve(n):
+            self.rejected[("body_memory", 503)] += 1
+            raise Overloaded("too many request bodies being read; retry shortly")
+
+    def reserve(self, n: int) -> bool:
+        """Hold ``n`` bytes if they fit; whether they did (nothing is counted)."""
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+
+class BatchGate:
+    """Large bodies are parsed and scored ``concurrency`` at a time, and each hands the gate on only after the
+    event loop has had a turn for other I/O. Each 1000-row batch holds the loop for milliseconds; without the gate
+    the loop runs every batch whose body is complete back to back, and /health waits behind all of them."""
+
+    __slots__ = ("_semaphore",)
+
+    def __init__(self, concurrency: int) -> None:
+        self._semaphore = asyncio.Semaphore(concurrency)
+
+    async def __aenter__(self) -> None:
+        await self._semaphore.acquire()
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            await asyncio.sleep(0)  # the loop polls sockets (probes included) before the next batch runs
+        finally:
+            self._semaphore.release()

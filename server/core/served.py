@@ -1,0 +1,69 @@
+"""The loaded model with everything a request needs from it prepared once: the row parser, the constant parts of
+``/predict`` results, and the rendered ``/metadata`` and ``/openapi.json`` documents."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from common.model.loader import Model
+from server.core.validation import RowParser
+from server.monitoring.request_log import ModelLog
+
+ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+
+class ServedModel:
+    """A model as the pipeline serves it (one per model load: a swap replaces the whole object)."""
+
+    def __init__(
+        self, model: Model, max_batch: int, request_log: ModelLog | None, metadata: bytes, openapi: bytes
+    ) -> None:
+        info = model.info
+        self.model = model
+        self.metadata = metadata
+        self.openapi = openapi
+        self.info = info
+        self.parser = RowParser(info.features, info.minimums, max_batch)
+        self.threshold = info.threshold
+        self.version = info.version
+        self.request_log = request_log
+        constant = orjson.dumps({"threshold": info.threshold, "model_version": info.version})[1:]
+        self._churned_tail = b',"churn":true,' + constant
+        self._stayed_tail = b',"churn":false,' + constant
+
+    def render_one(self, p: Any) -> bytes:
+        return orjson.dumps(
+            {
+                "churn_probability": p,
+                "churn": p >= self.threshold,
+                "threshold": self.threshold,
+                "model_version": self.version,
+            },
+            option=ORJSON_NUMPY,
+        )
+
+    def render_columns(self, proba: npt.NDArray[np.float32]) -> bytes:
+        """The columnar answer to a columnar batch: one list per result field."""
+        return orjson.dumps(
+            {
+                "churn_probability": proba,
+                "churn": proba >= self.threshold,
+                "threshold": self.threshold,
+                "model_version": self.version,
+            },
+            option=ORJSON_NUMPY,
+        )
+
+    def render_batch(self, proba: npt.NDArray[np.float32]) -> bytes:
+        # Same JSON as one dict per row, built from bytes: orjson formats the probabilities in one C call.
+        numbers = orjson.dumps(proba, option=ORJSON_NUMPY)[1:-1].split(b",")
+        churned, stayed = self._churned_tail, self._stayed_tail
+        rows = [
+            b'{"churn_probability":' + number + (churned if churn else stayed)
+            for number, churn in zip(numbers, (proba >= self.threshold).tolist(), strict=True)
+        ]
+        return b"[" + b",".join(rows) + b"]"

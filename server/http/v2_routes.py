@@ -1,0 +1,54 @@
+"""The Open Inference Protocol V2's metadata and health endpoints, as Starlette handlers. Its ``infer`` for the served
+model is the pipeline's (``server.http.app`` hands it to the ASGI door before routing); the route table keeps the
+path so that other model names get the protocol's 404."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.core.errors import V2Error
+from server.core.served import ServedModel
+from server.core.v2 import model_metadata
+from server.http.asgi import OrjsonResponse
+from server.pipeline.state import ServerState
+
+
+class V2Handlers:
+    """The protocol's endpoints for the one model this server serves."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.model_name = state.settings.model_name
+
+    async def server_metadata(self, request: Request) -> Response:
+        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": ["binary_tensor_data"]})
+
+    async def live(self, request: Request) -> Response:
+        return OrjsonResponse({"live": True})
+
+    async def ready(self, request: Request) -> Response:
+        ready = self.state.ready
+        return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    def _served(self, request: Request) -> ServedModel:
+        name = request.path_params["model_name"]
+        if name != self.model_name:
+            raise V2Error(f"model {name!r} not found; this server serves {self.model_name!r}", 404)
+        if self.state.served is None:
+            raise V2Error("model not loaded yet", 503)
+        return self.state.served
+
+    async def model_metadata(self, request: Request) -> Response:
+        served = self._served(request)
+        return OrjsonResponse(model_metadata(self.model_name, served.info, served.model.n_classes))
+
+    async def model_ready(self, request: Request) -> Response:
+        self._served(request)
+        ready = self.state.ready
+        return OrjsonResponse({"name": self.model_name, "ready": ready}, status_code=200 if ready else 503)
+
+    async def infer(self, request: Request) -> Response:
+        """Reached only for a model this server does not serve: the protocol's 404."""
+        self._served(request)
+        raise AssertionError("infer for the served model is answered by the pipeline, before routing")

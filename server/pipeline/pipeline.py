@@ -1,0 +1,156 @@
+"""The one request pipeline: ``/predict`` and V2 ``infer`` requests, from head and body to a whole answer.
+
+Doors (``server.http``: the connection's own path and the ASGI app) only frame bytes. A door scans the head
+(:class:`~server.pipeline.head.RequestHead`), asks :meth:`Pipeline.authorize` and :meth:`Pipeline.check_head`,
+reads the body within the limit, and hands one or more complete requests to :meth:`Pipeline.answer`, which
+parses, scores (the ``/predict`` rows of all of them in one onnxruntime call), explains, renders, logs, counts and
+feeds drift. Errors become answers in one place (:func:`~server.pipeline.answer.error_answer`). No Starlette,
+no uvicorn: the same answers whatever serves the bytes (the pattern of MLServer's ``DataPlane``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from server.core.errors import INTERNAL_ERROR_BODY, ApiError, Forbidden, NotReady, Unauthorized, UnsupportedMediaType
+from server.core.served import ServedModel
+from server.pipeline.answer import Answer, error_answer
+from server.pipeline.head import RequestHead
+from server.pipeline.infer import INFER_ROUTE, answer_infer
+from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
+from server.pipeline.state import ServerState
+
+logger = logging.getLogger(__name__)
+
+PREDICT_ROUTE = ROUTE
+ROUTES = (PREDICT_ROUTE, INFER_ROUTE)
+INTERNAL_ERROR = Answer(500, INTERNAL_ERROR_BODY)
+
+
+@dataclass(slots=True)
+class Request:
+    """One complete request for the pipeline: its route (a metrics label), query, body and arrival time."""
+
+    route: str
+    query: bytes
+    body: bytes
+    started: float
+    header_length: bytes | None = None  # V2 binary tensor extension: the JSON part's length
+
+
+class Pipeline:
+    """One worker's pipeline over its :class:`ServerState` (the model served now, limits, metrics, keys)."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.model_name = state.settings.model_name
+        self.infer_path = f"/v2/models/{self.model_name}/infer"
+
+    def route_of(self, method: bytes, path: bytes) -> str | None:
+        """The pipeline route a request line names, ``None`` for anything else (the rest of the app's)."""
+        if method != b"POST":
+            return None
+        if path == b"/predict":
+            return PREDICT_ROUTE
+        if path == self.infer_path.encode():
+            return INFER_ROUTE
+        return None
+
+    def authorize(self, needed: str | None, path: str, head: RequestHead) -> ApiError | None:
+        """With API keys on: ``None`` when the request's key grants ``needed``, else the 400/401/403 to answer,
+        counted as a refusal. Every route asks this, whichever door it came in by."""
+        refused = self.key_error(needed, path, head)
+        if refused is None:
+            return None
+        error, reason = refused
+        self.state.metrics.rejected[(reason, error.status_code)] += 1
+        return error
+
+    def key_error(self, needed: str | None, path: str, head: RequestHead) -> tuple[ApiError, str] | None:
+        """What :meth:`authorize` refuses, and the refusal's reason label, without counting it."""
+        keys = self.state.keys
+        if needed is None or keys is None:
+            return None
+        if head.repeated == b"authorization":
+            return ApiError("the authorization header was sent more than once"), "unauthorized"
+        granted = keys.scope_of(head.authorization)
+        if granted == needed or granted == "admin":
+            return None
+        if granted is None:
+            return Unauthorized("missing or invalid API key: send Authorization: Bearer <key>"), "unauthorized"
+        return Forbidden(f"this key's scope {granted!r} does not allow {path}"), "forbidden"
+
+    def check_head(self, route: str, head: RequestHead) -> int | None:
+        """What a request must be before its body is read: a model served, one of each single-valued header, a
+        JSON body (or V2's binary extension), no Content-Encoding, a length within the limit. Returns the declared
+        length; raises the ``ApiError`` to answer (:meth:`refuse` renders it)."""
+        if self.state.served is None:
+            raise NotReady("model not loaded yet")
+        head.check_single()
+        kind = head.content_type
+        if route == PREDICT_ROUTE:
+            if kind != b"application/json" and head.media_type() != b"application/json":
+                raise UnsupportedMediaType("Content-Type must be application/json")
+        elif not (
+            head.media_type() == b"application/json"
+            or (head.header_length is not None and head.media_type() == b"application/octet-stream")
+        ):
+            raise UnsupportedMediaType(
+                "Content-Type must be application/json (or application/octet-stream with the binary tensor extension)"
+            )
+        head.check_encoding()
+        return head.declared_length()
+
+    def refuse(self, route: str, error: ApiError, started: float) -> Answer:
+        """The answer to a request refused before the pipeline could take its body; counted."""
+        answer = error_answer(error, v2=route == INFER_ROUTE)
+        self.state.metrics.observe_request(route, answer.status, time.perf_counter() - started)
+        return answer
+
+    def answer(self, requests: list[Request]) -> list[Answer]:
+        """The answers to complete requests, in order; each counted in the metrics. Valid ``/predict`` rows of all
+        of them are scored in one onnxruntime call; a bad body gets its own 4xx and cannot fail its neighbours."""
+        answers: list[Answer | None] = [None] * len(requests)
+        try:
+            served = self.state.served
+            if served is None:
+                raise NotReady("model not loaded yet")
+            self._answer(served, requests, answers)
+        except Exception:
+            logger.exception("unexpected error in %s", " or ".join(sorted({r.route for r in requests})))
+            answers = [a if a is not None else INTERNAL_ERROR for a in answers]
+        metrics = self.state.metrics
+        done = time.perf_counter()
+        for request, answer in zip(requests, answers, strict=True):
+            assert answer is not None
+            metrics.observe_request(request.route, answer.status, done - request.started)
+        return answers  # type: ignore[return-value]  # every slot is filled above
+
+    def _answer(self, served: ServedModel, requests: list[Request], answers: list[Answer | None]) -> None:
+        state, metrics = self.state, self.state.metrics
+        together: list[ParsedRequest] = []
+        for index, request in enumerate(requests):
+            try:
+                if request.route == INFER_ROUTE:
+                    answers[index] = answer_infer(
+                        served,
+                        metrics,
+                        self.model_name,
+                        state.settings.max_batch,
+                        request.body,
+                        request.header_length,
+                        request.started,
+                    )
+                    continue
+                rows = served.parser.parse(request.body)
+                if request.query:
+                    answers[index] = Answer(200, explained(served, metrics, rows, request.query))
+                    continue
+                together.append(ParsedRequest(index, rows, request.started, time.perf_counter()))
+            except ApiError as exc:
+                answers[index] = error_answer(exc, v2=request.route == INFER_ROUTE)
+        if together:
+            for parsed, body in zip(together, score_together(served, metrics, together), strict=True):
+                answers[parsed.index] = Answer(200, body)

@@ -1,0 +1,108 @@
+"""``POST /predict`` bodies scored: each parsed and validated on its own, then the valid rows of all of them in one
+onnxruntime call (one request, or every request a connection turn collected), each answered with its own results.
+
+A request with ``explain=K`` is scored on its own, with its reasons. Drift, the request log and the stage timings
+are fed here, once, whichever door the requests came in by.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from server.core.errors import ValidationFailed, field_error
+from server.core.served import ServedModel
+from server.core.validation import Columns
+from server.explain.reasons import explain_count, render_explained
+from server.monitoring.metrics import Metrics
+
+ROUTE = "/predict"
+Parsed = list[float] | npt.NDArray[np.float32] | Columns  # a request's rows, as the parser gives them
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    index: int  # its place among the requests being answered
+    rows: Parsed
+    started: float
+    parsed_at: float
+
+
+def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes) -> bytes:
+    """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
+    if isinstance(rows, Columns):
+        message = "Reasons are given for rows sent as objects, not as columns"
+        raise ValidationFailed([field_error(["query", "explain"], message, "value_error")])
+    one = isinstance(rows, list)
+    X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
+    k = explain_count(query, served.model)
+    started = time.perf_counter()
+    proba = served.model.churn_probability(X)
+    metrics.observe_call(time.perf_counter() - started, len(X))
+    if metrics.drift is not None:
+        metrics.drift.add_batch(X, proba)
+    if k is None:
+        payload = served.render_one(proba[0]) if one else served.render_batch(proba)
+        reasons = None
+    else:
+        payload, reasons = render_explained(served.model, X, proba, k, one)
+    if served.request_log is not None:
+        served.request_log.submit(X, proba, reasons)
+    return payload
+
+
+def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedRequest]) -> list[bytes]:
+    """The response bodies of ``parsed`` (in order), their rows scored in one onnxruntime call."""
+    model, drift = served.model, metrics.drift
+    call_started = time.perf_counter()
+    single: Any = None
+    if len(parsed) == 1 and type(parsed[0].rows) is list:
+        single = parsed[0].rows
+        proba = np.array([model.predict_one(single)], dtype=np.float32)
+        X = None
+    else:
+        X = _stack([request.rows for request in parsed])
+        proba = model.churn_probability(X)
+    scored = time.perf_counter()
+    inference = scored - call_started
+    metrics.observe_call(inference, len(proba))
+    payloads, start = [], 0
+    for request in parsed:
+        rows = request.rows
+        if type(rows) is list:
+            payloads.append(served.render_one(proba[start]))
+            start += 1
+        elif type(rows) is Columns:
+            payloads.append(served.render_columns(proba[start : start + len(rows)]))
+            start += len(rows)
+        else:
+            payloads.append(served.render_batch(proba[start : start + len(rows)]))
+            start += len(rows)
+        rendered = time.perf_counter()
+        metrics.observe_stages(ROUTE, request.parsed_at - request.started, inference, rendered - scored)
+        scored = rendered
+    if drift is not None:
+        if X is None:
+            drift.add(single, proba[0])
+        else:
+            drift.add_batch(X, proba)
+    if served.request_log is not None:
+        served.request_log.submit(np.array([single], dtype=np.float32) if X is None else X, proba)
+    return payloads
+
+
+def _stack(parts: list[Parsed]) -> npt.NDArray[np.float32]:
+    """One float32 matrix of every request's rows, in order."""
+    if all(type(part) is list for part in parts):
+        return np.array(parts, dtype=np.float32)
+    return np.concatenate([_matrix(part) for part in parts])
+
+
+def _matrix(part: Parsed) -> npt.NDArray[np.float32]:
+    if isinstance(part, list):
+        return np.array([part], dtype=np.float32)
+    return part.X if isinstance(part, Columns) else part
