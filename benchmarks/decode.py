@@ -39,9 +39,8 @@ def _median_us(call: Callable[[int], object], repeat: int) -> float:
 
 def measure(artifacts: Path, n_rows: int, repeat: int) -> dict[str, Any]:
     from common.model.loader import load_model
-    from server.http.asgi import ORJSON_NUMPY
-    from server.pipeline.predict import ServedModel
-    from server.pipeline.v2 import infer_response, parse_infer_request, split_binary_body
+    from server.core.served import ORJSON_NUMPY, ServedModel
+    from server.core.v2 import infer_response, parse_infer_request, split_binary_body
 
     model = load_model(artifacts / "model.onnx", threads=1)
     info = model.info

@@ -51,7 +51,8 @@ async def render_error(request: Request, exc: Exception) -> Response:
     """The one error handler: our ``ApiError`` family, Starlette's 404/405, and anything unexpected as a JSON 500."""
     if isinstance(exc, ApiError):
         answer = error_answer(exc)
-        return Response(answer.body, answer.status, {k.decode(): v.decode() for k, v in answer.extra_headers()})
+        headers = {k.decode(): v.decode() for k, v in answer.extra_headers()}
+        return Response(answer.body, answer.status, headers, media_type=answer.content_type.decode())
     if isinstance(exc, HTTPException):
         body = orjson.dumps({"detail": exc.detail})
         return Response(body, exc.status_code, exc.headers, media_type="application/json")

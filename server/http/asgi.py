@@ -21,7 +21,6 @@ from server.pipeline.answer import Answer
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import Pipeline, Request
 
-ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
 JSON_HEADER = (b"content-type", b"application/json")
 CLOSE_HEADER = (b"connection", b"close")
 
@@ -32,7 +31,7 @@ class OrjsonResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=ORJSON_NUMPY)
+        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 async def read_body(receive: Receive, content_length: int | None, limit: int, budget: BodyBudget) -> bytes:

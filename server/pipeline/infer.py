@@ -10,13 +10,11 @@ import orjson
 
 from server.core.errors import ApiError, V2Error
 from server.core.served import ORJSON_NUMPY, ServedModel
-from server.core.v2 import infer_response, parse_infer_request, split_binary_body
+from server.core.v2 import INFER_ROUTE, infer_response, parse_infer_request, split_binary_body
 from server.core.validation import decode_json
 from server.monitoring.metrics import Metrics
 from server.pipeline.answer import BINARY, Answer
 from server.pipeline.head import HEADER_LENGTH
-
-INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
 
 
 def answer_infer(

@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from server.core.errors import INTERNAL_ERROR_BODY, ApiError, Forbidden, NotReady, Unauthorized, UnsupportedMediaType
 from server.core.served import ServedModel
+from server.core.v2 import INFER_ROUTE
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
-from server.pipeline.infer import INFER_ROUTE, answer_infer
+from server.pipeline.infer import answer_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
 from server.pipeline.state import ServerState
 

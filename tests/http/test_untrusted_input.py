@@ -12,9 +12,11 @@ from starlette.testclient import TestClient
 
 from server.config.settings import Settings
 from server.core.errors import ApiError, Overloaded, V2Error
+from server.core.limits import BatchGate, BodyBudget
+from server.core.v2 import split_binary_body
 from server.http.app import PulseApp, create_app
-from server.http.asgi import BatchGate, BodyBudget, read_body
-from server.pipeline.v2 import split_binary_body
+from server.http.asgi import read_body
+from server.pipeline.head import RequestHead
 from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http
@@ -122,6 +124,10 @@ async def _chunks(*parts: bytes) -> list[dict[str, object]]:
     return [{"type": "http.request", "body": part, "more_body": i < len(parts) - 1} for i, part in enumerate(parts)]
 
 
+def _declared(length: bytes | None) -> int | None:
+    return RequestHead.scan([] if length is None else [(b"content-length", length)]).declared_length()
+
+
 def test_read_body_holds_the_budget_only_while_reading() -> None:
     async def read(length: bytes | None, budget: BodyBudget, *parts: bytes) -> bytes:
         messages = iter(await _chunks(*parts))
@@ -129,7 +135,7 @@ def test_read_body_holds_the_budget_only_while_reading() -> None:
         async def receive() -> dict[str, object]:
             return next(messages)
 
-        return await read_body(receive, length, 10_000, budget)  # type: ignore[arg-type]
+        return await read_body(receive, _declared(length), 10_000, budget)  # type: ignore[arg-type]
 
     rejected: dict[tuple[str, int], int] = {("body_memory", 503): 0}
     budget = BodyBudget(2048, rejected)
@@ -141,6 +147,8 @@ def test_read_body_holds_the_budget_only_while_reading() -> None:
         asyncio.run(read(None, budget, b"a" * 1500, b"b" * 1500, b"c"))
     with pytest.raises(ApiError, match="not a number"):
         asyncio.run(read(b"9" * 40, budget, b"x"))
+    with pytest.raises(ApiError, match="not a number"):
+        asyncio.run(read("\u00b2".encode(), budget, b"x"))  # a superscript digit: isdigit() but not int()
     assert budget.held == 0 and rejected[("body_memory", 503)] == 2
 
 
