@@ -97,17 +97,11 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
     import uvicorn
 
     from server.http.app import create_app
-    from server.http.fast.protocol import GuardedProtocol, connection_ceiling
 
-    ceiling = connection_ceiling()  # workers inherit the raised descriptor limit
-    if settings.max_connections > ceiling - PROBE_ROOM:
-        logger.warning(
-            "PULSE_MAX_CONNECTIONS=%d leaves no room for probes under %d descriptors: using %d",
-            settings.max_connections,
-            ceiling,
-            ceiling - PROBE_ROOM,
-        )
-        settings = dataclasses.replace(settings, max_connections=max(1, ceiling - PROBE_ROOM))
+    settings = _http_mode(settings)
+    protocol: object = "auto"  # stock: uvicorn's own httptools protocol (h11 without httptools)
+    if settings.http == "fast":
+        settings, protocol = _fast_protocol(settings)
     uvicorn_config = uvicorn.Config(
         # One worker serves the model loaded above; each of N worker processes loads its own session.
         create_app(settings, model) if settings.workers == 1 else functools.partial(create_app, settings),
@@ -116,8 +110,8 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
         port=settings.port,
         workers=settings.workers,
         loop="auto",  # uvloop when installed (the serve extra installs it)
-        # httptools, with limits and the coalesced /predict; uvicorn calls it as a protocol class.
-        http=functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling),  # type: ignore[arg-type]
+        http=protocol,  # type: ignore[arg-type]
+        ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP, never held open
         lifespan="on",
         log_config=config,
         access_log=settings.access_log,
@@ -135,6 +129,37 @@ def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
 
     SwappingSupervisor(uvicorn_config, sockets=[uvicorn_config.bind_socket()], settings=settings).run()
     return 0
+
+
+def _http_mode(settings: Settings) -> Settings:
+    """The settings with the HTTP mode that will run: fast unless asked for stock or the guard refuses it."""
+    if settings.http == "fast":
+        from server.http.fast.guard import fast_path_unavailable
+
+        reason = fast_path_unavailable()
+        if reason is not None:
+            logger.warning("http mode stock (PULSE_HTTP=fast asked): %s", reason)
+            return dataclasses.replace(settings, http="stock")
+    logger.info("http mode %s", settings.http)
+    return settings
+
+
+def _fast_protocol(settings: Settings) -> tuple[Settings, object]:
+    """uvicorn's ``http`` option in fast mode: our guarded connection path (limits, coalesced scoring), with
+    ``PULSE_MAX_CONNECTIONS`` lowered to leave probes room under the descriptor ceiling."""
+    from server.http.fast.framing import connection_ceiling
+    from server.http.fast.protocol import GuardedProtocol
+
+    ceiling = connection_ceiling()  # workers inherit the raised descriptor limit
+    if settings.max_connections > ceiling - PROBE_ROOM:
+        logger.warning(
+            "PULSE_MAX_CONNECTIONS=%d leaves no room for probes under %d descriptors: using %d",
+            settings.max_connections,
+            ceiling,
+            ceiling - PROBE_ROOM,
+        )
+        settings = dataclasses.replace(settings, max_connections=max(1, ceiling - PROBE_ROOM))
+    return settings, functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling)
 
 
 def check_tls(settings: Settings) -> None:

@@ -19,6 +19,7 @@ DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MIB = 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+HTTP_MODES = ("fast", "stock")  # our connection path over uvicorn's internals, or uvicorn's own protocol
 
 
 class SettingsError(ValueError):
@@ -44,6 +45,12 @@ def _log_level(text: str) -> str:
     return text.lower()
 
 
+def _http_mode(text: str) -> str:
+    if text.lower() not in HTTP_MODES:
+        raise ValueError(f"not an HTTP mode ({'/'.join(HTTP_MODES)})")
+    return text.lower()
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -64,6 +71,7 @@ class Settings:
     host: str = _setting("127.0.0.1", str)
     port: int = _setting(8000, int, 0, 65535)
     workers: int = _setting(1, int, 1, 256)
+    http: str = _setting("fast", _http_mode)  # fast falls back to stock on a uvicorn it was not built for
     max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
     max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)
     max_header_bytes: int = _setting(32 * 1024, int, 1024, 1 << 24)  # request line + headers, as nginx's 4 x 8 KB

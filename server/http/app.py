@@ -37,7 +37,7 @@ from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
 from server.ops.shutdown import DrainOnSigterm
 from server.ops.swap import ModelSwapper
-from server.pipeline.answer import error_answer
+from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.state import ServerState
@@ -89,10 +89,15 @@ class PulseApp:
         )
         # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header.
         self.starlette.router.redirect_slashes = False
+        # PULSE_MAX_IN_FLIGHT in stock mode; the fast mode's connections shed before a request reaches the app.
+        self._sheds = settings.http == "stock" and settings.max_in_flight > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
+            return
+        if self._sheds and self._shed(scope):
+            await asgi.send_answer(send, OVERLOADED, self.state.draining)
             return
         if self.state.keys is not None and not await self._authorized(scope, send):
             return
@@ -101,6 +106,14 @@ class PulseApp:
             await asgi.serve(self.pipeline, route, scope, receive, send)
         else:
             await self._counted(scope, receive, send)
+
+    def _shed(self, scope: Scope) -> bool:
+        """Whether this request is one too many in flight (probes never are); counted when it is."""
+        metrics = self.state.metrics
+        if metrics.in_flight < self.state.settings.max_in_flight or scope["path"].encode() in PROBE_PATHS:
+            return False
+        metrics.rejected[("overloaded", 503)] += 1
+        return True
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
         """With API keys on: whether the request's key has the scope its route needs; if not, answer 401/403."""
@@ -181,7 +194,10 @@ class PulseApp:
         try:
             # Lifespan state, read by each connection (server.http.fast.protocol): where it counts its refusals,
             # and where it hands small /predict requests to be scored together.
-            yield {METRICS_KEY: metrics, COALESCER_KEY: Coalescer(self.pipeline, asyncio.get_running_loop())}
+            connection_state: dict[str, object] = {METRICS_KEY: metrics}
+            if settings.http == "fast":
+                connection_state[COALESCER_KEY] = Coalescer(self.pipeline, asyncio.get_running_loop())
+            yield connection_state
         finally:
             state.draining = True
             flusher.cancel()

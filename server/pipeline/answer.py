@@ -9,6 +9,7 @@ from server.core.errors import ApiError, V2Error
 
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
+PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})  # never shed
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +39,8 @@ def error_answer(error: ApiError, v2: bool = False) -> Answer:
         error = V2Error.of(error)
     extra = tuple((name.encode(), value.encode()) for name, value in (error.headers or {}).items())
     return Answer(error.status_code, error.body(), JSON, extra, error.closes_connection)
+
+
+OVERLOADED = Answer(
+    503, b'{"detail":"too many requests in flight; retry shortly"}', extra=((b"retry-after", b"1"),)
+)  # PULSE_MAX_IN_FLIGHT's answer, sent before the body is read (an Expect: 100-continue client sends none)

@@ -26,68 +26,26 @@ request of the same event-loop turn and hands the answer back to :meth:`GuardedP
 from __future__ import annotations
 
 import asyncio
-import resource
 import time
 from typing import Any
 
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from server.config.settings import Settings
 from server.core.errors import ApiError
 from server.http.fast.coalesce import COALESCER_KEY, Coalescer, PendingRequest
+from server.http.fast.framing import Refusal, default_headers, framed
 from server.monitoring.metrics import METRICS_KEY, Metrics
-from server.pipeline.answer import Answer
+from server.pipeline.answer import OVERLOADED, PROBE_PATHS, Answer
 from server.pipeline.head import RequestHead
 
 KEY_SCOPE = "predict"  # the API key scope the pipeline's routes need
 
-PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})
-DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
 LINGER_SECONDS = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
-
-
-class Refusal(Exception):
-    """Raised inside a parser callback to stop parsing; answered by :meth:`GuardedProtocol.refuse`."""
-
-    def __init__(self, status: int, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-
-
-_default_headers: tuple[object, bytes] = (None, b"")
-
-
-def default_headers(server_state: ServerState) -> bytes:
-    """uvicorn's default headers (its ``date``, renewed every second), as bytes, rebuilt only when renewed."""
-    global _default_headers
-    found, rendered = _default_headers
-    if found is not server_state.default_headers:
-        rendered = b"".join(b"%s: %s\r\n" % (name, value) for name, value in server_state.default_headers)
-        _default_headers = (server_state.default_headers, rendered)
-    return rendered
-
-
-OVERLOADED = Answer(
-    503, orjson.dumps({"detail": "too many requests in flight; retry shortly"}), extra=((b"retry-after", b"1"),)
-)
-
-
-def connection_ceiling() -> int:
-    """Open connections at which a worker closes new ones unanswered: a few below its descriptor limit, which is
-    raised to the hard limit first (as nginx's ``worker_rlimit_nofile`` does)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-            soft = hard
-        except (ValueError, OSError):  # pragma: no cover - a sandbox that refuses: keep the soft limit
-            pass
-    limit = int(soft) if soft != resource.RLIM_INFINITY else 1 << 20
-    return limit - DESCRIPTOR_RESERVE
 
 
 class GuardedProtocol(HttpToolsProtocol):
@@ -148,7 +106,7 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._lingering:
             return
         self._unset_keepalive_if_required()
-        cycle = self.cycle
+        cycle: Any = self.cycle  # uvicorn's cycle, or our PendingRequest in its place
         if cycle is None or not cycle.more_body:  # between requests or inside a head: these bytes are head bytes
             self._head_bytes += len(data)  # (on_headers_complete starts the count again)
         try:
@@ -162,7 +120,7 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         # The deadlines, set only when a read leaves a head or a body unfinished (never on the one-read request).
         cycle = self.cycle
-        if cycle is not None and cycle.more_body and not cycle.response_complete:
+        if cycle is not None and cycle.more_body and (not cycle.response_complete or type(cycle) is PendingRequest):
             if self._deadline is None:
                 self._arm(self.settings.body_timeout_seconds, "body_timeout")
         elif self._head_bytes > 0:
@@ -208,9 +166,13 @@ class GuardedProtocol(HttpToolsProtocol):
         if self._probes_only and httptools.parse_url(self.url).path not in PROBE_PATHS:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
         if self._max_in_flight and self._overloaded():
-            shed = PendingRequest(self, self._keep_alive(), time.perf_counter())
+            # Answered now, before the body: the body is then read and dropped on a kept connection (closed when
+            # the client waits for 100-continue, as it may send no body at all).
+            shed = PendingRequest(self, self._keep_alive() and not self.expect_100_continue, time.perf_counter())
             shed.shed = True
             self.cycle = shed  # type: ignore[assignment]
+            self._count("overloaded", 503)
+            self.respond(shed, OVERLOADED, False, complete=False)
             return
         native = self._native_request()
         if native is not None:
@@ -244,8 +206,8 @@ class GuardedProtocol(HttpToolsProtocol):
         if type(cycle) is PendingRequest:
             cycle.more_body = False
             if cycle.shed:
-                self._count("overloaded", 503)
-                self.respond(cycle, OVERLOADED, False)
+                if not self.transport.is_closing():
+                    self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
             else:
                 self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingRequest exists
         else:
@@ -295,20 +257,18 @@ class GuardedProtocol(HttpToolsProtocol):
     def _keep_alive(self) -> bool:
         return self.parser.should_keep_alive() and self.parser.get_http_version() != "1.0"
 
-    def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None:
-        """Write ``request``'s whole answer (uvicorn's default headers first, as for the app's responses)."""
+    def respond(self, request: PendingRequest, answer: Answer, close: bool, complete: bool = True) -> None:
+        """Write ``request``'s whole answer (uvicorn's default headers first, as for the app's responses);
+        ``complete=False`` when the request's body is still to come (the connection carries on once it has)."""
         request.response_started = request.response_complete = True
         if request.disconnected or self.transport.is_closing():
             return
         keep_alive = request.keep_alive and not close and not answer.close
-        fields = b"".join(b"%s: %s\r\n" % field for field in answer.headers(not keep_alive))
-        self.transport.write(
-            b"".join([STATUS_LINE[answer.status], default_headers(self.server_state), fields, b"\r\n", answer.body])
-        )
-        if keep_alive:
-            self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
-        else:
+        self.transport.write(framed(answer, not keep_alive, default_headers(self.server_state)))
+        if not keep_alive:
             self.transport.close()
+        elif complete:
+            self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
         if request.on_response is not None:
             request.on_response()
 
@@ -319,14 +279,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._count(refusal.reason, refusal.status)
         if self.transport.is_closing():
             return
-        body = orjson.dumps({"detail": refusal.message})
-        head = [
-            STATUS_LINE[refusal.status],
-            b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n" % len(body),
-        ]
-        if refusal.status == 503:
-            head.append(b"retry-after: 1\r\n")
-        self.transport.write(b"".join([*head, b"\r\n", body]))
+        retry = ((b"retry-after", b"1"),) if refusal.status == 503 else ()
+        answer = Answer(refusal.status, orjson.dumps({"detail": refusal.message}), extra=retry, close=True)
+        self.transport.write(framed(answer, True, default_headers(self.server_state)))
         self._lingering = True
         self.parser = httptools.HttpRequestParser(self)  # drop whatever the old parser buffered
         if self.transport.can_write_eof():
@@ -365,7 +320,11 @@ class GuardedProtocol(HttpToolsProtocol):
         self._deadline = None
         if self.transport.is_closing():
             return
-        cycle = self.cycle
+        cycle: Any = self.cycle
+        if type(cycle) is PendingRequest and cycle.shed and cycle.more_body:  # answered 503; its body never came
+            self._count(reason, 408)
+            self.transport.close()
+            return
         if cycle is not None and not cycle.response_complete:
             if cycle.response_started:  # the app is answering already: let it finish, then close
                 cycle.keep_alive = False
