@@ -28,7 +28,7 @@ setup-all: $(VENV)/.installed-all
 data/events.parquet: | setup
 	$(PY) -m train simulate --users 5000 --days 90 --seed 7 --out data/events.parquet
 
-artifacts/metrics.json: data/events.parquet train/features.py  # a changed feature definition retrains
+artifacts/metrics.json: data/events.parquet common/features.py  # a changed feature definition retrains
 	$(PY) -m train fit --events data/events.parquet --out artifacts/ --session-col session_id --revenue-col revenue --seed 7
 
 artifacts/model.onnx: artifacts/metrics.json

@@ -17,8 +17,8 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from benchmarks.models import TEST_SIZE, add_log_arguments, load_labelled, resolve_events, write_report
-from train.events import EventColumns
-from train.features import CATALOGUE, FEATURE_SETS, SEED
+from common.events import EventColumns
+from common.features import CATALOGUE, FEATURE_SETS, SEED
 from train.fit import split_data
 
 MIN_GAIN = 0.002

@@ -33,7 +33,7 @@ engine, events, model, out, conf = sys.argv[1:6]
 import importlib.util
 if importlib.util.find_spec("pandas"):
     import pandas
-from train.events import EventColumns
+from common.events import EventColumns
 columns = EventColumns(session="session_id", revenue="revenue")
 started = time.perf_counter()
 if engine == "spark":

@@ -20,11 +20,11 @@ import numpy.typing as npt
 import pandas as pd
 
 from benchmarks.datasets import cdnow_event_log
+from common.events import EventColumns, open_event_log, timestamps_are_dates
+from common.features import CATALOGUE, DEFAULT_FEATURE_SET, FEATURE_SETS, build_features
 from train import evaluate
 from train.bgnbd import BgNbd, summary_from_features
 from train.config import TrainConfig
-from train.events import EventColumns, open_event_log, timestamps_are_dates
-from train.features import CATALOGUE, DEFAULT_FEATURE_SET, FEATURE_SETS, build_features
 from train.fit import PARAM_GRID, fit_baseline, fit_forest, split_data
 from train.labels import check_label_window, default_cutoff, make_labels
 

@@ -24,8 +24,8 @@ if stage == "simulate":
     n = simulate_events(SimulationConfig(users=extra["users"], days=extra["days"], seed=7), events)
     result = {"events": n}
 else:
-    from train.events import EventColumns, open_event_log
-    from train.features import build_features, feature_set
+    from common.events import EventColumns, open_event_log
+    from common.features import build_features, feature_set
     from train.labels import default_cutoff, make_labels
     sessionize = stage == "features-sessionized"
     con = open_event_log(events, EventColumns(session=None if sessionize else "session_id", revenue="revenue"))

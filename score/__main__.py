@@ -14,8 +14,8 @@ import logging.config
 import sys
 from pathlib import Path
 
+from common.events import add_column_flags, columns_from_flags, iso_timestamp
 from common.logconfig import CLI_LOGGING_CONFIG
-from train.events import add_column_flags, columns_from_flags, iso_timestamp
 
 DEFAULT_TOLERANCE = 0.05
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from common.events import EventColumns, open_event_log
+from common.features import features_query
 from common.io import atomic_path
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring
 from score.output import RUN_RECORD_KEY, feature_matrix, with_predictions
 from score.summary import RunSummary
-from train.events import EventColumns, open_event_log
-from train.features import features_query
 
 logger = logging.getLogger(__name__)
 

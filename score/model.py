@@ -14,8 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from common.features import BY_NAME, Feature, utc_naive
 from common.model.loader import Model, ModelError, model_from_bytes, read_model_bytes
-from train.features import BY_NAME, Feature, utc_naive
 
 
 class ScoreError(ValueError):

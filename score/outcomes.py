@@ -18,10 +18,10 @@ import numpy as np
 import pyarrow as pa
 
 from common import classification as metrics
+from common.events import EventColumns, open_event_log
 from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
 from score.output import read_predictions
-from train.events import EventColumns, open_event_log
 
 DEFAULT_LABEL_DAYS = 30
 START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff

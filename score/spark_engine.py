@@ -1,6 +1,6 @@
 """The same features and scores on Spark: the feature SQL transpiled from DuckDB's, one onnxruntime per worker.
 
-Spark runs the one feature query of :func:`train.features.features_query`, translated from DuckDB's dialect by
+Spark runs the one feature query of :func:`common.features.features_query`, translated from DuckDB's dialect by
 sqlglot (never a second hand-kept copy), and scores each partition with ``mapInArrow``: every Python worker builds
 its onnxruntime session once from the model bytes broadcast by the driver, then scores Arrow batches as the
 DuckDB engine does (:func:`score.output.with_predictions`). Nothing here depends on the cluster: ``--master`` (or
@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import sqlglot
 
+from common.events import EventColumns, refuse_bad_values
+from common.features import features_query, timestamp_literal
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring, worker_model
 from score.output import (
     RUN_RECORD_FILE,
@@ -33,8 +35,6 @@ from score.output import (
     write_run_record,
 )
 from score.summary import RunSummary
-from train.events import EventColumns, refuse_bad_values
-from train.features import features_query, timestamp_literal
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -8,9 +8,9 @@ import logging.config
 import sys
 from pathlib import Path
 
+from common.events import add_column_flags, iso_timestamp
+from common.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 from common.logconfig import CLI_LOGGING_CONFIG
-from train.events import add_column_flags, iso_timestamp
-from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 
 logger = logging.getLogger("train")
 
@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from train.events import columns_from_flags
+    from common.events import columns_from_flags
 
     logging.config.dictConfig(CLI_LOGGING_CONFIG)
     try:

@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from train.features import DEFAULT_FEATURE_SET, FEATURE_SETS
+from common.features import DEFAULT_FEATURE_SET, FEATURE_SETS
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,12 +15,12 @@ from typing import Any
 
 import joblib
 
+from common.events import EventColumns, open_event_log, timestamps_are_dates
+from common.features import build_features, feature_set
 from common.io import atomic_path, write_text_atomic
 from train import evaluate
 from train.config import TrainConfig
-from train.events import EventColumns, open_event_log, timestamps_are_dates
 from train.explain import shap_summary
-from train.features import build_features, feature_set
 from train.fit import (
     NEAR_DEGENERATE_CHURN_SHARE,
     NEAR_DEGENERATE_RETAINED_RECALL,

@@ -17,11 +17,11 @@ import onnx
 import pyarrow.parquet as pq
 import pytest
 
+from common.events import EventColumns, open_event_log
+from common.features import build_features, feature_set
 from common.model.loader import load_model
 from score.duckdb_engine import score_on_duckdb
 from score.output import RUN_RECORD_KEY
-from train.events import EventColumns, open_event_log
-from train.features import build_features, feature_set
 
 pytestmark = pytest.mark.e2e
 

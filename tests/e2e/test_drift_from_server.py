@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.procs import free_port, http_post_json, python_command, run_server
-from train.events import EventColumns
+from common.events import EventColumns
 from train.pipeline import write_features
 from train.simulate import SimulationConfig, simulate_events
 

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 from benchmarks.procs import free_port, http_get, http_post_json, python_command, run_server
+from common.events import EventColumns
 from tests.support import require_tool
-from train.events import EventColumns
 from train.pipeline import write_features
 from train.simulate import SimulationConfig, simulate_events
 

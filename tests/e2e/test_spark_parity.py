@@ -17,13 +17,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.events import EventColumns
+from common.features import feature_set
 from score.duckdb_engine import score_on_duckdb
 from score.model import ScoreError
 from score.output import RUN_RECORD_FILE
 from score.spark_engine import open_events, score_on_spark, spark_session
 from tests.unit.test_events import BAD_LOGS
-from train.events import EventColumns
-from train.features import feature_set
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from common.features import BY_NAME, FEATURE_SETS
 from server.config.settings import Settings
 from server.http.app import create_app
 from tests.support import BEHAVIOUR_ROW, EXAMPLE_ROW
-from train.features import BY_NAME, FEATURE_SETS
 
 pytestmark = pytest.mark.http
 

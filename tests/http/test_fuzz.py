@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from starlette.testclient import TestClient
 
 from benchmarks.fuzz import FuzzRequest, problems, requests
+from common.features import FEATURE_SETS
 from tests.http.conftest import MAX_BODY
-from train.features import FEATURE_SETS
 
 pytestmark = pytest.mark.http
 

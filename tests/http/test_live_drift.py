@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 from starlette.testclient import TestClient
 
+from common.events import EventColumns
 from server.config.settings import Settings
 from server.http.app import create_app
 from train.drift import run_drift
-from train.events import EventColumns
 from train.pipeline import write_features
 from train.simulate import SimulationConfig, simulate_events
 

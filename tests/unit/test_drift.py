@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from common.events import EventColumns
 from train.__main__ import main
-from train.events import EventColumns
 from train.pipeline import write_features
 from train.simulate import SimulationConfig, simulate_events
 

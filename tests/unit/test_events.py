@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from train.events import EventColumns, open_event_log
+from common.events import EventColumns, open_event_log
 
 HEADER = "user_id,event_time,session_id,revenue\n"
 

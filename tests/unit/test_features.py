@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from train.events import EventColumns, open_event_log
-from train.features import BY_NAME, CATALOGUE, FEATURE_SETS, SEED, build_features, feature_set
+from common.events import EventColumns, open_event_log
+from common.features import BY_NAME, CATALOGUE, FEATURE_SETS, SEED, build_features, feature_set
 from train.labels import check_label_window, default_cutoff, make_labels
 
 CUTOFF = datetime(2026, 1, 5)
@@ -113,7 +113,7 @@ def test_feature_sets_name_catalogue_features_and_seed_keeps_the_first_versions_
 
 
 def test_date_only_timestamps_are_detected(tmp_path: Path) -> None:
-    from train.events import timestamps_are_dates
+    from common.events import timestamps_are_dates
 
     dated = _log(tmp_path, [("a", "2026-01-01", None, 1.0), ("a", "2026-01-03", None, 2.0)])
     assert timestamps_are_dates(open_event_log(dated, EventColumns(session=None, revenue="revenue")))

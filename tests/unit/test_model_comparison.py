@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import ablation, models
-from train.events import EventColumns
+from common.events import EventColumns
 
 COLUMNS = EventColumns(session="session_id", revenue="revenue")
 

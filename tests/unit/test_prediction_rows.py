@@ -8,9 +8,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from common.features import feature_set
 from score.model import ScoreError, ScoringSpec
 from score.output import feature_matrix, prediction_fields, with_predictions
-from train.features import feature_set
 
 SPEC = ScoringSpec(feature_set("seed"), 0.5, "rf-test", "0" * 64, "seed", 30, {})
 

@@ -11,9 +11,9 @@ import pytest
 
 import train.fit
 import train.pipeline
+from common.features import FEATURE_SETS
 from tests.support import train_config, use_small_grid
 from train.__main__ import main
-from train.features import FEATURE_SETS
 from train.pipeline import PLOTS, run_training
 
 

@@ -169,7 +169,7 @@ def build_features(
 
     Parameters
     ----------
-    con : connection holding the ``events`` view (see :func:`train.events.open_event_log`).
+    con : connection holding the ``events`` view (see :func:`common.events.open_event_log`).
     cutoff : end of the observation window (inclusive).
     sessionize : derive sessions from a 30-minute inactivity gap instead of the log's ``session_id``.
     features : which features, in which column order.
