@@ -6,8 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+STOCK = " stock"  # the suffix benchmarks.run gives a scenario measured on the stock-mode server
+
 SERVER_LABELS = {
     "ours": "ML-PulseChecker",
+    "ours_stock": "ML-PulseChecker, stock mode (uvicorn's own protocol)",
     "original": "original design (FastAPI + pydantic + DataFrame + sklearn)",
     "bare_starlette": "bare Starlette route (orjson parse, constant)",
     "raw_asgi": "raw ASGI callable (orjson parse, constant)",
@@ -55,7 +58,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"1000-row batches over HTTP / in-process onnxruntime rows/s: `/predict` (JSON objects) "
         f"**{batch_1000:.2f}×**, `/predict` (JSON columns) **{columns_1000:.2f}×**, V2 infer with a JSON tensor "
         f"**{v2_1000:.2f}×**, with the binary tensor extension **{binary_1000:.2f}×** (JSON answer) and "
-        f"**{both_ways_1000:.2f}×** (binary answer too).",
+        f"**{both_ways_1000:.2f}×** (binary answer too). Fast mode / stock mode (`PULSE_HTTP`): single row "
+        f"**{_ratio(us, single['ours_stock']['rps'])}**, 1000-row scenarios "
+        + ", ".join(
+            f"`{label.removesuffix(STOCK)}` **{_ratio(ours[label.removesuffix(STOCK)]['rps'], entry['rps'])}**"
+            for label, entry in ours.items()
+            if label.endswith(STOCK)
+        )
+        + ".",
         "",
         "### Our other scenarios (wrk, 16 connections)",
         "",
@@ -127,14 +137,15 @@ def write_plots(results: dict[str, Any], assets: Path) -> None:
 
     single = results["single"]
     names = list(single)
-    labels = [SERVER_LABELS[n].split(" (")[0] for n in names]
+    labels = [SERVER_LABELS[n].split(" (")[0].replace("ML-PulseChecker, stock mode", "ours, stock") for n in names]
     medians = [single[n]["rps"]["median"] for n in names]
     errors = [
         [m - single[n]["rps"]["min"] for n, m in zip(names, medians, strict=True)],
         [single[n]["rps"]["max"] - m for n, m in zip(names, medians, strict=True)],
     ]
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh(labels, medians, xerr=errors, color=["crimson" if n == "ours" else "slategray" for n in names])
+    colors = ["crimson" if n == "ours" else "salmon" if n == "ours_stock" else "slategray" for n in names]
+    ax.barh(labels, medians, xerr=errors, color=colors)
     ax.set(xlabel="requests/s (median, min–max)", title="Single-row /predict, one worker on one core")
     ax.invert_yaxis()
     fig.savefig(assets / "bench_throughput.png", dpi=110, bbox_inches="tight")

@@ -27,7 +27,7 @@ import pandas as pd
 import psutil
 
 from benchmarks.procs import ROOT, ServerProcess, free_port, locust_command, python_command, run_server
-from benchmarks.report import write_report
+from benchmarks.report import STOCK, write_report
 
 SERVER_CORE, LOAD_CORE = 0, 1
 WRK_CONNECTIONS = 16
@@ -74,12 +74,18 @@ def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
         "ours": python_command(
             "-m", "server", "--model", str(artifacts / "model.onnx"), "--port", p, "--log-level", "warning"
         ),
+        "ours_stock": python_command(  # the same server in stock mode (SERVER_ENV): uvicorn's own protocol
+            "-m", "server", "--model", str(artifacts / "model.onnx"), "--port", p, "--log-level", "warning"
+        ),
         "original": python_command(
             "-m", "benchmarks.reference.fastapi_sklearn", "--port", p, "--model", str(artifacts / "model.joblib")
         ),
         "bare_starlette": python_command("-m", "benchmarks.reference.bare_starlette", "--port", p),
         "raw_asgi": python_command("-m", "benchmarks.reference.raw_asgi", "--port", p),
     }
+
+
+SERVER_ENV = {"ours": {"PULSE_HTTP": "fast"}, "ours_stock": {"PULSE_HTTP": "stock"}}
 
 
 def _taskset(core: int) -> list[str]:
@@ -356,7 +362,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             port = free_port()
             command = _server_commands(artifacts, port)[name]
             server = stack.enter_context(
-                run_server([*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", timeout=120)
+                run_server(
+                    [*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", SERVER_ENV.get(name), timeout=120
+                )
             )
             servers[name] = server
             results["startup_s"][name] = server.ready_seconds
@@ -373,12 +381,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for name in servers:
                 measure("single", name, "/predict", single)
             measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
-            for label, batch_bodies in bodies.items():
-                measure(label, "ours", "/predict", batch_bodies)
-            for label, batch_bodies in v2_bodies.items():
-                measure(label, "ours", "/v2/models/churn/infer", batch_bodies)
-            for label, (binary_bodies, binary_headers) in binary.items():
-                measure(label, "ours", "/v2/models/churn/infer", binary_bodies, binary_headers)
+            for target, suffix in (("ours", ""), ("ours_stock", STOCK)):
+                for label, batch_bodies in bodies.items():
+                    if target == "ours" or label.endswith("[1000]"):
+                        measure(label + suffix, target, "/predict", batch_bodies)
+                for label, batch_bodies in v2_bodies.items():
+                    if target == "ours" or label.endswith("[1000]"):
+                        measure(label + suffix, target, "/v2/models/churn/infer", batch_bodies)
+                for label, (binary_bodies, binary_headers) in binary.items():
+                    measure(label + suffix, target, "/v2/models/churn/infer", binary_bodies, binary_headers)
             for name, user_class in (("ours", "MixedTraffic"), ("original", "SinglePredict")):
                 stats = run_locust(
                     servers[name].url,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ EXAMPLE_ROW: dict[str, float] = {
 }
 # The same user for a model on the behaviour features: last seen 2 days before the cutoff.
 BEHAVIOUR_ROW: dict[str, float] = {**EXAMPLE_ROW, "days_since_last_event": 2}
+
+# The server mode the real-server tests run (.ci/run runs the HTTP suites in both; see docs/operations.md).
+FAST_MODE = os.environ.get("PULSE_HTTP", "fast") == "fast"
 
 SMALL_GRID = {"n_estimators": [10], "max_depth": [4], "min_samples_leaf": [20]}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import require_tool
+from tests.support import FAST_MODE, require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -34,6 +34,9 @@ def test_hostile_clients_get_bounded_answers(exported: Path, tmp_path: Path) -> 
     assert liveness["batch_errors"] == 0 and liveness["in_flight_after"] == 0, liveness
     failed = {name: case for name, case in cases.items() if not case["ok"]}
     assert not failed, json.dumps(failed, indent=1)[:4000]
-    assert cases["streamed_header"]["status"] == 431
+    if FAST_MODE:  # stock mode has no connection limits: those cases are the fast mode's
+        assert cases["streamed_header"]["status"] == 431
+    else:
+        assert {"streamed_header", "framing_faults"}.isdisjoint(cases)
     assert cases["held_bodies"]["refused_503"] > 0  # the budget, not luck, bounded the memory
     assert all(case["in_flight_after"] == 0 for case in cases.values())

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support import require_tool
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fast_only]
 
 
 def test_a_bound_on_requests_in_flight_sheds_the_excess_with_retry_after(exported: Path, tmp_path: Path) -> None:
