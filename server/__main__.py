@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
-    settings, made_here = _with_metrics_folder(settings)
+    try:
+        settings, made_here = _with_metrics_folder(settings)
+    except OSError as exc:
+        folder = str(settings.metrics_dir)
+        print(f"error: metrics folder {folder!r} (PULSE_METRICS_DIR): {exc.strerror}", file=sys.stderr)
+        return 2
     try:
         return _serve(settings, model, config)
     finally:
@@ -174,7 +179,13 @@ def check_tls(settings: Settings) -> None:
 def _with_metrics_folder(settings: Settings) -> tuple[Settings, Path | None]:
     """N workers sum their metrics through snapshot files in one folder: in memory (/dev/shm) when there is one.
     Returns the settings to use and the folder made here (to remove at exit), if any."""
-    if settings.workers == 1 or settings.metrics_dir is not None:
+    if settings.metrics_dir is not None:  # the user's folder: what an earlier run left there is not this run's
+        from server.ops.control import clear_folder
+
+        settings.metrics_dir.mkdir(parents=True, exist_ok=True)
+        clear_folder(settings.metrics_dir)
+        return settings, None
+    if settings.workers == 1:
         return settings, None
     shm = Path("/dev/shm")
     folder = Path(tempfile.mkdtemp(prefix="pulse-metrics-", dir=shm if shm.is_dir() else None))

@@ -130,14 +130,14 @@ def run_drift(reference_dir: Path, current_path: Path, out: Path, drift_share: f
     Drift means: at least one feature drifted and the drifted share is at least ``drift_share``, or the predicted
     probability drifted.
     """
+    reference, features = load_reference(reference_dir)
+    current = load_current(current_path, features)  # bad input is reported before Evidently's seconds of import
     try:
         from evidently import Report
         from evidently.presets import DataDriftPreset
     except ImportError as exc:  # pragma: no cover - evidently is in the train extra
         raise RuntimeError("train.drift needs evidently: pip install '.[train]'") from exc
 
-    reference, features = load_reference(reference_dir)
-    current = load_current(current_path, features)
     columns = list(features)
     if PROBABILITY in current.columns:
         ref_proba = reference_probabilities(reference_dir, reference)

@@ -6,8 +6,6 @@ import hashlib
 import json
 import logging
 import math
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +14,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
+from common.model.files import ModelError, ModelFileError, read_model_bytes
 from common.model.reference import Column, DriftReferenceError, read_reference
 from common.model.treeshap import TreeExplainer, TreeShapError, explainer_from_onnx
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["Model", "ModelError", "ModelFileError", "ModelInfo", "load_model", "model_from_bytes", "read_model_bytes"]
+
 GOLDEN_TOLERANCE = 1e-6
 REQUIRED_METADATA = ("features", "threshold", "model_version")
-
-
-class ModelError(RuntimeError):
-    """The model file cannot be served; the message says why in one line."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,10 +46,6 @@ class ModelInfo:
     test_metrics: dict[str, Any]
     node_count: int | None
     example: dict[str, float]  # a real input row (the first golden row), for the API docs
-
-
-def _sha256_file(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -280,46 +273,16 @@ def _attach_explainer(model: Model, data: bytes, meta: dict[str, str]) -> None:
     model.explainer = explainer
 
 
-def _read_model_file(path: Path, max_bytes: int) -> bytes:
-    """The file's bytes: a regular file of at most ``max_bytes`` (not a device, a FIFO or a huge sparse file)."""
-    try:
-        found = os.stat(path)  # before opening: opening a FIFO would wait for a writer
-        if not stat.S_ISREG(found.st_mode):
-            raise ModelError(f"model path {str(path)!r} is not a regular file")
-        if found.st_size > max_bytes:
-            raise ModelError(
-                f"model file {str(path)!r} is {found.st_size} bytes, over PULSE_MAX_MODEL_BYTES={max_bytes}"
-            )
-        with open(path, "rb") as file:
-            data = file.read(found.st_size + 1)
-    except FileNotFoundError as exc:
-        raise ModelError(f"model file {str(path)!r} does not exist") from exc
-    except OSError as exc:
-        raise ModelError(f"cannot read model file {str(path)!r}: {exc.strerror}") from exc
-    if len(data) > found.st_size:
-        raise ModelError(f"model file {str(path)!r} grew while it was read: still being written?")
-    return data
-
-
-def load_model(path: Path, expected_sha256: str = "", threads: int = 1, max_bytes: int = 1 << 40) -> Model:
+def load_model(
+    path: Path, expected_sha256: str = "", threads: int = 1, max_bytes: int = 1 << 40, follow_symlinks: bool = True
+) -> Model:
     """Read, verify (sha256, metadata, golden rows), warm up and return the model.
 
-    Raises :class:`ModelError` with a one-line reason when the file cannot be served.
+    Raises :class:`ModelError` with a one-line reason when the file cannot be served (:class:`ModelFileError` when
+    the file itself, not its content, is the reason).
     """
-    data = read_model_bytes(path, expected_sha256, max_bytes)
+    data = read_model_bytes(path, expected_sha256, max_bytes, follow_symlinks)
     return model_from_bytes(data, threads, source=f"model file {str(path)!r}")
-
-
-def read_model_bytes(path: Path, expected_sha256: str = "", max_bytes: int = 1 << 40) -> bytes:
-    """The model file's bytes, checked against ``expected_sha256`` or else its ``.sha256`` sidecar, if any."""
-    data = _read_model_file(path, max_bytes)
-    digest = hashlib.sha256(data).hexdigest()
-    sidecar = _sha256_file(path)
-    if not expected_sha256 and sidecar.is_file():
-        expected_sha256 = sidecar.read_text().split()[0] if sidecar.read_text().strip() else ""
-    if expected_sha256 and expected_sha256.lower() != digest:
-        raise ModelError(f"model file {str(path)!r} has sha256 {digest[:12]}..., expected {expected_sha256[:12]}...")
-    return data
 
 
 def model_from_bytes(data: bytes, threads: int = 1, source: str = "model") -> Model:

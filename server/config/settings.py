@@ -67,6 +67,7 @@ def _setting(default: Any, parse: Callable[[str], Any], low: float | None = None
 class Settings:
     model_path: Path = _setting(Path("artifacts/model.onnx"), Path)
     model_sha256: str = _setting("", str)  # empty: check against <model>.sha256 when that file exists
+    model_dir: Path | None = _setting(None, _optional_path)  # admin swaps load only from here (unset: model's folder)
     model_name: str = _setting("churn", str)  # the model's name in the V2 inference protocol
     host: str = _setting("127.0.0.1", str)
     port: int = _setting(8000, int, 0, 65535)

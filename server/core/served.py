@@ -11,6 +11,7 @@ import orjson
 
 from common.model.loader import Model
 from server.core.validation import RowParser
+from server.monitoring.drift import DriftWindow
 from server.monitoring.request_log import ModelLog
 
 ORJSON_NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -20,9 +21,16 @@ class ServedModel:
     """A model as the pipeline serves it (one per model load: a swap replaces the whole object)."""
 
     def __init__(
-        self, model: Model, max_batch: int, request_log: ModelLog | None, metadata: bytes, openapi: bytes
+        self,
+        model: Model,
+        max_batch: int,
+        request_log: ModelLog | None,
+        metadata: bytes,
+        openapi: bytes,
+        drift: DriftWindow | None = None,
     ) -> None:
         info = model.info
+        self.drift = drift  # this model's live drift window: a request counts its rows where it was scored
         self.model = model
         self.metadata = metadata
         self.openapi = openapi

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from common.model.loader import Model, load_model
+from common.model.loader import Model, ModelError, load_model
 from server.config.keys import KeyRing
 from server.config.settings import Settings
 from server.core.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
@@ -32,9 +32,10 @@ from server.http.asgi import CLOSE_HEADER, JSON_HEADER
 from server.http.documents import serve_model
 from server.http.fast.coalesce import COALESCER_KEY, Coalescer
 from server.http.routes import KEY_SCOPES, build_routes, key_scope
-from server.monitoring.drift import DRAIN_SECONDS, DriftWindow
+from server.monitoring.drift import DRAIN_SECONDS
 from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
+from server.ops.control import read_control
 from server.ops.shutdown import DrainOnSigterm
 from server.ops.swap import ModelSwapper
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
@@ -63,15 +64,20 @@ async def render_error(request: Request, exc: Exception) -> Response:
 
 async def _metrics_tick(metrics: Metrics, flush_seconds: float, swapper: ModelSwapper) -> None:
     """Count the rows queued for live drift every ``DRAIN_SECONDS``, follow model swaps asked of every worker, and
-    write this worker's snapshot for the other workers' scrapes every ``flush_seconds`` (with a metrics folder)."""
+    write this worker's snapshot for the other workers' scrapes every ``flush_seconds`` (with a metrics folder).
+    An error in one step is logged and the tick goes on: a worker that stopped following swaps would serve the old
+    model for good."""
     last_flush = 0.0
     while True:
-        if metrics.drift is not None:
-            metrics.drift.drain()
-        swapper.poll_control()
-        if time.monotonic() - last_flush >= flush_seconds:
-            metrics.flush()
-            last_flush = time.monotonic()
+        try:
+            if metrics.drift is not None:
+                metrics.drift.drain()
+            swapper.poll_control()
+            if time.monotonic() - last_flush >= flush_seconds:
+                metrics.flush()
+                last_flush = time.monotonic()
+        except Exception:
+            logger.exception("metrics tick failed; it runs again in %.1fs", DRAIN_SECONDS)
         await asyncio.sleep(min(DRAIN_SECONDS, flush_seconds))
 
 
@@ -162,10 +168,7 @@ class PulseApp:
     async def _lifespan(self, app: Starlette) -> AsyncIterator[dict[str, object]]:
         state, settings = self.state, self.state.settings
         started = time.perf_counter()
-        model = self._preloaded or load_model(
-            settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes
-        )
-        self._preloaded = None
+        model, generation = self._initial_model()
         request_log = None
         if settings.request_log is not None:
             request_log = RequestLog(
@@ -178,16 +181,13 @@ class PulseApp:
             request_log.start()
             state.metrics.log_counters = request_log.counters
         metrics = state.metrics
-        metrics.info = {"version": model.info.version, "sha256": model.info.sha256}
-        if model.drift_columns is not None:
-            metrics.drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds)
         metrics.ready = lambda: state.ready
         drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
         drain.install()
         if settings.api_keys_file is not None:
             state.keys = KeyRing.load(settings.api_keys_file)
-        state.served = serve_model(model, settings, request_log)
-        state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log))
+        state.serve(serve_model(model, settings, request_log))
+        state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log), generation)
         reloads = _on_sighup(swapper.on_sighup)
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
@@ -206,6 +206,24 @@ class PulseApp:
             if request_log is not None:
                 request_log.close()
             metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
+
+    def _initial_model(self) -> tuple[Model, int]:
+        """The model to start on, and the control record's generation it is: with several workers, the one the
+        cluster serves now (a worker the supervisor restarted after a swap must not bring the old one back);
+        otherwise, or when that model can no longer be loaded, the configured one (generation 0)."""
+        settings = self.state.settings
+        control = read_control(settings.metrics_dir)
+        if control is not None:
+            try:
+                model = load_model(control.path, control.sha256, settings.ort_threads, settings.max_model_bytes)
+                return model, control.generation
+            except ModelError as exc:
+                logger.error("the cluster's model (generation %d) cannot be loaded: %s", control.generation, exc)
+        model = self._preloaded or load_model(
+            settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes
+        )
+        self._preloaded = None
+        return model, 0
 
     def _begin_drain(self) -> None:
         self.state.draining = True

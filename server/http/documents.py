@@ -8,6 +8,7 @@ from common.model.loader import Model
 from server.config.settings import Settings
 from server.core.served import ServedModel
 from server.http.openapi import build_openapi
+from server.monitoring.drift import DriftWindow
 from server.monitoring.request_log import ModelLog, RequestLog
 
 
@@ -52,4 +53,7 @@ def _served(model: Model, settings: Settings, request_log: ModelLog | None) -> S
         }
     )
     openapi = orjson.dumps(build_openapi(info, settings, model.n_classes))
-    return ServedModel(model, settings.max_batch, request_log, metadata, openapi)
+    drift = None
+    if model.drift_columns is not None:  # compared against this model's own training data
+        drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds)
+    return ServedModel(model, settings.max_batch, request_log, metadata, openapi, drift)

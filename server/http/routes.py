@@ -250,8 +250,7 @@ class Handlers:
         body = decode_json(await read_body(request.receive, length, 65536, state.body_budget))
         path, sha256, force = _swap_request(body)
         previous = state.require_model().info.version
-        served = await state.swapper.swap(path, sha256, force)
-        workers = await state.swapper.broadcast(path, served, force)
+        served, workers = await state.swapper.admin_swap(path, sha256, force)
         return OrjsonResponse(
             {
                 "model_version": served.info.version,

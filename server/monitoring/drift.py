@@ -135,6 +135,12 @@ class DriftWindow:
         self.drain()
         return {"slot_ids": self._slot_ids, "counts": self._counts, "rows": self._rows}
 
+    def same_bins(self, snapshot: dict[str, Any]) -> bool:
+        """Whether ``snapshot`` counts into bins shaped as this window's (one count list per column, each its
+        column's edges + 1 long, in every slot)."""
+        shape = [len(e) + 1 for e in self._edges]
+        return all([len(column) for column in slot] == shape for slot in snapshot["counts"])
+
     def merged(self, snapshots: Iterable[dict[str, Any]], now: float) -> tuple[int, list[list[int]]]:
         """Rows and per-column bin counts inside the window ending now, over every snapshot given."""
         newest = int(now // self.slot_seconds)
@@ -142,6 +148,8 @@ class DriftWindow:
         rows = 0
         totals = [[0] * (len(e) + 1) for e in self._edges]
         for snapshot in snapshots:
+            if not self.same_bins(snapshot):  # another model's window: its bins are not these (a swap under way)
+                continue
             for slot_id, counts, n in zip(snapshot["slot_ids"], snapshot["counts"], snapshot["rows"], strict=True):
                 if slot_id in live:
                     rows += n

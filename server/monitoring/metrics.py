@@ -78,6 +78,7 @@ class Metrics:
         self.connections = 0  # open HTTP connections, kept by server.http.fast.protocol
         self.rejected: defaultdict[tuple[str, int], int] = defaultdict(int)  # refused by the HTTP layer or the gate
         self.pid = os.getpid()
+        self.start = process_start(self.pid)  # with the pid: this worker's life (its snapshot file's name)
         self.info: dict[str, str] = {}
         self.log_counters: Callable[[], dict[str, int]] = dict
         self.drift: DriftWindow | None = None
@@ -116,10 +117,17 @@ class Metrics:
             )
         return found
 
-    # Snapshots: one JSON file per worker ---------------------------------------------------------------------
+    def is_live(self, snapshot: dict[str, Any]) -> bool:
+        """Whether ``snapshot`` is of a worker life still running (this one, or another worker's)."""
+        if (snapshot["pid"], snapshot.get("start")) == (self.pid, self.start):
+            return True
+        return snapshot["pid"] != self.pid and alive(snapshot["pid"], snapshot.get("start"))
+
+    # Snapshots: one JSON file per worker life ---------------------------------------------------------------------
     def snapshot(self, in_flight: int | None = None) -> dict[str, Any]:
         return {
             "pid": self.pid,
+            "start": self.start,
             "time": time.time(),
             "requests": [[route, status, n] for (route, status), n in self.requests.items()],
             "latency": {route: [h.counts, h.total] for route, h in self.latency.items()},
@@ -139,7 +147,7 @@ class Metrics:
         """Write this worker's snapshot into the metrics folder (no-op without one)."""
         if self.folder is None:
             return
-        path = self.folder / f"worker-{self.pid}.json"
+        path = self.folder / f"worker-{self.pid}-{self.start or 0}.json"
         tmp = path.with_name(path.name + ".tmp")
         try:
             tmp.write_bytes(orjson.dumps(self.snapshot(in_flight)))
@@ -166,14 +174,25 @@ class Metrics:
         return generate_latest(registry)
 
 
-def alive(pid: int) -> bool:
+def process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), ``None`` where /proc cannot say: with the
+    pid, it names one process's life, which a pid alone does not once the pid is reused."""
+    try:
+        stat_line = Path(f"/proc/{pid}/stat").read_bytes()
+        return int(stat_line.rsplit(b")", 1)[1].split()[19])  # field 22, counted after the command name
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def alive(pid: int, start: int | None = None) -> bool:
+    """Whether the worker life ``(pid, start)`` is still running (a reused pid is another life)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # pragma: no cover - another user's process with that pid: alive
-        return True
-    return True
+        pass
+    return start is None or process_start(pid) in (start, None)
 
 
 class _Collector(Collector):
@@ -183,16 +202,14 @@ class _Collector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m, snapshots = self._m, self._snapshots
-        live = [s for s in snapshots if s["pid"] == m.pid or alive(s["pid"])]
+        live = [s for s in snapshots if m.is_live(s)]
         requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         latency: dict[str, Histogram] = {}
         stages: dict[tuple[str, str], Histogram] = {}
         compute = Histogram(COMPUTE_BUCKETS)
         log: defaultdict[str, int] = defaultdict(int)
         rejected: defaultdict[tuple[str, int], int] = defaultdict(int)
-        per_worker = CounterMetricFamily(
-            "pulse_worker_http_requests", "HTTP requests answered by each worker process", labels=["pid"]
-        )
+        by_pid: defaultdict[int, int] = defaultdict(int)  # the lives of a reused pid add up: the total stays monotone
         for s in snapshots:
             for route, status, n in s["requests"]:
                 requests[(route, status)] += n
@@ -205,7 +222,12 @@ class _Collector(Collector):
                 rejected[(reason, status)] += n
             for name, n in s["log"].items():
                 log[name] += n
-            per_worker.add_metric([str(s["pid"])], sum(n for _, _, n in s["requests"]))
+            by_pid[s["pid"]] += sum(n for _, _, n in s["requests"])
+        per_worker = CounterMetricFamily(
+            "pulse_worker_http_requests", "HTTP requests answered by each worker process", labels=["pid"]
+        )
+        for pid, n in sorted(by_pid.items()):
+            per_worker.add_metric([str(pid)], n)
 
         family = CounterMetricFamily(
             "pulse_http_requests", "HTTP requests by route and status", labels=["route", "status"]
@@ -271,7 +293,9 @@ class _Collector(Collector):
         window = self._m.drift
         if window is None:
             return
-        report = window.report([s["drift"] for s in snapshots if s["drift"]], time.time(), self._m.min_drift_rows)
+        sha256 = self._m.info.get("sha256")  # merged per model: workers on another model count into other bins
+        windows = [s["drift"] for s in snapshots if s["drift"] and s.get("info", {}).get("sha256") == sha256]
+        report = window.report(windows, time.time(), self._m.min_drift_rows)
         yield GaugeMetricFamily(
             "pulse_drift_window_rows", "Scored rows in the live drift window, all workers", value=report["rows"]
         )

@@ -14,7 +14,7 @@ from typing import Any
 from uvicorn.supervisors import Multiprocess
 
 from server.config.settings import Settings
-from server.ops.swap import write_control
+from server.ops.control import write_control
 
 logger = logging.getLogger("server")
 
@@ -29,7 +29,7 @@ class SwappingSupervisor(Multiprocess):
 
     def handle_hup(self) -> None:
         settings = self.settings
-        generation = write_control(self.folder, settings.model_path, settings.model_sha256, force=False)
+        generation = write_control(self.folder, settings.model_path, settings.model_sha256, force=False).generation
         logger.info(
             "SIGHUP: every worker swaps to %s and reloads its API keys (generation %d)", settings.model_path, generation
         )

@@ -2,14 +2,16 @@
 
 The new file is loaded beside the serving one, off the event loop (``asyncio.to_thread``), through every start-up
 check (size, sha256, metadata, golden rows, warm-up); only then is the worker's ``state.served`` replaced, in one
-assignment. A request holds the ``ServedModel`` it started with, so it finishes on that model and names its
-version; the next request gets the new one. A failed check leaves the old model serving and answers 422 with the
-reason. A model whose input features differ is refused unless ``force`` is given (clients would break).
+assignment. A request takes the served model once its body is read and uses it to the end, so it finishes on one
+model and names its version. A failed check leaves the old model serving and answers 422 with the reason. A model
+whose input features differ is refused unless ``force`` is given (clients would break). Over HTTP, a model comes
+only from the model folder (``PULSE_MODEL_DIR``; default: the configured model's folder), and a refusal says nothing
+of files outside it.
 
-With several workers, the worker that swapped writes a control record (``model-control.json``) into the shared
-metrics folder; every other worker reads it on its metrics tick (every 0.1 s) and swaps itself; ``SIGHUP`` to the
-supervisor writes the same record for the configured model path. The admin request answers once every live worker
-reports the new version in its metrics snapshot (or after ``WAIT_SECONDS``, saying which have not).
+With several workers every swap goes through the control record (``server.ops.control``): the highest generation
+wins, on every worker, including one the supervisor restarts. ``POST /admin/model`` answers 200 only once every live
+worker serves that exact file (its sha256); 409 when a later swap superseded it; 504 naming the workers that did not
+follow within ``WAIT_SECONDS``.
 """
 
 from __future__ import annotations
@@ -18,17 +20,14 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
-from common.model.loader import Model, ModelError, load_model
+from common.model.loader import Model, ModelError, ModelFileError, load_model
 from server.config.keys import KeyRing, KeysError
 from server.core.errors import ApiError
-from server.monitoring.drift import DriftWindow
-from server.monitoring.metrics import alive
+from server.ops.control import Control, read_control, write_control
 
 if TYPE_CHECKING:
     from server.core.served import ServedModel
@@ -36,7 +35,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-CONTROL_FILE = "model-control.json"
 WAIT_SECONDS = 30.0
 
 
@@ -46,81 +44,110 @@ class SwapRefused(ApiError):
     status_code = 422
 
 
-def write_control(folder: Path, path: Path, sha256: str, force: bool) -> int:
-    """Ask every worker to serve ``path``: the next generation of the control record. Returns its generation."""
-    generation = int(read_control(folder).get("generation", 0)) + 1
-    record = {"generation": generation, "path": str(path), "sha256": sha256, "force": force, "time": time.time()}
-    target = folder / CONTROL_FILE
-    temporary = target.with_name(f".{CONTROL_FILE}.{os.getpid()}")
-    temporary.write_bytes(orjson.dumps(record))
-    os.replace(temporary, target)
-    return generation
+class SwapSuperseded(ApiError):
+    """409: a later swap was asked before every worker served this one; the later one wins."""
+
+    status_code = 409
 
 
-def read_control(folder: Path) -> dict[str, Any]:
+class SwapTimeout(ApiError):
+    """504: some live workers did not serve the new model in time."""
+
+    status_code = 504
+
+
+def allowed_model_path(path: Path, folder: Path) -> Path:
+    """``path`` with every symlink resolved, when that is inside ``folder``; else a refusal that says nothing about
+    the file (whether it exists, its size or its hash). The loader then opens it without following a symlink put in
+    its place meanwhile, and without blocking on a FIFO."""
     try:
-        record: dict[str, Any] = orjson.loads((folder / CONTROL_FILE).read_bytes())
-    except (OSError, orjson.JSONDecodeError):
-        return {}
-    return record
+        resolved = Path(os.path.realpath(path))
+        inside = resolved.is_relative_to(os.path.realpath(folder))
+    except (ValueError, OSError):  # a NUL byte, a loop of symlinks
+        inside = False
+    if not inside:
+        raise SwapRefused("model not swapped: the path is not a model file in the model folder (PULSE_MODEL_DIR)")
+    return resolved
 
 
 class ModelSwapper:
-    """One worker's model swaps (one at a time) and API key reloads."""
+    """One worker's model swaps (one at a time, in the control record's order) and API key reloads."""
 
-    def __init__(self, state: ServerState, serve: Callable[[Model], ServedModel]) -> None:
+    def __init__(self, state: ServerState, serve: Callable[[Model], ServedModel], generation: int = 0) -> None:
         self.state = state
         self._serve = serve
         self._lock = asyncio.Lock()
-        folder = state.settings.metrics_dir
-        self.generation = read_control(folder).get("generation", 0) if folder is not None else 0
+        self.generation = generation  # of the control record this worker serves (0: the configured model)
+        self._following = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    async def swap(self, path: Path, sha256: str = "", force: bool = False) -> ServedModel:
-        """Load, check and serve ``path``; :class:`SwapRefused` (old model kept) when it cannot be served."""
+    async def _load(self, path: Path, sha256: str, force: bool, from_client: bool = False) -> ServedModel:
+        """Load and check ``path`` beside the serving model (call with the lock held); the ``ServedModel`` to serve."""
         settings = self.state.settings
-        async with self._lock:
-            try:
-                model = await asyncio.to_thread(
-                    load_model, path, sha256, settings.ort_threads, settings.max_model_bytes
-                )
-            except ModelError as exc:
-                raise SwapRefused(f"model not swapped: {exc}") from None
-            old = self.state.served
-            if old is not None and model.info.features != old.info.features and not force:
-                raise SwapRefused(
-                    f"model not swapped: its input features {list(model.info.features)} differ from the served "
-                    f'{list(old.info.features)}; clients would break (send "force": true to swap anyway)'
-                )
-            served = self._serve(model)
-            metrics = self.state.metrics
-            metrics.info = {"version": model.info.version, "sha256": model.info.sha256}
-            if model.drift_columns is not None:  # the window compares against the new model's training data
-                metrics.drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds)
-            else:
-                metrics.drift = None
-            self.state.served = served
-            metrics.flush()
-            logger.info("model swapped version=%s sha256=%s path=%s", model.info.version, model.info.sha256[:12], path)
-            return served
+        try:
+            model = await asyncio.to_thread(
+                load_model, path, sha256, settings.ort_threads, settings.max_model_bytes, not from_client
+            )
+        except ModelFileError as exc:
+            if from_client:  # nothing about a file a client named: existence, size and hash stay unsaid
+                refusal = "model not swapped: no servable model file at that path, or not the sha256 given"
+                raise SwapRefused(refusal) from None
+            raise SwapRefused(f"model not swapped: {exc}") from None
+        except ModelError as exc:
+            raise SwapRefused(f"model not swapped: {exc}") from None
+        old = self.state.served
+        if old is not None and model.info.features != old.info.features and not force:
+            raise SwapRefused(
+                f"model not swapped: its input features {list(model.info.features)} differ from the served "
+                f'{list(old.info.features)}; clients would break (send "force": true to swap anyway)'
+            )
+        return self._serve(model)
 
-    async def broadcast(self, path: Path, served: ServedModel, force: bool) -> dict[str, str]:
-        """Have every other worker serve the model this one just swapped to; each live worker's version once all
-        report it (or after ``WAIT_SECONDS``)."""
-        metrics = self.state.metrics
-        folder = self.state.settings.metrics_dir
+    def _install(self, served: ServedModel, path: Path) -> None:
+        self.state.serve(served)
+        self.state.metrics.flush()
+        info = served.info
+        logger.info("model swapped version=%s sha256=%s path=%s", info.version, info.sha256[:12], path)
+
+    async def admin_swap(self, path: Path, sha256: str, force: bool) -> tuple[ServedModel, dict[str, str]]:
+        """``POST /admin/model``: serve ``path`` on every worker; the model and each live worker's version once
+        every one serves its sha256 (:class:`SwapSuperseded`, :class:`SwapTimeout` otherwise)."""
+        settings = self.state.settings
+        path = allowed_model_path(path, settings.model_dir or settings.model_path.parent)
+        folder = settings.metrics_dir
+        async with self._lock:
+            served = await self._load(path, sha256, force, from_client=True)
+            if folder is not None:  # ordered among every swap asked of any worker, before this worker serves it
+                control = write_control(folder, path, served.info.sha256, force)
+                self.generation = control.generation
+            self._install(served, path)
         if folder is None:
-            return {str(metrics.pid): served.info.version}
-        self.generation = write_control(folder, path, served.info.sha256, force)  # with the sha256 it must have
+            return served, {str(self.state.metrics.pid): served.info.version}
+        return served, await self._followed(control)
+
+    async def _followed(self, control: Control) -> dict[str, str]:
+        """Each live worker's version once all serve ``control``'s model; raises if superseded or late."""
+        metrics = self.state.metrics
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            versions = {
-                str(snapshot["pid"]): snapshot.get("info", {}).get("version", "")
-                for snapshot in metrics.snapshots()
-                if snapshot["pid"] == metrics.pid or alive(snapshot["pid"])
+            latest = read_control(self.state.settings.metrics_dir)
+            if latest is not None and latest.generation != control.generation:
+                raise SwapSuperseded(
+                    f"a later swap (generation {latest.generation}, {latest.path.name}) superseded this one "
+                    f"(generation {control.generation}) before every worker served it; the later one is served"
+                )
+            live = [s for s in metrics.snapshots() if metrics.is_live(s)]
+            serving = {str(s["pid"]): s.get("info", {}) for s in live}
+            behind = {
+                pid: info.get("version", "") for pid, info in serving.items() if info.get("sha256") != control.sha256
             }
-            if all(version == served.info.version for version in versions.values()) or time.monotonic() > deadline:
-                return versions
+            if not behind:
+                return {pid: info["version"] for pid, info in serving.items()}
+            if time.monotonic() > deadline:
+                raise SwapTimeout(
+                    f"workers {sorted(behind)} still serve {sorted(set(behind.values()))} after {WAIT_SECONDS:.0f} s; "
+                    "the others serve the new model"
+                )
             await asyncio.sleep(0.05)
 
     def reload_keys(self) -> None:
@@ -136,27 +163,45 @@ class ModelSwapper:
         logger.info("API keys reloaded keys=%d", len(self.state.keys.keys))
 
     def on_sighup(self) -> None:
-        """Reload the keys and swap to the configured model path (in the background; failures are logged)."""
+        """Reload the keys and swap to the configured model path: through the control record with several workers
+        (so a SIGHUP is ordered with every other swap), here alone with one."""
         self.reload_keys()
         settings = self.state.settings
-        self._background(self.swap(settings.model_path, settings.model_sha256))
+        if settings.metrics_dir is not None:
+            write_control(settings.metrics_dir, settings.model_path, settings.model_sha256, force=False)
+            self.poll_control()
+        else:
+            self._background(self._swap_alone(settings.model_path, settings.model_sha256))
+
+    async def _swap_alone(self, path: Path, sha256: str) -> None:
+        async with self._lock:
+            self._install(await self._load(path, sha256, force=False), path)
 
     def poll_control(self) -> None:
-        """Follow a swap another worker (or the supervisor's SIGHUP) asked for; called on the metrics tick."""
-        folder = self.state.settings.metrics_dir
-        if folder is None:
+        """Follow the control record when it has a generation this worker does not serve yet (metrics tick)."""
+        control = read_control(self.state.settings.metrics_dir)
+        if control is None or control.generation <= self.generation or self._following:
             return
-        record = read_control(folder)
-        if record.get("generation", 0) <= self.generation:
-            return
-        self.generation = record["generation"]
-        self.reload_keys()
-        served = self.state.served
-        if served is not None and served.info.sha256 == record.get("sha256") and record.get("sha256"):
-            return  # this worker made the swap
-        self._background(self.swap(Path(record["path"]), record.get("sha256", ""), bool(record.get("force"))))
+        self._following = True
+        self._background(self._follow())
 
-    def _background(self, swap: Any) -> None:
+    async def _follow(self) -> None:
+        """Serve the latest control record's model (re-read under the lock: only the latest matters)."""
+        try:
+            async with self._lock:
+                control = read_control(self.state.settings.metrics_dir)
+                if control is None or control.generation <= self.generation:
+                    return
+                self.generation = control.generation  # tried once, served or refused: never retried in a loop
+                self.reload_keys()
+                served = self.state.served
+                if served is not None and control.sha256 and served.info.sha256 == control.sha256:
+                    return
+                self._install(await self._load(control.path, control.sha256, control.force), control.path)
+        finally:
+            self._following = False
+
+    def _background(self, swap: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await swap

@@ -43,8 +43,8 @@ def answer_infer(
     contributions = model.explainer.shap_values(X) if request.explain and model.explainer else None
     scored = time.perf_counter()
     churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-    if metrics.drift is not None:
-        metrics.drift.add_batch(X, churn)
+    if served.drift is not None:
+        served.drift.add_batch(X, churn)
     if served.request_log is not None:
         top = None
         if contributions is not None:

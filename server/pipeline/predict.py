@@ -43,8 +43,8 @@ def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes)
     started = time.perf_counter()
     proba = served.model.churn_probability(X)
     metrics.observe_call(time.perf_counter() - started, len(X))
-    if metrics.drift is not None:
-        metrics.drift.add_batch(X, proba)
+    if served.drift is not None:
+        served.drift.add_batch(X, proba)
     if k is None:
         payload = served.render_one(proba[0]) if one else served.render_batch(proba)
         reasons = None
@@ -57,7 +57,7 @@ def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes)
 
 def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedRequest]) -> list[bytes]:
     """The response bodies of ``parsed`` (in order), their rows scored in one onnxruntime call."""
-    model, drift = served.model, metrics.drift
+    model, drift = served.model, served.drift
     call_started = time.perf_counter()
     single: Any = None
     if len(parsed) == 1 and type(parsed[0].rows) is list:

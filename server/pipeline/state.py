@@ -17,9 +17,7 @@ from server.monitoring.metrics import Metrics
 class Swapper(Protocol):
     """What the admin route asks of the worker's model swapper (``server.ops.swap``)."""
 
-    async def swap(self, path: Path, sha256: str = "", force: bool = False) -> ServedModel: ...
-
-    async def broadcast(self, path: Path, served: ServedModel, force: bool) -> dict[str, str]: ...
+    async def admin_swap(self, path: Path, sha256: str, force: bool) -> tuple[ServedModel, dict[str, str]]: ...
 
 
 @dataclass(slots=True)
@@ -40,6 +38,12 @@ class ServerState:
     @property
     def ready(self) -> bool:
         return self.served is not None and not self.draining
+
+    def serve(self, served: ServedModel) -> None:
+        """Serve ``served`` from the next request on, and report it (model info, drift window) in the metrics."""
+        self.metrics.info = {"version": served.info.version, "sha256": served.info.sha256}
+        self.metrics.drift = served.drift
+        self.served = served
 
     def require_model(self) -> ServedModel:
         """The served model, or 503 while it is still loading."""

@@ -5,6 +5,7 @@ examples change only through ``make assets``)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,18 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parents[1]
+
+
+def workflow_blocks(readme: str) -> list[str]:
+    """The bash blocks of the README's "Two workflows, end to end" section."""
+    section = readme.split("## Two workflows, end to end", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
+
+
+def _shown(block: str) -> str:
+    """The start of the last line the block shows as its output (``# DEGRADED: ...``), up to the first figure."""
+    shown = [line[2:] for line in block.splitlines() if line.startswith("# ")][-1]
+    return shown.split(":", 1)[0] + ":"
 
 
 def _run(clone: Path, *command: str, ok: tuple[int, ...] = (0,)) -> str:
@@ -62,49 +75,22 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         status, body = http_post_json(server.url + "/predict", json.dumps(BEHAVIOUR_ROW).encode())
         assert status == 200 and 0 <= json.loads(body)["churn_probability"] <= 1
 
-    # The drift check as the README runs it, with its default report folder.
-    _run(
-        clone,
-        python,
-        "-m",
-        "train",
-        "features",
-        "--events",
-        "data/events.parquet",
-        "--out",
-        "data/current.parquet",
-        "--session-col",
-        "session_id",
-        "--revenue-col",
-        "revenue",
-    )
-    _run(
-        clone,
-        python,
-        "-m",
-        "train",
-        "drift",
-        "--reference",
-        "artifacts/",
-        "--current",
-        "data/current.parquet",
-        ok=(0, 1),
-    )
-    assert (clone / "artifacts" / "drift" / "data_drift_report.html").is_file()
-
-    # Batch scoring and the outcome report with their default paths, at the training cutoff (its window is covered).
-    cutoff = json.loads((clone / "artifacts" / "metrics.json").read_text())["cutoff"]
-    scored = _run(clone, python, "-m", "score", "run", "--events", "data/events.parquet", "--cutoff", cutoff,
-                  "--session-col", "session_id", "--revenue-col", "revenue")  # fmt: skip
-    assert "-> artifacts/predictions.parquet" in scored
-    _run(clone, python, "-m", "score", "outcomes", "--predictions", "artifacts/predictions.parquet",
-         "--events", "data/events.parquet", ok=(0, 1))  # fmt: skip
+    # The README's end-to-end workflow blocks, as written (on this run's venv rather than the clone's .venv, and
+    # the example server's port swapped for a free one): nightly scoring -> outcomes, request log -> drift.
+    blocks = workflow_blocks((clone / "README.md").read_text())
+    assert len(blocks) == 2 and "score outcomes" in blocks[0] and "train drift" in blocks[1]
+    for block in blocks:
+        script = block.replace(".venv/bin/python", python).replace("8001", str(free_port()))
+        result = subprocess.run(["bash", "-c", script], cwd=clone, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 1, f"{block}\n{result.stdout[-2000:]}{result.stderr[-3000:]}"  # 1: as shown
+        assert _shown(block) in result.stdout, (block, result.stdout[-2000:])
     assert (clone / "artifacts" / "outcomes" / "outcomes.md").is_file()
+    assert (clone / "artifacts" / "drift" / "data_drift_report.html").is_file()
 
     # The benchmark harness's smoke run with its defaults: every scenario runs and reports.
     _run(clone, python, "-m", "benchmarks", "run", "--smoke")
     results = json.loads((clone / "benchmarks" / "results" / "latest.json").read_text())
-    assert set(results["single"]) == {"ours", "original", "bare_starlette", "raw_asgi"}
+    assert set(results["single"]) == {"ours", "ours_stock", "original", "bare_starlette", "raw_asgi"}
     for name, entry in [*results["single"].items(), *results["ours"].items()]:
         assert entry["rps"]["median"] > 0 and entry["errors"] == 0, (name, entry["errors"])
     assert set(results["ours"]) == {
@@ -117,6 +103,9 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         "/v2 infer [1000]",
         "/v2 infer binary [1000]",
         "/v2 infer binary in and out [1000]",
+        *(f"{label} stock" for label in ("/predict [1000]", "/predict columns [1000]", "/v2 infer [1000]")),
+        "/v2 infer binary [1000] stock",
+        "/v2 infer binary in and out [1000] stock",
     }
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0

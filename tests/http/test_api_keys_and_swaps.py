@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,7 +31,8 @@ ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 def keyed(exported: Path, tmp_path: Path) -> Iterator[tuple[PulseApp, TestClient]]:
     keys = tmp_path / "keys"
     keys.write_text(f"{hash_key(PREDICT_KEY)} predict crm\n{hash_key(ADMIN_KEY)} admin ops\n")
-    app = create_app(Settings(model_path=exported, api_keys_file=keys))
+    # The model folder: this test run's temporary root, which holds every model fixture and this test's folder.
+    app = create_app(Settings(model_path=exported, api_keys_file=keys, model_dir=tmp_path.parent))
     with TestClient(app, raise_server_exceptions=False) as client:
         yield app, client
 
@@ -95,14 +99,27 @@ def test_a_model_that_fails_a_check_is_refused_and_the_old_one_keeps_serving(
     version = client.get("/ready").json()["model_version"]
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(exported.read_bytes()[:1000])
+    os.mkfifo(tmp_path / "fifo.onnx")  # opening it for reading would wait for a writer for good
+    (tmp_path / "outside.onnx").symlink_to("/etc/hostname")
+    shutil.copy(exported, tmp_path / "garbled.onnx")
+    (tmp_path / "garbled.onnx.sha256").write_bytes(b"\xff\xfe not text")
+    unsaid = "no servable model file at that path"  # says nothing of the file: exists? size? hash?
+    outside = "not a model file in the model folder"
     for body, fragment in (
-        ({"path": str(tmp_path / "missing.onnx")}, "does not exist"),
-        ({"path": str(broken)}, "not a loadable ONNX model"),
-        ({"path": str(exported), "sha256": "0" * 64}, "expected 000000000000"),
-        ({"path": str(tmp_path)}, "not a regular file"),
+        ({"path": str(tmp_path / "missing.onnx")}, unsaid),
+        ({"path": str(exported), "sha256": "0" * 64}, unsaid),
+        ({"path": str(tmp_path)}, unsaid),
+        ({"path": str(tmp_path / "fifo.onnx")}, unsaid),
+        ({"path": str(tmp_path / "garbled.onnx")}, unsaid),
+        ({"path": str(broken)}, "not a loadable ONNX model"),  # inside the folder: what is wrong with it is said
+        ({"path": "/etc/hostname"}, outside),
+        ({"path": "/proc/self/environ"}, outside),
+        ({"path": str(tmp_path / "outside.onnx")}, outside),  # a symlink out of the folder
+        ({"path": str(tmp_path / "a\u0000b.onnx")}, outside),
     ):
         response = client.post("/admin/model", json=body, headers=ADMIN)
-        assert response.status_code == 422 and fragment in response.json()["detail"], response.text
+        assert response.status_code == 422 and fragment in response.json()["detail"], (body, response.text)
+        assert not re.search(r"[0-9a-f]{12}|bytes|does not exist|regular file", response.json()["detail"])
     assert client.post("/admin/model", json={"model": "x"}, headers=ADMIN).status_code == 422
     assert client.get("/ready").json()["model_version"] == version
     assert client.post("/predict", json=EXAMPLE_ROW, headers=PREDICT).json()["model_version"] == version
