@@ -411,7 +411,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             }
             entry["errors"] = sum(r["errors"] + r["non_2xx"] for r in runs)
             if key != "single":
-                n_rows = int(key.split("[")[1].rstrip("]"))
+                n_rows = int(key.removesuffix(STOCK).split("[")[1].rstrip("]"))
                 entry["rows_per_s"] = _summary([r["rps"] * n_rows for r in runs])
             target[name if key == "single" else key] = entry
     results["in_process"] = in_process_floor(artifacts, rows, repeat=args.inprocess_repeat)

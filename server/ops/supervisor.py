@@ -13,8 +13,9 @@ from typing import Any
 
 from uvicorn.supervisors import Multiprocess
 
+from common.model.loader import ModelError, load_model
 from server.config.settings import Settings
-from server.ops.control import write_control
+from server.ops.control import read_control, write_control
 
 logger = logging.getLogger("server")
 
@@ -28,8 +29,23 @@ class SwappingSupervisor(Multiprocess):
         self.folder = settings.metrics_dir
 
     def handle_hup(self) -> None:
+        """Ask every worker for the file now at the model path, once it passes the checks a worker would make: a
+        file every worker refuses must not become the model a restarted worker starts on."""
         settings = self.settings
-        generation = write_control(self.folder, settings.model_path, settings.model_sha256, force=False).generation
+        try:
+            new = load_model(settings.model_path, settings.model_sha256, 1, settings.max_model_bytes)
+            current = read_control(self.folder)
+            served = load_model(current.path, current.sha256, 1, settings.max_model_bytes) if current else None
+        except ModelError as exc:
+            logger.error("SIGHUP: model not swapped: %s", exc)
+            return
+        if served is not None and served.info.features != new.info.features:
+            logger.error(
+                "SIGHUP: model not swapped: its input features differ from the served model's; clients would break "
+                "(POST /admin/model with force to swap anyway)"
+            )
+            return
+        generation = write_control(self.folder, settings.model_path, new.info.sha256, force=False).generation
         logger.info(
             "SIGHUP: every worker swaps to %s and reloads its API keys (generation %d)", settings.model_path, generation
         )

@@ -114,16 +114,25 @@ class ModelSwapper:
         every one serves its sha256 (:class:`SwapSuperseded`, :class:`SwapTimeout` otherwise)."""
         settings = self.state.settings
         path = allowed_model_path(path, settings.model_dir or settings.model_path.parent)
-        folder = settings.metrics_dir
+        served, control = await self._swap_everywhere(path, sha256, force, from_client=True)
+        if control is None:
+            return served, {str(self.state.metrics.pid): served.info.version}
+        return served, await self._followed(control)
+
+    async def _swap_everywhere(
+        self, path: Path, sha256: str, force: bool, from_client: bool = False
+    ) -> tuple[ServedModel, Control | None]:
+        """Load and check ``path`` here, then (with several workers) ask every worker for it through the control
+        record, and serve it. Only a model this worker accepted is ever asked of the others."""
+        folder = self.state.settings.metrics_dir
         async with self._lock:
-            served = await self._load(path, sha256, force, from_client=True)
+            served = await self._load(path, sha256, force, from_client)
+            control = None
             if folder is not None:  # ordered among every swap asked of any worker, before this worker serves it
                 control = write_control(folder, path, served.info.sha256, force)
                 self.generation = control.generation
             self._install(served, path)
-        if folder is None:
-            return served, {str(self.state.metrics.pid): served.info.version}
-        return served, await self._followed(control)
+        return served, control
 
     async def _followed(self, control: Control) -> dict[str, str]:
         """Each live worker's version once all serve ``control``'s model; raises if superseded or late."""
@@ -163,19 +172,11 @@ class ModelSwapper:
         logger.info("API keys reloaded keys=%d", len(self.state.keys.keys))
 
     def on_sighup(self) -> None:
-        """Reload the keys and swap to the configured model path: through the control record with several workers
-        (so a SIGHUP is ordered with every other swap), here alone with one."""
+        """Reload the keys and swap to the configured model path, as an admin swap does (checked here first, then
+        ordered with every other swap through the control record); failures are logged."""
         self.reload_keys()
         settings = self.state.settings
-        if settings.metrics_dir is not None:
-            write_control(settings.metrics_dir, settings.model_path, settings.model_sha256, force=False)
-            self.poll_control()
-        else:
-            self._background(self._swap_alone(settings.model_path, settings.model_sha256))
-
-    async def _swap_alone(self, path: Path, sha256: str) -> None:
-        async with self._lock:
-            self._install(await self._load(path, sha256, force=False), path)
+        self._background(self._swap_everywhere(settings.model_path, settings.model_sha256, force=False))
 
     def poll_control(self) -> None:
         """Follow the control record when it has a generation this worker does not serve yet (metrics tick)."""
@@ -201,7 +202,7 @@ class ModelSwapper:
         finally:
             self._following = False
 
-    def _background(self, swap: Coroutine[Any, Any, None]) -> None:
+    def _background(self, swap: Coroutine[Any, Any, object]) -> None:
         async def run() -> None:
             try:
                 await swap

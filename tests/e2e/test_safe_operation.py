@@ -9,6 +9,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import threading
@@ -54,7 +55,11 @@ def two_workers(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
     model_path = _copy_model(exported, folder / "serving" / "model.onnx")
     port = free_port()
     command = python_command("-m", "server", "--model", str(model_path), "--port", str(port), "--workers", "2")
-    env = {"PULSE_API_KEYS_FILE": str(keys), "PULSE_LOG_LEVEL": "warning"}
+    env = {
+        "PULSE_API_KEYS_FILE": str(keys),
+        "PULSE_LOG_LEVEL": "warning",
+        "PULSE_MODEL_DIR": str(tmp_path_factory.getbasetemp()),  # every model fixture of this run lives under it
+    }
     with run_server(command, port, folder / "server.log", env, timeout=60) as server:
         _wait_for_workers(server, 2)
         yield server, model_path
@@ -165,6 +170,126 @@ def test_sighup_swaps_every_worker_to_the_file_now_at_the_model_path(
     assert _served_versions(server) == {twin: 2.0}
     assert server.process.poll() is None and "pulse_workers 2.0" in http_get(server.url + "/metrics")[1].decode()
     _copy_model(exported, model_path)
+
+
+def _served_sha256(server: ServerProcess) -> dict[str, float]:
+    text = http_get(server.url + "/metrics")[1].decode()
+    return {
+        line.split('sha256="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("pulse_model_info{")
+    }
+
+
+def _same_version_other_bytes(source: Path, target: Path) -> Path:
+    """``source`` with one more metadata entry: the same model version string, another file (another sha256)."""
+    import onnx
+
+    model = onnx.load(str(source))
+    model.metadata_props.add(key="note", value="the same version, other bytes")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(target))
+    return target
+
+
+def _sha256(path: Path) -> str:
+    return load_model(path).info.sha256
+
+
+def test_a_swap_answers_200_only_once_every_worker_serves_that_exact_file(
+    two_workers: tuple[ServerProcess, Path], exported: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Versions are per-second timestamps and collide; a 200 compares the file's sha256 on every worker."""
+    server, _ = two_workers
+    port = int(server.url.rsplit(":", 1)[1])
+    variant = _same_version_other_bytes(exported, tmp_path_factory.mktemp("variant") / "model.onnx")
+    assert load_model(variant).info.version == load_model(exported).info.version
+    for target in (variant, exported, variant, exported):
+        status, result = _post(port, "/admin/model", {"path": str(target)}, ADMIN_KEY)
+        assert status == 200, result
+        assert _served_sha256(server) == {_sha256(target): 2.0}  # at the moment of the 200, on every worker
+
+
+def test_swaps_asked_at_once_on_two_workers_end_on_one_model(
+    two_workers: tuple[ServerProcess, Path], exported: Path, twin_model: Path
+) -> None:
+    """Two admins swapping to different models at the same moment: each answer is 200 (served everywhere before
+    the other came) or 409 (superseded), and every worker ends on the same model, one a 200 named."""
+    server, _ = two_workers
+    port = int(server.url.rsplit(":", 1)[1])
+    shas = {str(exported): _sha256(exported), str(twin_model): _sha256(twin_model)}
+    for _ in range(4):
+        answers: dict[str, tuple[int, dict[str, object]]] = {}
+
+        def swap(path: str, answers: dict[str, tuple[int, dict[str, object]]] = answers) -> None:
+            answers[path] = _post(port, "/admin/model", {"path": path}, ADMIN_KEY)
+
+        threads = [threading.Thread(target=swap, args=(path,)) for path in shas]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert {status for status, _ in answers.values()} <= {200, 409}, answers
+        deadline = time.monotonic() + 2
+        while len(_served_sha256(server)) != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (served, workers), *others = _served_sha256(server).items()
+        assert not others and workers == 2.0
+        assert any(status == 200 and shas[path] == served for path, (status, _) in answers.items()), answers
+    _post(port, "/admin/model", {"path": str(exported)}, ADMIN_KEY)
+
+
+def test_a_restarted_worker_comes_up_on_the_model_the_cluster_serves(
+    two_workers: tuple[ServerProcess, Path], exported: Path, twin_model: Path
+) -> None:
+    import psutil
+
+    server, _ = two_workers
+    port = int(server.url.rsplit(":", 1)[1])
+    assert _post(port, "/admin/model", {"path": str(twin_model)}, ADMIN_KEY)[0] == 200
+    workers = psutil.Process(server.pid).children()
+    assert len(workers) == 2
+    workers[0].kill()  # the supervisor starts a new worker in its place
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        alive = {child.pid for child in psutil.Process(server.pid).children()}
+        if len(alive) == 2 and workers[0].pid not in alive and _served_sha256(server) == {_sha256(twin_model): 2.0}:
+            break
+        time.sleep(0.2)
+    assert _served_sha256(server) == {_sha256(twin_model): 2.0}  # not the configured model the new worker was given
+    assert _post(port, "/admin/model", {"path": str(exported)}, ADMIN_KEY)[0] == 200
+
+
+def test_a_websocket_upgrade_is_answered_as_plain_http(two_workers: tuple[ServerProcess, Path]) -> None:
+    """With a WebSocket library installed, uvicorn would hand the upgrade to it, and the connection then held a
+    slot unanswered; the server has no WebSocket route and answers the request as HTTP at once."""
+    server, _ = two_workers
+    with socket.create_connection(("127.0.0.1", int(server.url.rsplit(":", 1)[1])), timeout=5) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n"
+            b"sec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+        )
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+
+
+def test_the_overload_answer_comes_before_the_body(exported: Path, tmp_path: Path) -> None:
+    """PULSE_MAX_IN_FLIGHT=1 with one request holding it: the next gets its 503 at once, body unsent (a client
+    waiting for 100-continue would otherwise wait for good)."""
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port))
+    env = {"PULSE_MAX_IN_FLIGHT": "1", "PULSE_LOG_LEVEL": "warning"}
+    with run_server(command, port, tmp_path / "server.log", env) as server:
+        held = socket.create_connection(("127.0.0.1", port), timeout=5)
+        held.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                     b"transfer-encoding: chunked\r\n\r\n5\r\n{\"tot\r\n")  # fmt: skip
+        time.sleep(0.5)  # the held request is in flight, waiting for the rest of its body
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as waiting:
+            waiting.sendall(b"POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                            b"content-length: 100\r\nexpect: 100-continue\r\n\r\n")  # fmt: skip
+            answer = waiting.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in answer, answer
+        assert http_get(server.url + "/health")[0] == 200  # probes are never shed
+        held.close()
 
 
 def test_keys_guard_the_coalesced_path_too(two_workers: tuple[ServerProcess, Path]) -> None:
