@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.procs import free_port, http_get, python_command, run_server
+from benchmarks.procs import free_port, http_get, python_command, run_server, worker_processes
 
 ADMIN_KEY, PREDICT_KEY = "chaos-admin-key-0123456789", "chaos-predict-key-0123456789"
 RESET_GRACE_SECONDS = 1.5  # a reset this long after a SIGKILL is the killed worker's own connection
@@ -220,9 +220,7 @@ class Operator:
         elif action == "sighup" and not self.wide:
             os.kill(self.server.pid, signal.SIGHUP)  # the supervisor: every worker to the configured model ("a")
         elif action == "kill":
-            import psutil
-
-            workers = psutil.Process(self.server.pid).children()
+            workers = worker_processes(self.server.pid)
             if workers:
                 victim = self.rng.choice(workers)
                 victim.kill()

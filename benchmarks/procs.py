@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -189,6 +189,20 @@ def run_server(
         yield ServerProcess(process, url, ready, log_path)
     finally:
         stop(process)
+
+
+def worker_processes(supervisor: int) -> list[Any]:
+    """The worker processes of a ``--workers N`` server (not the multiprocessing resource tracker beside them)."""
+    import psutil
+
+    found = []
+    for child in psutil.Process(supervisor).children():
+        try:
+            if any("spawn_main" in part for part in child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # exited (or a zombie not yet reaped) between the listing and the look
+            continue
+    return found
 
 
 def python_command(*args: str) -> list[str]:

@@ -174,6 +174,19 @@ class Metrics:
         return generate_latest(registry)
 
 
+def live_snapshots(folder: Path) -> list[dict[str, Any]]:
+    """The snapshots of the worker lives still running, read from ``folder`` (by a process that is not a worker)."""
+    found = []
+    for path in sorted(folder.glob("worker-*.json")):
+        try:
+            snapshot = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        if alive(snapshot["pid"], snapshot.get("start")):
+            found.append(snapshot)
+    return found
+
+
 def process_start(pid: int) -> int | None:
     """When process ``pid`` started (clock ticks since boot, from /proc), ``None`` where /proc cannot say: with the
     pid, it names one process's life, which a pid alone does not once the pid is reused."""

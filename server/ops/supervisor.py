@@ -15,7 +15,8 @@ from uvicorn.supervisors import Multiprocess
 
 from common.model.loader import ModelError, load_model
 from server.config.settings import Settings
-from server.ops.control import read_control, write_control
+from server.monitoring.metrics import live_snapshots
+from server.ops.control import write_control
 
 logger = logging.getLogger("server")
 
@@ -34,12 +35,11 @@ class SwappingSupervisor(Multiprocess):
         settings = self.settings
         try:
             new = load_model(settings.model_path, settings.model_sha256, 1, settings.max_model_bytes)
-            current = read_control(self.folder)
-            served = load_model(current.path, current.sha256, 1, settings.max_model_bytes) if current else None
         except ModelError as exc:
             logger.error("SIGHUP: model not swapped: %s", exc)
             return
-        if served is not None and served.info.features != new.info.features:
+        served = {s.get("info", {}).get("features") for s in live_snapshots(self.folder)} - {None}
+        if served and served != {",".join(new.info.features)}:
             logger.error(
                 "SIGHUP: model not swapped: its input features differ from the served model's; clients would break "
                 "(POST /admin/model with force to swap anyway)"

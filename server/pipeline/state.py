@@ -41,7 +41,8 @@ class ServerState:
 
     def serve(self, served: ServedModel) -> None:
         """Serve ``served`` from the next request on, and report it (model info, drift window) in the metrics."""
-        self.metrics.info = {"version": served.info.version, "sha256": served.info.sha256}
+        info = served.info
+        self.metrics.info = {"version": info.version, "sha256": info.sha256, "features": ",".join(info.features)}
         self.metrics.drift = served.drift
         self.served = served
 

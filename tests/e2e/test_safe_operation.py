@@ -29,6 +29,7 @@ from benchmarks.procs import (
     run_server,
     self_signed_certificate,
     stop,
+    worker_processes,
 )
 from common.model.loader import Model, load_model
 from server.config.keys import hash_key
@@ -242,17 +243,15 @@ def test_swaps_asked_at_once_on_two_workers_end_on_one_model(
 def test_a_restarted_worker_comes_up_on_the_model_the_cluster_serves(
     two_workers: tuple[ServerProcess, Path], exported: Path, twin_model: Path
 ) -> None:
-    import psutil
-
     server, _ = two_workers
     port = int(server.url.rsplit(":", 1)[1])
     assert _post(port, "/admin/model", {"path": str(twin_model)}, ADMIN_KEY)[0] == 200
-    workers = psutil.Process(server.pid).children()
+    workers = worker_processes(server.pid)
     assert len(workers) == 2
     workers[0].kill()  # the supervisor starts a new worker in its place
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        alive = {child.pid for child in psutil.Process(server.pid).children()}
+        alive = {child.pid for child in worker_processes(server.pid)}
         if len(alive) == 2 and workers[0].pid not in alive and _served_sha256(server) == {_sha256(twin_model): 2.0}:
             break
         time.sleep(0.2)
