@@ -58,6 +58,6 @@ USER 10001
 EXPOSE 8000
 # No curl in the image: Python asks /health itself.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('PULSE_PORT', '8000') + '/health', timeout=2)"]
+    CMD ["python", "-m", "server.ops.healthcheck"]
 # A mounted model replaces the baked one: -v /path/dir:/models:ro, or PULSE_MODEL_PATH=/elsewhere/model.onnx.
 CMD ["python", "-m", "server"]

@@ -327,6 +327,11 @@ def test_tls_serves_https_with_a_self_signed_certificate(exported: Path, tmp_pat
             if FAST_MODE:  # the fast mode's connection limits hold over TLS too (stock mode has none)
                 connection.request("GET", "/health", headers={"x-big": "a" * 40_000})
                 assert connection.getresponse().status == 431
+        # The image's HEALTHCHECK probes over https when TLS is on (plain http to a TLS port fails).
+        probe = [*python_command("-m", "server.ops.healthcheck")]
+        for tls, code in (({"PULSE_TLS_CERT": str(cert)}, 0), ({"PULSE_TLS_CERT": ""}, 1)):
+            probe_env = {**os.environ, "PULSE_PORT": str(port), **tls}
+            assert subprocess.run(probe, env=probe_env, timeout=30).returncode == code
         with closing(http.client.HTTPConnection("127.0.0.1", port, timeout=5)) as plain:
             with pytest.raises((http.client.HTTPException, OSError)):
                 plain.request("GET", "/health")
