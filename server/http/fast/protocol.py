@@ -12,15 +12,18 @@ subclass (a protocol class is uvicorn's extension point: ``Config(http=...)``) b
   descriptors below the process's limit, new connections are closed at once;
 - RFC 9112's ``Host`` rule (exactly one in HTTP/1.1: 400 otherwise);
 - a request that parses, followed by bytes that do not, is answered before the 400 for the garbage;
-- with ``PULSE_MAX_IN_FLIGHT``, a request over the bound gets 503 with ``Retry-After`` at once (probes excepted),
-  its body read and dropped, the connection kept.
+- with ``PULSE_MAX_IN_FLIGHT``, a request over the bound gets 503 with ``Retry-After`` as soon as its head is read
+  (probes excepted), before its body, which is then read and dropped on a kept connection (closed when the client
+  waits for ``100-continue``).
 
 Every refusal is a JSON body, counted in ``/metrics`` as ``pulse_http_rejected_total{reason, status}``; all but the
 overload 503 close the connection. Nothing here runs per request unless a limit is near.
 
-It also serves the hot path: a ``POST /predict`` or V2 infer request with a declared length never becomes an ASGI
-request. Its body goes to this worker's :class:`~server.http.fast.coalesce.Coalescer`, which answers it with every other
-request of the same event-loop turn and hands the answer back to :meth:`GuardedProtocol.respond`.
+It is also the fast door onto the request pipeline (``server.pipeline``): a ``POST /predict`` or V2 infer request
+with a declared length never becomes an ASGI request. Its body goes to this worker's
+:class:`~server.http.fast.coalesce.Coalescer`, which hands every request of the same event-loop turn to the pipeline
+together and each answer back to :meth:`GuardedProtocol.respond`. The fast mode only: ``server.http.fast.guard``
+checks at start-up that the installed uvicorn has what this subclass uses, else the server runs uvicorn's own.
 """
 
 from __future__ import annotations
