@@ -82,7 +82,7 @@ async def _metrics_tick(metrics: Metrics, flush_seconds: float, swapper: ModelSw
 
 
 class PulseApp:
-    """The outer ASGI callable: the pipeline's routes (``/predict``, V2 infer) to its ASGI door, the rest to Starlette."""
+    """The outer ASGI callable: the pipeline's routes (``/predict``, V2 infer) to its door, the rest to Starlette."""
 
     def __init__(self, settings: Settings, model: Model | None = None) -> None:
         self.state = ServerState(settings, Metrics(settings.metrics_dir, settings.drift_min_rows))
