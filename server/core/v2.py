@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from common.model.loader import ModelInfo
 from server.core.errors import V2Error
+from server.core.served import ServedModel
 from server.core.validation import FLOAT32_MAX, NUMBERS
 
 PLATFORM = "onnxruntime_onnx"
@@ -30,6 +31,35 @@ def model_metadata(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]
             "positive_class_index": info.positive_index,
         },
     }
+
+
+def model_config(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
+    """The model's configuration in the shape Triton serves it (``ModelConfig`` of its model_config.proto, as JSON):
+    what Triton's clients and perf_analyzer read at connect time. The batch is the first of ``dims``."""
+    return {
+        "name": name,
+        "platform": PLATFORM,
+        "backend": "onnxruntime",
+        "max_batch_size": 0,
+        "input": [{"name": info.input_name, "data_type": "TYPE_FP32", "dims": [-1, len(info.features)]}],
+        "output": [{"name": info.probability_output, "data_type": "TYPE_FP32", "dims": [-1, n_outputs]}],
+        "parameters": {
+            "features": {"string_value": ",".join(info.features)},
+            "threshold": {"string_value": repr(info.threshold)},
+            "positive_class_index": {"string_value": str(info.positive_index)},
+        },
+    }
+
+
+def served_or_error(served: ServedModel | None, served_name: str, name: str, version: str | None) -> ServedModel:
+    """The served model when a request names it (and its version, if it names one); else the protocol's error."""
+    if name != served_name:
+        raise V2Error(f"model {name!r} not found; this server serves {served_name!r}", 404)
+    if served is None:
+        raise V2Error("model not loaded yet", 503)
+    if version and version != served.info.version:
+        raise V2Error(f"model {name!r} has no version {version!r}; it serves {served.info.version!r}", 404)
+    return served
 
 
 def _flatten(data: list[Any], n_rows: int, n_features: int) -> list[Any]:

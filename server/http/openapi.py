@@ -55,7 +55,7 @@ BEARER = "apiKey"
 def _operation(endpoint: Endpoint, settings: Settings, info: ModelInfo) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "summary": endpoint.summary,
-        "operationId": endpoint.name,
+        "operationId": endpoint.operation_id,
         "responses": {str(status): _reply(reply) for status, reply in endpoint.responses.items()},
     }
     if settings.api_keys_file is not None and endpoint.key_scope is not None:
@@ -64,7 +64,12 @@ def _operation(endpoint: Endpoint, settings: Settings, info: ModelInfo) -> dict[
         operation["responses"].setdefault("401", _reply(Reply("No valid API key (see WWW-Authenticate)", error)))
         operation["responses"].setdefault("403", _reply(Reply(f"The key's scope is not {endpoint.key_scope}", error)))
     parameters = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string", "enum": [settings.model_name]}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "enum": [info.version if name == "model_version" else settings.model_name]},
+        }
         for name in endpoint.path_params
     ] + [_query_parameter(name, info) for name in endpoint.query]
     if parameters:

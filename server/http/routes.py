@@ -64,12 +64,18 @@ class Endpoint:
     key_scope: str | None = "predict"  # the API key scope it needs when keys are on (None: open, for probes)
 
     @property
+    def operation_id(self) -> str:
+        """Unique in the OpenAPI document: the V2 routes that name a model version share their handler."""
+        return f"{self.name}_version" if "{model_version}" in self.path else self.name
+
+    @property
     def path_params(self) -> list[str]:
         return re.findall(r"{(\w+)}", self.path)
 
 
 _NOT_READY = Reply("Model not loaded yet", "Error")
 _V2_ERROR = "V2Error"
+_UNKNOWN_MODEL = Reply("Unknown model or version", _V2_ERROR)
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -142,42 +148,56 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         v2=True,
         key_scope=None,
     ),
-    Endpoint(
-        "/v2/models/{model_name}",
-        "GET",
-        "v2_model",
-        "V2 model metadata",
-        {200: Reply("Metadata", "Object"), 404: Reply("Unknown model", _V2_ERROR), 503: Reply("Loading", _V2_ERROR)},
-        v2=True,
-    ),
-    Endpoint(
-        "/v2/models/{model_name}/ready",
-        "GET",
-        "v2_model_ready",
-        "V2 model readiness",
-        {
-            200: Reply("Ready", "V2ModelReady"),
-            404: Reply("Unknown model", _V2_ERROR),
-            503: Reply("Loading or draining", "V2ModelReady"),
-        },
-        v2=True,
-    ),
-    Endpoint(
-        "/v2/models/{model_name}/infer",
-        "POST",
-        "v2_infer",
-        "Open Inference Protocol V2 inference",
-        {
-            200: Reply("The model's probability output", "V2Response"),
-            400: Reply("Bad request", _V2_ERROR),
-            404: Reply("Unknown model", _V2_ERROR),
-            413: Reply("Body or batch too large", _V2_ERROR),
-            415: Reply("Unsupported Content-Type", _V2_ERROR),
-            422: Reply("Invalid `explain` parameter", _V2_ERROR),
-            503: Reply("Loading", _V2_ERROR),
-        },
-        request_schema="V2Request",
-        v2=True,
+    *(
+        endpoint
+        for model in ("/v2/models/{model_name}", "/v2/models/{model_name}/versions/{model_version}")
+        for endpoint in (
+            Endpoint(
+                model,
+                "GET",
+                "v2_model",
+                "V2 model metadata",
+                {200: Reply("Metadata", "Object"), 404: _UNKNOWN_MODEL, 503: Reply("Loading", _V2_ERROR)},
+                v2=True,
+            ),
+            Endpoint(
+                f"{model}/ready",
+                "GET",
+                "v2_model_ready",
+                "V2 model readiness",
+                {
+                    200: Reply("Ready", "V2ModelReady"),
+                    404: _UNKNOWN_MODEL,
+                    503: Reply("Loading or draining", "V2ModelReady"),
+                },
+                v2=True,
+            ),
+            Endpoint(
+                f"{model}/infer",
+                "POST",
+                "v2_infer",
+                "Open Inference Protocol V2 inference",
+                {
+                    200: Reply("The model's probability output", "V2Response"),
+                    400: Reply("Bad request", _V2_ERROR),
+                    404: _UNKNOWN_MODEL,
+                    413: Reply("Body or batch too large", _V2_ERROR),
+                    415: Reply("Unsupported Content-Type", _V2_ERROR),
+                    422: Reply("Invalid `explain` parameter", _V2_ERROR),
+                    503: Reply("Loading", _V2_ERROR),
+                },
+                request_schema="V2Request",
+                v2=True,
+            ),
+            Endpoint(
+                f"{model}/config",
+                "GET",
+                "v2_model_config",
+                "The model's configuration as Triton's clients read it",
+                {200: Reply("Triton model configuration", "Object"), 404: _UNKNOWN_MODEL, 503: Reply("Loading", _V2_ERROR)},
+                v2=True,
+            ),
+        )
     ),
     Endpoint(
         "/admin/model",
@@ -299,7 +319,7 @@ def _v2_fallback(v2_routes: list[Route]) -> Route:
                 raise V2Error("Method Not Allowed", 405, {"Allow": ", ".join(sorted(route.methods))})
         raise V2Error(f"no V2 endpoint at {path!r}", 404)
 
-    return Route("/v2/{path:path}", not_found)
+    return Route("/v2/{path:path}", not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 
 
 def build_routes(state: ServerState) -> list[BaseRoute]:
@@ -312,6 +332,7 @@ def build_routes(state: ServerState) -> list[BaseRoute]:
         "v2_model": v2.model_metadata,
         "v2_model_ready": v2.model_ready,
         "v2_infer": v2.infer,
+        "v2_model_config": v2.model_config,
     }
     routes: list[BaseRoute] = []
     v2_routes: list[Route] = []

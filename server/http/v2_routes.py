@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from server.core.errors import V2Error
 from server.core.served import ServedModel
-from server.core.v2 import model_metadata
+from server.core.v2 import model_config, model_metadata, served_or_error
 from server.http.asgi import OrjsonResponse
 from server.pipeline.state import ServerState
 
@@ -32,12 +32,8 @@ class V2Handlers:
         return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
 
     def _served(self, request: Request) -> ServedModel:
-        name = request.path_params["model_name"]
-        if name != self.model_name:
-            raise V2Error(f"model {name!r} not found; this server serves {self.model_name!r}", 404)
-        if self.state.served is None:
-            raise V2Error("model not loaded yet", 503)
-        return self.state.served
+        params = request.path_params
+        return served_or_error(self.state.served, self.model_name, params["model_name"], params.get("model_version"))
 
     async def model_metadata(self, request: Request) -> Response:
         served = self._served(request)
@@ -48,7 +44,11 @@ class V2Handlers:
         ready = self.state.ready
         return OrjsonResponse({"name": self.model_name, "ready": ready}, status_code=200 if ready else 503)
 
+    async def model_config(self, request: Request) -> Response:
+        served = self._served(request)
+        return OrjsonResponse(model_config(self.model_name, served.info, served.model.n_classes))
+
     async def infer(self, request: Request) -> Response:
-        """Reached only for a model this server does not serve: the protocol's 404."""
+        """Reached only for a model (or version) this server does not serve: the protocol's 404."""
         self._served(request)
         raise AssertionError("infer for the served model is answered by the pipeline, before routing")

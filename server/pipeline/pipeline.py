@@ -47,7 +47,8 @@ class Pipeline:
     def __init__(self, state: ServerState) -> None:
         self.state = state
         self.model_name = state.settings.model_name
-        self.infer_path = f"/v2/models/{self.model_name}/infer"
+        self.infer_path = f"/v2/models/{self.model_name}/infer".encode()
+        self.versions_path = f"/v2/models/{self.model_name}/versions/".encode()
 
     def route_of(self, method: bytes, path: bytes) -> str | None:
         """The pipeline route a request line names, ``None`` for anything else (the rest of the app's)."""
@@ -55,8 +56,13 @@ class Pipeline:
             return None
         if path == b"/predict":
             return PREDICT_ROUTE
-        if path == self.infer_path.encode():
+        if path == self.infer_path:
             return INFER_ROUTE
+        if path.startswith(self.versions_path) and path.endswith(b"/infer"):
+            # The served version's infer; any other version is the route table's 404.
+            served = self.state.served
+            if served is not None and path[len(self.versions_path) : -6] == served.info.version.encode():
+                return INFER_ROUTE
         return None
 
     def authorize(self, needed: str | None, path: str, head: RequestHead) -> ApiError | None:
@@ -95,7 +101,8 @@ class Pipeline:
             if kind != b"application/json" and head.media_type() != b"application/json":
                 raise UnsupportedMediaType("Content-Type must be application/json")
         elif not (
-            head.media_type() == b"application/json"
+            kind is None  # the protocol names no media type, and Triton's client sends none: JSON, or JSON + binary
+            or head.media_type() == b"application/json"
             or (head.header_length is not None and head.media_type() == b"application/octet-stream")
         ):
             raise UnsupportedMediaType(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import metadata
 from types import CodeType
 
-BUILT_FOR = ((0, 54), (0, 55))  # uvicorn versions in [low, high): the ones the fast path was tested on
+BUILT_FOR = ((0, 54), (0, 56))  # uvicorn versions in [low, high): the ones the fast path was tested on
 
 # Methods of HttpToolsProtocol the fast path overrides or calls.
 PROTOCOL_METHODS = (

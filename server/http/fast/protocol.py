@@ -146,6 +146,7 @@ class GuardedProtocol(HttpToolsProtocol):
         # uvicorn's on_header, plus the count, the size and the Host rule; a head that arrived whole in one read
         # is measured here, one still arriving in data_received.
         name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 5.5 leaves out of a value
         if name == b"host":
             self._host_count += 1
         elif name == b"expect" and value.lower() == b"100-continue":
