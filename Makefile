@@ -19,7 +19,7 @@ $(VENV)/.installed-run: pyproject.toml
 $(VENV)/.installed-all: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[train,serve,score,spark,bench,dev]'
+	$(PY) -m pip install --quiet -e '.[train,serve,score,spark,bench,clients,dev]'
 	touch $@ $(VENV)/.installed-run
 
 setup: $(VENV)/.installed-run

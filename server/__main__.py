@@ -30,6 +30,7 @@ FLAGS = {  # flag -> settings field; every other setting comes from its PULSE_* 
     "host": "host",
     "port": "port",
     "workers": "workers",
+    "grpc_port": "grpc_port",
     "log_level": "log_level",
 }
 
@@ -47,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers",
         help=f"processes, each with its own onnxruntime session (PULSE_WORKERS; default {defaults.workers})",
+    )
+    parser.add_argument(
+        "--grpc-port", help="serve the V2 gRPC service on this port too (PULSE_GRPC_PORT; default: off)"
     )
     parser.add_argument(
         "--log-level", help=f"critical/error/warning/info/debug (PULSE_LOG_LEVEL; default {defaults.log_level})"

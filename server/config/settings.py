@@ -39,6 +39,10 @@ def _optional_path(text: str) -> Path | None:
     return Path(text) if text.strip() else None
 
 
+def _optional_int(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
 def _log_level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
         raise ValueError(f"not a log level ({'/'.join(LOG_LEVELS)})")
@@ -73,6 +77,7 @@ class Settings:
     port: int = _setting(8000, int, 0, 65535)
     workers: int = _setting(1, int, 1, 256)
     http: str = _setting("fast", _http_mode)  # fast falls back to stock on a uvicorn it was not built for
+    grpc_port: int | None = _setting(None, _optional_int, 1, 65535)  # the V2 gRPC service (off when unset)
     max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
     max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)
     max_header_bytes: int = _setting(32 * 1024, int, 1024, 1 << 24)  # request line + headers, as nginx's 4 x 8 KB
@@ -120,7 +125,7 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"{_variable(name)} has value {raw!r}: {exc}") from exc
             low, high = meta["low"], meta["high"]
-            if (low is not None and value < low) or (high is not None and value > high):
+            if value is not None and ((low is not None and value < low) or (high is not None and value > high)):
                 raise SettingsError(
                     f"{_variable(name)} has value {raw!r}: must be between {_number(low)} and {_number(high)}"
                 )

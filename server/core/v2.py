@@ -15,6 +15,7 @@ from server.core.served import ServedModel
 from server.core.validation import FLOAT32_MAX, NUMBERS
 
 PLATFORM = "onnxruntime_onnx"
+SERVER_METADATA = {"name": "ml-pulsechecker", "version": "1", "extensions": ["binary_tensor_data"]}
 INFER_ROUTE = "/v2/models/{model_name}/infer"  # its metrics label, as the route table names it
 
 
@@ -95,21 +96,7 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     if len(inputs) != 1 or type(inputs[0]) is not dict:
         raise V2Error(f"expected exactly one input tensor named {info.input_name!r}")
     tensor = inputs[0]
-    if tensor.get("name") != info.input_name:
-        raise V2Error(f"unknown input {tensor.get('name')!r}; the model's input is {info.input_name!r}")
-    if tensor.get("datatype") != "FP32":
-        raise V2Error(f"input datatype must be 'FP32', got {tensor.get('datatype')!r}")
-    shape, n_features = tensor.get("shape"), len(info.features)
-    if (
-        type(shape) is not list
-        or len(shape) != 2
-        or not all(type(d) is int for d in shape)
-        or shape[1] != n_features
-        or shape[0] < 1
-    ):
-        raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
-    if shape[0] > max_batch:
-        raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
+    shape = check_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), info, max_batch)
     parameters = body.get("parameters") or {}
     if type(parameters) is not dict:
         raise V2Error(f"request 'parameters' must be an object, got {parameters!r}")
@@ -139,8 +126,29 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
         else:
             binary_outputs.discard(output["name"])
     X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
-    _check_range(X, info)
+    check_range(X, info)
     return InferRequest(X.astype(np.float32, copy=False), request_id, explain, frozenset(binary_outputs))
+
+
+def check_input(name: object, datatype: object, shape: object, info: ModelInfo, max_batch: int) -> list[int]:
+    """The one input tensor's shape, its name, type and shape checked, whichever encoding carried them (JSON or
+    protobuf)."""
+    if name != info.input_name:
+        raise V2Error(f"unknown input {name!r}; the model's input is {info.input_name!r}")
+    if datatype != "FP32":
+        raise V2Error(f"input datatype must be 'FP32', got {datatype!r}")
+    n_features = len(info.features)
+    if (
+        type(shape) is not list
+        or len(shape) != 2
+        or not all(type(d) is int for d in shape)
+        or shape[1] != n_features
+        or shape[0] < 1
+    ):
+        raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
+    if shape[0] > max_batch:
+        raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
+    return shape
 
 
 def _encodable(text: str) -> bool:
@@ -176,7 +184,8 @@ def _binary_values(tensor: dict[str, Any], shape: list[int], binary: bytes) -> n
     return np.frombuffer(binary, dtype="<f4").reshape(shape)
 
 
-def _check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
+def check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
+    """Every value finite float32 and at least its feature's minimum; the error names the first that is not."""
     lows = np.asarray(info.minimums, dtype=X.dtype)
     if ((X >= lows) & (X <= FLOAT32_MAX)).all():  # NaN fails both
         return

@@ -115,11 +115,7 @@ class PulseApp:
 
     def _shed(self, scope: Scope) -> bool:
         """Whether this request is one too many in flight (probes never are); counted when it is."""
-        metrics = self.state.metrics
-        if metrics.in_flight < self.state.settings.max_in_flight or scope["path"].encode() in PROBE_PATHS:
-            return False
-        metrics.rejected[("overloaded", 503)] += 1
-        return True
+        return scope["path"].encode() not in PROBE_PATHS and self.pipeline.overloaded()
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
         """With API keys on: whether the request's key has the scope its route needs; if not, answer 401/403."""
@@ -190,6 +186,12 @@ class PulseApp:
         state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log), generation)
         reloads = _on_sighup(swapper.on_sighup)
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
+        grpc_door = None
+        if settings.grpc_port is not None:
+            from server.grpc.door import GrpcDoor  # grpc is imported only when its port is asked for
+
+            grpc_door = GrpcDoor(self.pipeline)
+            await grpc_door.start()
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
             # Lifespan state, read by each connection (server.http.fast.protocol): where it counts its refusals,
@@ -200,6 +202,8 @@ class PulseApp:
             yield connection_state
         finally:
             state.draining = True
+            if grpc_door is not None:  # HTTP has drained by now: the calls under way get as long to finish
+                await grpc_door.stop(settings.graceful_timeout_seconds)
             flusher.cancel()
             drain.restore()
             reloads()

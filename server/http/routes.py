@@ -194,7 +194,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                 "GET",
                 "v2_model_config",
                 "The model's configuration as Triton's clients read it",
-                {200: Reply("Triton model configuration", "Object"), 404: _UNKNOWN_MODEL, 503: Reply("Loading", _V2_ERROR)},
+                {
+                    200: Reply("Triton model configuration", "Object"),
+                    404: _UNKNOWN_MODEL,
+                    503: Reply("Loading", _V2_ERROR),
+                },
                 v2=True,
             ),
         )

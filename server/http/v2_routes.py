@@ -7,9 +7,8 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
-from server.core.errors import V2Error
 from server.core.served import ServedModel
-from server.core.v2 import model_config, model_metadata, served_or_error
+from server.core.v2 import SERVER_METADATA, model_config, model_metadata, served_or_error
 from server.http.asgi import OrjsonResponse
 from server.pipeline.state import ServerState
 
@@ -22,7 +21,7 @@ class V2Handlers:
         self.model_name = state.settings.model_name
 
     async def server_metadata(self, request: Request) -> Response:
-        return OrjsonResponse({"name": "ml-pulsechecker", "version": "1", "extensions": ["binary_tensor_data"]})
+        return OrjsonResponse(SERVER_METADATA)
 
     async def live(self, request: Request) -> Response:
         return OrjsonResponse({"live": True})

@@ -9,6 +9,7 @@ from server.core.errors import ApiError, V2Error
 
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
+GRPC = b"application/grpc"  # a serialized protobuf message, for the gRPC door
 PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})  # never shed
 
 

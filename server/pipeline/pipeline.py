@@ -17,16 +17,18 @@ from dataclasses import dataclass
 from server.core.errors import INTERNAL_ERROR_BODY, ApiError, Forbidden, NotReady, Unauthorized, UnsupportedMediaType
 from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE
+from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
-from server.pipeline.infer import answer_infer
+from server.pipeline.infer import answer_grpc_infer, answer_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
 from server.pipeline.state import ServerState
 
 logger = logging.getLogger(__name__)
 
 PREDICT_ROUTE = ROUTE
-ROUTES = (PREDICT_ROUTE, INFER_ROUTE)
+ROUTES = (PREDICT_ROUTE, INFER_ROUTE, GRPC_INFER_ROUTE)
+V2_ROUTES = frozenset({INFER_ROUTE, GRPC_INFER_ROUTE})  # their errors in the protocol's body
 INTERNAL_ERROR = Answer(500, INTERNAL_ERROR_BODY)
 
 
@@ -64,6 +66,15 @@ class Pipeline:
             if served is not None and path[len(self.versions_path) : -6] == served.info.version.encode():
                 return INFER_ROUTE
         return None
+
+    def overloaded(self) -> bool:
+        """Whether one more request would be one too many in flight (``PULSE_MAX_IN_FLIGHT``); counted when it is.
+        Doors never ask it for a probe."""
+        limit, metrics = self.state.settings.max_in_flight, self.state.metrics
+        if limit == 0 or metrics.in_flight < limit:
+            return False
+        metrics.rejected[("overloaded", 503)] += 1
+        return True
 
     def authorize(self, needed: str | None, path: str, head: RequestHead) -> ApiError | None:
         """With API keys on: ``None`` when the request's key grants ``needed``, else the 400/401/403 to answer,
@@ -113,7 +124,7 @@ class Pipeline:
 
     def refuse(self, route: str, error: ApiError, started: float) -> Answer:
         """The answer to a request refused before the pipeline could take its body; counted."""
-        answer = error_answer(error, v2=route == INFER_ROUTE)
+        answer = error_answer(error, v2=route in V2_ROUTES)
         self.state.metrics.observe_request(route, answer.status, time.perf_counter() - started)
         return answer
 
@@ -152,13 +163,18 @@ class Pipeline:
                         request.started,
                     )
                     continue
+                if request.route == GRPC_INFER_ROUTE:
+                    answers[index] = answer_grpc_infer(
+                        served, metrics, self.model_name, state.settings.max_batch, request.body, request.started
+                    )
+                    continue
                 rows = served.parser.parse(request.body)
                 if request.query:
                     answers[index] = Answer(200, explained(served, metrics, rows, request.query))
                     continue
                 together.append(ParsedRequest(index, rows, request.started, time.perf_counter()))
             except ApiError as exc:
-                answers[index] = error_answer(exc, v2=request.route == INFER_ROUTE)
+                answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
         if together:
             for parsed, body in zip(together, score_together(served, metrics, together), strict=True):
                 answers[parsed.index] = Answer(200, body)

@@ -19,7 +19,7 @@ ALLOWED = {
     "server": {"common", "server"},
 }
 # server's sub-packages, lowest first: a module may import its own sub-package and the ones before it.
-SERVER_LAYERS = ("config", "monitoring", "core", "explain", "pipeline", "ops", "http", "__main__")
+SERVER_LAYERS = ("config", "monitoring", "core", "explain", "pipeline", "ops", "grpc", "http", "__main__")
 FRAMEWORK_FREE = ("config", "monitoring", "core", "explain", "pipeline")  # the doors adapt; these decide
 FRAMEWORKS = ("starlette", "uvicorn", "httptools", "fastapi", "grpc")
 
