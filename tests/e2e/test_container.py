@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from benchmarks.procs import free_port, http_get, http_post_json
+from benchmarks.procs import free_port, http_get, http_post_json, python_command
 
 pytestmark = [pytest.mark.e2e, pytest.mark.container]
 
@@ -88,13 +88,14 @@ def image(engine: Engine) -> str:
 
 
 @pytest.fixture
-def container(image: str, tmp_path: Path) -> Iterator[tuple[str, str]]:
-    port = free_port()
-    cid = _docker("run", "-d", "--network=host", "--read-only", "-e", f"PULSE_PORT={port}", image).stdout.strip()
+def container(image: str, tmp_path: Path) -> Iterator[tuple[str, str, int]]:
+    port, grpc_port = free_port(), free_port()
+    environment = ("-e", f"PULSE_PORT={port}", "-e", f"PULSE_GRPC_PORT={grpc_port}")
+    cid = _docker("run", "-d", "--network=host", "--read-only", *environment, image).stdout.strip()
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url)
-        yield cid, url
+        yield cid, url, grpc_port
     finally:
         _docker("rm", "-f", cid, check=False)
 
@@ -111,8 +112,8 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
     raise TimeoutError(f"{url} not ready after {timeout}s")
 
 
-def test_image_serves_like_the_model_it_carries(container: tuple[str, str], tmp_path: Path) -> None:
-    cid, url = container
+def test_image_serves_like_the_model_it_carries(container: tuple[str, str, int], tmp_path: Path) -> None:
+    cid, url, grpc_port = container
     assert http_get(url + "/health") == (200, b'{"status":"ok"}')
     _docker("cp", f"{cid}:/models/model.onnx", str(tmp_path / "model.onnx"))
     session = ort.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
@@ -125,10 +126,20 @@ def test_image_serves_like_the_model_it_carries(container: tuple[str, str], tmp_
     answer = json.loads(body)
     assert answer["churn_probability"] == pytest.approx(float(expected[0, 1]), abs=1e-7)
     assert answer["threshold"] == float(meta["threshold"])
+    # The image's gRPC door, through NVIDIA's client (a process of its own: see benchmarks.oip_clients).
+    np.save(tmp_path / "row.npy", np.array([[row[f] for f in features]], np.float32))
+    command = python_command(
+        "-m", "benchmarks.oip_clients", "triton-grpc", "--http", url.removeprefix("http://"),
+        "--grpc", f"127.0.0.1:{grpc_port}", "--rows", str(tmp_path / "row.npy"),
+    )  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    probabilities = json.loads(done.stdout)["infer"]["value"]["probabilities"]
+    assert probabilities[0][1] == pytest.approx(float(expected[0, 1]), abs=1e-7)
 
 
-def test_image_has_no_training_stack_and_runs_as_non_root(container: tuple[str, str]) -> None:
-    cid, _ = container
+def test_image_has_no_training_stack_and_runs_as_non_root(container: tuple[str, str, int]) -> None:
+    cid, _, _ = container
     for module in ("sklearn", "pandas", "scipy", "shap", "evidently"):
         result = _docker("exec", cid, "python", "-c", f"import {module}", check=False)
         assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr, module
@@ -136,8 +147,8 @@ def test_image_has_no_training_stack_and_runs_as_non_root(container: tuple[str, 
     assert _docker("exec", cid, "sh", "-c", "command -v gcc || command -v curl || true").stdout.strip() == ""
 
 
-def test_healthcheck_reports_healthy(container: tuple[str, str]) -> None:
-    cid, _ = container
+def test_healthcheck_reports_healthy(container: tuple[str, str, int]) -> None:
+    cid, _, _ = container
     deadline = time.time() + 40
     status = ""
     while time.time() < deadline:

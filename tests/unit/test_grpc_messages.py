@@ -1,0 +1,142 @@
+"""The gRPC door's messages: the committed descriptor is what protoc makes of the committed .proto, and a
+``ModelInferRequest`` is read as strictly as the HTTP JSON (the same checks, the same messages)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from common.model.loader import ModelInfo
+from server.config.settings import Settings, SettingsError
+from server.core.errors import V2Error
+from server.core.v2_grpc import (
+    ModelInferRequest,
+    ModelInferResponse,
+    decode_infer,
+    from_dict,
+    grpc_infer_response,
+    message_class,
+    parse_grpc_infer,
+)
+
+PROTO = Path(__file__).resolve().parents[2] / "server" / "core" / "proto"
+
+
+def test_the_committed_descriptor_is_the_compiled_proto(tmp_path: Path) -> None:
+    out = tmp_path / "open_inference.binpb"
+    command = [sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO}", f"--descriptor_set_out={out}"]
+    subprocess.run([*command, str(PROTO / "open_inference.proto")], check=True, capture_output=True)
+    assert out.read_bytes() == (PROTO / "open_inference.binpb").read_bytes(), "regenerate: see the .proto's header"
+
+
+def _info() -> ModelInfo:
+    names = ("a", "b", "c")
+    return ModelInfo(
+        feature_set="test",
+        features=names,
+        minimums=(0.0, 0.0, 0.0),
+        descriptions=names,
+        units=("", "", ""),
+        threshold=0.5,
+        version="rf-test",
+        trained_at="",
+        sha256="",
+        size_bytes=0,
+        input_name="features",
+        probability_output="probabilities",
+        positive_index=1,
+        test_metrics={},
+        node_count=None,
+        example={},
+    )
+
+
+def _request(X: np.ndarray, raw: bool = True, **fields: Any) -> Any:
+    message: Any = ModelInferRequest(model_name="churn", id=fields.pop("id", ""))
+    tensor = message.inputs.add(name=fields.pop("name", "features"), datatype=fields.pop("datatype", "FP32"))
+    tensor.shape.extend(fields.pop("shape", X.shape))
+    if raw:
+        message.raw_input_contents.append(X.astype("<f4").tobytes())
+    else:
+        tensor.contents.fp32_contents.extend(X.reshape(-1).tolist())
+    for key, value in fields.pop("parameters", {}).items():
+        setattr(message.parameters[key], *value)
+    for name in fields.pop("outputs", ()):
+        message.outputs.add(name=name)
+    assert not fields
+    return message
+
+
+@pytest.mark.parametrize("raw", [True, False])
+def test_raw_and_typed_contents_give_the_same_rows(raw: bool) -> None:
+    info = _info()
+    X = np.arange(6, dtype=np.float32).reshape(2, 3)
+    message = decode_infer(_request(X, raw=raw, id="a-1").SerializeToString())
+    request = parse_grpc_infer(message, info, max_batch=10)
+    np.testing.assert_array_equal(request.X, X)
+    assert request.id == "a-1" and request.explain is False
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"shape": [2, 4]}, "input shape must be [N, 3]"),
+        ({"datatype": "FP64"}, "input datatype must be 'FP32'"),
+        ({"name": "x"}, "unknown input 'x'"),
+        ({"parameters": {"explain": ("string_param", "yes")}}, "'explain' must be a bool_param"),
+        ({"outputs": ["nope"]}, "unknown output 'nope'"),
+    ],
+)
+def test_a_bad_request_is_a_v2_error_naming_what_is_wrong(change: dict[str, Any], message: str) -> None:
+    X = np.ones((2, 3), dtype=np.float32)
+    with pytest.raises(V2Error, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_grpc_infer(_request(X, **change), _info(), max_batch=10)
+
+
+def test_sizes_values_and_bytes_are_checked() -> None:
+    info, X = _info(), np.ones((2, 3), dtype=np.float32)
+    with pytest.raises(V2Error, match="not a ModelInferRequest"):
+        decode_infer(b"\xff\xff\xff")
+    short = _request(X)
+    short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
+    with pytest.raises(V2Error, match="raw_input_contents must hold one tensor of 24 bytes"):
+        parse_grpc_infer(short, info, max_batch=10)
+    both = _request(X)
+    both.inputs[0].contents.fp32_contents.extend([1.0] * 6)
+    with pytest.raises(V2Error, match="no typed contents"):
+        parse_grpc_infer(both, info, max_batch=10)
+    with pytest.raises(V2Error, match="exceeds the limit of 1") as too_many:
+        parse_grpc_infer(_request(X), info, max_batch=1)
+    assert too_many.value.status_code == 413
+    with pytest.raises(V2Error, match="must be >= 0"):
+        parse_grpc_infer(_request(-X), info, max_batch=10)
+    with pytest.raises(V2Error, match="finite float32"):
+        parse_grpc_infer(_request(X * np.float32("nan")), info, max_batch=10)
+
+
+def test_the_response_carries_raw_outputs_and_the_id() -> None:
+    info = _info()
+    probabilities = np.array([[0.25, 0.75]], dtype=np.float32)
+    response: Any = ModelInferResponse.FromString(grpc_infer_response("churn", info, probabilities, "x-9"))
+    assert response.id == "x-9" and response.model_version == info.version
+    assert [o.name for o in response.outputs] == [info.probability_output] and list(response.outputs[0].shape) == [1, 2]
+    np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], "<f4"), probabilities.reshape(-1))
+
+
+def test_metadata_is_built_from_the_http_documents() -> None:
+    built: Any = from_dict("ServerMetadataResponse", {"name": "n", "version": "1", "extensions": ["e"], "x": 1})
+    assert (built.name, list(built.extensions)) == ("n", ["e"])
+    assert message_class("ModelConfigResponse")().DESCRIPTOR.full_name == "inference.ModelConfigResponse"
+
+
+def test_the_grpc_port_setting() -> None:
+    assert Settings.from_strings({}).grpc_port is None
+    assert Settings.from_strings({"grpc_port": "8001"}).grpc_port == 8001
+    assert Settings.from_strings({"grpc_port": ""}).grpc_port is None
+    with pytest.raises(SettingsError, match="PULSE_GRPC_PORT has value '70000'"):
+        Settings.from_strings({"grpc_port": "70000"})
