@@ -66,8 +66,9 @@ def render_markdown(results: dict[str, Any]) -> str:
             if label.endswith(STOCK)
         )
         + ".",
+        *_grpc_lines(results),
         "",
-        "### Our other scenarios (wrk, 16 connections)",
+        "### Our other scenarios (wrk, 16 connections; gRPC: `benchmarks.grpc_load`, 16 calls in flight)",
         "",
         "| scenario | requests/s | rows/s | p50 ms | p99 ms | errors | server CPU % | RSS MB |",
         "|---|---|---|---|---|---|---|---|",
@@ -111,6 +112,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{c['wrk']}. Locust {'warned' if cpu_bound else 'did not warn'} that it was CPU-bound.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _grpc_lines(results: dict[str, Any]) -> list[str]:
+    ours, floor = results["ours"], results["in_process"]
+    batch, one = ours.get("gRPC ModelInfer raw [1000]"), ours.get("gRPC ModelInfer raw [1]")
+    if batch is None or one is None:
+        return []
+    http_one = results["single"]["ours"]["rps"]["median"]
+    return [
+        "",
+        f"gRPC (`PULSE_GRPC_PORT`, `ModelInfer` with `raw_input_contents`): 1000-row batches / in-process "
+        f"onnxruntime rows/s **{batch['rows_per_s']['median'] / floor['onnx_rows_per_s_1000']:.2f}×**; single row "
+        f"{one['rps']['median']:,.0f} requests/s, **{one['rps']['median'] / http_one:.2f}×** HTTP single-row "
+        f"`/predict` (its load generator is Python's grpc.aio on one core, wrk's is C: the gRPC figure is a floor).",
+    ]
 
 
 def _explain_lines(results: dict[str, Any]) -> list[str]:

@@ -35,6 +35,7 @@ EXPLAIN_SCENARIO = "/predict?explain=3 [1]"
 COLUMNS_SCENARIO = "/predict columns [1000]"
 BINARY_SCENARIO = "/v2 infer binary [1000]"
 BINARY_BOTH_WAYS_SCENARIO = "/v2 infer binary in and out [1000]"
+GRPC_SCENARIO = "gRPC ModelInfer raw [{n}]"
 BATCH_SIZES = (10, 100, 1000)
 DISTINCT_BODIES = 8  # per scenario, sent in turn
 
@@ -85,7 +86,7 @@ def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
     }
 
 
-SERVER_ENV = {"ours": {"PULSE_HTTP": "fast"}, "ours_stock": {"PULSE_HTTP": "stock"}}
+SERVER_ENV = {"ours": {"PULSE_HTTP": "fast"}, "ours_stock": {"PULSE_HTTP": "stock"}}  # ours adds PULSE_GRPC_PORT
 
 
 def _taskset(core: int) -> list[str]:
@@ -129,6 +130,39 @@ def run_wrk(
     stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
     stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
     return stats
+
+
+def run_grpc_load(target: str, bodies: Sequence[bytes], seconds: float, workdir: Path) -> dict[str, float]:
+    """One gRPC load run (``benchmarks.grpc_load``) sending ``bodies`` (serialized ModelInferRequests) in turn."""
+    files = []
+    for body in bodies:
+        files.append(workdir / f"grpc-{abs(hash(body))}.bin")
+        files[-1].write_bytes(body)
+    command = [
+        *_taskset(LOAD_CORE),
+        *python_command("-m", "benchmarks.grpc_load", "--target", target, "--seconds", str(seconds)),
+        "--concurrency",
+        str(WRK_CONNECTIONS),
+        "--bodies",
+        *map(str, files),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True, cwd=ROOT).stdout
+    stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
+    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
+    return stats
+
+
+def grpc_bodies(batches: list[np.ndarray]) -> list[bytes]:
+    """Serialized ``ModelInferRequest``s of ``batches``, the values as raw little-endian FP32 bytes."""
+    from server.core.v2_grpc import ModelInferRequest
+
+    bodies = []
+    for X in batches:
+        message: Any = ModelInferRequest(model_name="churn")
+        message.inputs.add(name="features", datatype="FP32", shape=X.shape)
+        message.raw_input_contents.append(X.astype("<f4").tobytes())
+        bodies.append(message.SerializeToString())
+    return bodies
 
 
 def run_locust(
@@ -356,15 +390,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"conditions": _conditions(args), "single": {}, "ours": {}, "locust": {}, "startup_s": {}}
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
 
+    grpc_scenarios = {GRPC_SCENARIO.format(n=n): grpc_bodies(batches) for n, batches in tensors.items()}
+    grpc_port = free_port()
+
     with ExitStack() as stack:
         servers: dict[str, ServerProcess] = {}
         for name, command in _server_commands(artifacts, 0).items():
             port = free_port()
             command = _server_commands(artifacts, port)[name]
+            env = {**SERVER_ENV.get(name, {}), **({"PULSE_GRPC_PORT": str(grpc_port)} if name == "ours" else {})}
             server = stack.enter_context(
-                run_server(
-                    [*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", SERVER_ENV.get(name), timeout=120
-                )
+                run_server([*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", env, timeout=120)
             )
             servers[name] = server
             results["startup_s"][name] = server.ready_seconds
@@ -376,10 +412,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stats = run_wrk(server.url, path, bodies, args.seconds, workdir, headers)
             raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
 
+        def measure_grpc(key: str, bodies: list[bytes]) -> None:
+            target = f"127.0.0.1:{grpc_port}"
+            run_grpc_load(target, bodies, args.warmup, workdir)
+            usage = Usage(servers["ours"].pid)
+            stats = run_grpc_load(target, bodies, args.seconds, workdir)
+            raw.setdefault(key, {}).setdefault("ours", []).append({**stats, **usage.stop()})
+
         for round_index in range(args.rounds):
             print(f"round {round_index + 1}/{args.rounds}", flush=True)
             for name in servers:
                 measure("single", name, "/predict", single)
+            for label, grpc_requests in grpc_scenarios.items():
+                measure_grpc(label, grpc_requests)
             measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
             for target, suffix in (("ours", ""), ("ours_stock", STOCK)):
                 for label, batch_bodies in bodies.items():
