@@ -100,14 +100,14 @@ class GrpcDoor:
 
     def _refusal(self, route: str, needed: str | None, context: grpc.aio.ServicerContext) -> V2Error | None:
         """The key check and the in-flight limit, as the HTTP doors apply them (probes are neither shed nor keyed)."""
-        if needed is not None:
+        if needed is None:
+            return None
+        if self.state.keys is not None:
             headers = [(key.encode(), str(value).encode()) for key, value in context.invocation_metadata() or ()]
             error = self.pipeline.authorize(needed, route, RequestHead.scan(headers))
             if error is not None:
                 return V2Error.of(error)
-            if self.pipeline.overloaded():
-                return V2Error(OVERLOADED, 503)
-        return None
+        return V2Error(OVERLOADED, 503) if self.pipeline.overloaded() else None
 
     def _guarded(self, route: str, handler: Handler, needed: str | None) -> Handler:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:

@@ -51,9 +51,7 @@ UNMATCHED_ROUTE = "other"  # the metrics label of paths no route matches: a boun
 async def render_error(request: Request, exc: Exception) -> Response:
     """The one error handler: our ``ApiError`` family, Starlette's 404/405, and anything unexpected as a JSON 500."""
     if isinstance(exc, ApiError):
-        answer = error_answer(exc)
-        headers = {k.decode(): v.decode() for k, v in answer.extra_headers()}
-        return Response(answer.body, answer.status, headers, media_type=answer.content_type.decode())
+        return asgi.answer_response(error_answer(exc))
     if isinstance(exc, HTTPException):
         body = orjson.dumps({"detail": exc.detail})
         return Response(body, exc.status_code, exc.headers, media_type="application/json")
@@ -102,6 +100,10 @@ class PulseApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
             return
+        if scope["method"] == "GET" and scope["path"].encode() in PROBE_PATHS:  # answered before anything else
+            answer = self.pipeline.probe(scope["path"].encode(), time.perf_counter())
+            await asgi.send_answer(send, answer, self.state.draining)
+            return
         if self._sheds and self._shed(scope):
             await asgi.send_answer(send, OVERLOADED, self.state.draining)
             return
@@ -114,7 +116,7 @@ class PulseApp:
             await self._counted(scope, receive, send)
 
     def _shed(self, scope: Scope) -> bool:
-        """Whether this request is one too many in flight (probes never are); counted when it is."""
+        """Whether this request is one too many in flight (a probe's HEAD never is); counted when it is."""
         return scope["path"].encode() not in PROBE_PATHS and self.pipeline.overloaded()
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:

@@ -99,6 +99,12 @@ async def serve(pipeline: Pipeline, route: str, scope: Scope, receive: Receive, 
         state.metrics.in_flight -= 1
 
 
+def answer_response(answer: Answer) -> Response:
+    """The pipeline's ``answer`` as a Starlette response, for a handler or an error handler."""
+    headers = {k.decode(): v.decode() for k, v in answer.extra_headers()}
+    return Response(answer.body, answer.status, headers, media_type=answer.content_type.decode())
+
+
 async def send_answer(send: Send, answer: Answer, close: bool) -> None:
     await send({"type": "http.response.start", "status": answer.status, "headers": answer.headers(close)})
     await send({"type": "http.response.body", "body": answer.body})

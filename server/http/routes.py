@@ -16,9 +16,10 @@ from starlette.types import Receive, Scope, Send
 
 from server.core.errors import Forbidden, NotReady, V2Error, ValidationFailed, field_error
 from server.core.validation import decode_json
-from server.http.asgi import OrjsonResponse, read_body
+from server.http.asgi import OrjsonResponse, answer_response, read_body
 from server.http.v2_routes import V2Handlers
 from server.pipeline.head import RequestHead
+from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
 
 DOCS_ASSETS = "/docs/assets"
@@ -243,14 +244,12 @@ class Handlers:
         # Never reached: the outer callable answers POST /predict. The route exists so other methods get a 405.
         raise RuntimeError("POST /predict is served by server.pipeline.predict")
 
+    # The probes' GET is answered before routing (server.pipeline.probes); these answer HEAD, alike.
     async def health(self, request: Request) -> Response:
-        return OrjsonResponse({"status": "ok"})
+        return answer_response(probe_answer(self.state, b"/health"))
 
     async def ready(self, request: Request) -> Response:
-        state = self.state
-        if state.ready:
-            return OrjsonResponse({"status": "ready", "model_version": state.require_model().version})
-        return OrjsonResponse({"status": "draining" if state.draining else "loading"}, status_code=503)
+        return answer_response(probe_answer(self.state, b"/ready"))
 
     async def metadata(self, request: Request) -> Response:
         return Response(self.state.require_model().metadata, media_type="application/json")

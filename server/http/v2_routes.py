@@ -9,7 +9,8 @@ from starlette.responses import Response
 
 from server.core.served import ServedModel
 from server.core.v2 import SERVER_METADATA, model_config, model_metadata, served_or_error
-from server.http.asgi import OrjsonResponse
+from server.http.asgi import OrjsonResponse, answer_response
+from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
 
 
@@ -23,12 +24,11 @@ class V2Handlers:
     async def server_metadata(self, request: Request) -> Response:
         return OrjsonResponse(SERVER_METADATA)
 
-    async def live(self, request: Request) -> Response:
-        return OrjsonResponse({"live": True})
+    async def live(self, request: Request) -> Response:  # HEAD: the GET is answered before routing
+        return answer_response(probe_answer(self.state, b"/v2/health/live"))
 
     async def ready(self, request: Request) -> Response:
-        ready = self.state.ready
-        return OrjsonResponse({"ready": ready}, status_code=200 if ready else 503)
+        return answer_response(probe_answer(self.state, b"/v2/health/ready"))
 
     def _served(self, request: Request) -> ServedModel:
         params = request.path_params

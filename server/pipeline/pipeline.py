@@ -22,6 +22,7 @@ from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.infer import answer_grpc_infer, answer_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
+from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ class Pipeline:
             if served is not None and path[len(self.versions_path) : -6] == served.info.version.encode():
                 return INFER_ROUTE
         return None
+
+    def probe(self, path: bytes, started: float) -> Answer:
+        """The answer to ``GET path`` for a probe (``PROBE_PATHS``), counted under its path."""
+        answer = probe_answer(self.state, path)
+        self.state.metrics.observe_request(path.decode(), answer.status, time.perf_counter() - started)
+        return answer
 
     def overloaded(self) -> bool:
         """Whether one more request would be one too many in flight (``PULSE_MAX_IN_FLIGHT``); counted when it is.

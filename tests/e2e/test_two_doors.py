@@ -109,6 +109,14 @@ TABLE: dict[str, bytes] = {
     "V2 another model": _request("/v2/models/other/infer", json.dumps({"inputs": [TENSOR]}).encode()),
     "GET /predict": _request("/predict", method="GET"),
     "health": _request("/health", method="GET", key=None),
+    "ready": _request("/ready", method="GET", key=None),
+    "V2 live": _request("/v2/health/live", method="GET", key=None),
+    "V2 ready": _request("/v2/health/ready", method="GET", key=None),
+    "HEAD /health": _request("/health", method="HEAD", key=None),
+    "health with a query": _request("/health?verbose=1", method="GET", key=None),
+    "V2 model config": _request("/v2/models/churn/config", method="GET"),
+    "V2 infer, no content type": _request(INFER, json.dumps({"inputs": [TENSOR]}).encode(), headers=()),
+    "V2 another version": _request("/v2/models/churn/versions/nope/infer", json.dumps({"inputs": [TENSOR]}).encode()),
 }
 
 

@@ -60,6 +60,7 @@ class PendingRequest:
         "keep_alive",
         "more_body",
         "on_response",
+        "probe",
         "reserved",
         "response_complete",
         "response_started",
@@ -91,6 +92,7 @@ class PendingRequest:
         self.response_complete = False
         self.disconnected = False
         self.shed = False  # refused (503) for overload: its body is read and dropped
+        self.probe = False  # a probe, answered by the connection itself once its message is complete
         self.on_response: Callable[[], None] | None = None  # called once its response is written
 
     @property

@@ -8,7 +8,8 @@ subclass (a protocol class is uvicorn's extension point: ``Config(http=...)``) b
 - a deadline for the head from the connection's start or the request's first byte, and one for the body from the
   end of the head (408, then close): whole-phase deadlines, so a client dribbling a byte a second gains nothing;
 - open connections per worker: above ``max_connections`` a connection may still ask ``/health`` or ``/ready``
-  (probes keep working under a connection flood) but anything else gets 503 with ``Retry-After``; a few
+  (probes keep working under a connection flood; a probe is answered as soon as it is read, never behind queued
+  batch work) but anything else gets 503 with ``Retry-After``; a few
   descriptors below the process's limit, new connections are closed at once;
 - RFC 9112's ``Host`` rule (exactly one in HTTP/1.1: 400 otherwise);
 - a request that parses, followed by bytes that do not, is answered before the 400 for the garbage;
@@ -178,6 +179,14 @@ class GuardedProtocol(HttpToolsProtocol):
             self._count("overloaded", 503)
             self.respond(shed, OVERLOADED, False, complete=False)
             return
+        if self.url in PROBE_PATHS and self.coalescer is not None and self.parser.get_method() == b"GET":
+            cycle = self.cycle
+            if cycle is None or cycle.response_complete:  # else behind this connection's unanswered request
+                # Answered as soon as its message is complete, in this read: never behind queued batch turns.
+                probe = PendingRequest(self, self._keep_alive() and not self._probes_only, time.perf_counter())
+                probe.probe = True
+                self.cycle = probe  # type: ignore[assignment]
+                return
         native = self._native_request()
         if native is not None:
             self.cycle = native  # type: ignore[assignment]
@@ -212,6 +221,9 @@ class GuardedProtocol(HttpToolsProtocol):
             if cycle.shed:
                 if not self.transport.is_closing():
                     self.on_response_complete()  # uvicorn's: the next pipelined request, or the keep-alive timer
+            elif cycle.probe:
+                coalescer: Any = self.coalescer
+                self.respond(cycle, coalescer.pipeline.probe(self.url, cycle.started), coalescer.state.draining)
             else:
                 self.coalescer.submit(cycle)  # type: ignore[union-attr]  # set whenever a PendingRequest exists
         else:
