@@ -65,7 +65,7 @@ def triton(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
     if transport == "http":
         import tritonclient.http as client
     else:
-        import tritonclient.grpc as client  # type: ignore[no-redef]
+        import tritonclient.grpc as client
     headers = {"authorization": f"Bearer {key}"} if key else None
     c = client.InferenceServerClient(url)
     version = c.get_model_metadata(MODEL, headers=headers, **_as_json(transport))["versions"][0]

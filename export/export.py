@@ -11,6 +11,7 @@ from typing import Any
 
 import joblib
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pandas as pd
 from sklearn.ensemble import RandomForestClassifier
@@ -20,6 +21,7 @@ from export.convert import INPUT_NAME, LABEL_OUTPUT, PROBABILITY_OUTPUT, convert
 from export.explain import golden_contributions, tree_covers
 from export.parity import ParityError, check_parity, sklearn_probabilities
 from export.reference import reference_distributions
+from export.shap_graph import attach_contributions
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,10 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def _props(model: onnx.ModelProto) -> dict[str, str]:
+    return {prop.key: prop.value for prop in model.metadata_props}
 
 
 def load_forest(path: Path) -> RandomForestClassifier:
@@ -119,6 +125,12 @@ def export_model(artifacts: Path) -> dict[str, Any]:
     metadata["golden_shap"] = golden_contributions(forest, golden_X)
     metadata["reference_bins"] = reference_distributions(X_train, features, sklearn_probabilities(forest, X_train))
     onnx_model = convert_to_onnx(forest, metadata)
+    base_value = attach_contributions(onnx_model, metadata["tree_covers"], len(features))
+    if base_value is None:
+        logger.warning("the forest's SHAP tables pass the caps: model.onnx has no 'contributions' output")
+    else:
+        onnx.helper.set_model_props(onnx_model, {**_props(onnx_model), "shap_base_value": repr(base_value)})
+        onnx.checker.check_model(onnx_model)
     data = onnx_model.SerializeToString()
     try:
         report = check_parity(forest, onnx_model, X_test, float(metrics["threshold"]))

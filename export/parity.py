@@ -17,6 +17,7 @@ from onnx import ModelProto
 from onnx.reference import ReferenceEvaluator
 from sklearn.ensemble import RandomForestClassifier
 
+from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT
 from export.convert import INPUT_NAME, PROBABILITY_OUTPUT, floor_float32
 
 logger = logging.getLogger(__name__)
@@ -78,6 +79,38 @@ def onnx_probabilities(session: ort.InferenceSession, X: npt.NDArray[np.float32]
     return np.asarray(session.run([PROBABILITY_OUTPUT], {INPUT_NAME: X})[0])[:, 1]
 
 
+CONTRIBUTION_KEYS = (
+    "contributions_max_abs_diff_onnxruntime",
+    "contributions_max_abs_diff_reference",
+    "contributions_additivity",
+)
+
+
+def _contribution_parity(
+    forest: RandomForestClassifier,
+    session: ort.InferenceSession,
+    reference: ReferenceEvaluator,
+    X: npt.NDArray[np.float32],
+    probabilities: npt.NDArray[np.float32],
+) -> dict[str, float]:
+    """The graph's contributions (both runtimes) against ``shap.TreeExplainer`` on the scikit-learn forest, and
+    their additivity: base value + contributions = the model's probability."""
+    import shap
+
+    explainer = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
+    values = np.asarray(explainer.shap_values(pd.DataFrame(X.astype(np.float64), columns=forest.feature_names_in_)))
+    expected = values[:, :, 1] if values.ndim == 3 else values[1]
+    base = float(np.ravel(explainer.expected_value)[1])
+    feed = {INPUT_NAME: X, EXPLAIN_INPUT: np.array(True)}
+    got = session.run([CONTRIBUTIONS_OUTPUT], feed)[0]
+    ref = np.asarray(reference.run([CONTRIBUTIONS_OUTPUT], feed)[0])  # type: ignore[index]
+    return {
+        "contributions_max_abs_diff_onnxruntime": float(np.max(np.abs(got - expected))),
+        "contributions_max_abs_diff_reference": float(np.max(np.abs(ref - expected))),
+        "contributions_additivity": float(np.max(np.abs(base + got.astype(np.float64).sum(axis=1) - probabilities))),
+    }
+
+
 def check_parity(
     forest: RandomForestClassifier,
     onnx_model: ModelProto,
@@ -88,10 +121,14 @@ def check_parity(
     """Compare the three runtimes; return the report, raise :class:`ParityError` when the claim fails."""
     X_test = np.ascontiguousarray(X_test, dtype=np.float32)
     sets = {"test": X_test, "generated": edge_rows(forest, X_test, N_GENERATED, seed)}
-    session = ort.InferenceSession(onnx_model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # not the note that the 'explain' input has a default (export.shap_graph)
+    session = ort.InferenceSession(onnx_model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     reference = ReferenceEvaluator(onnx_model)
     report: dict[str, Any] = {"tolerance": TOLERANCE, "threshold": threshold, "onnxruntime": ort.__version__}
     failures = []
+    explains = CONTRIBUTIONS_OUTPUT in {output.name for output in onnx_model.graph.output}
+    report["contributions"] = explains
     for name, X in sets.items():
         expected = sklearn_probabilities(forest, X)
         got = onnx_probabilities(session, X)
@@ -104,8 +141,15 @@ def check_parity(
             "decision_flips": int(np.sum((got >= threshold) != (expected >= threshold))),
             "decision_flips_reference": int(np.sum((ref >= threshold) != (expected >= threshold))),
         }
+        if explains:
+            result.update(_contribution_parity(forest, session, reference, X, got))
         report[name] = result
-        for key in ("max_abs_diff_onnxruntime", "max_abs_diff_reference", "max_abs_diff_onnxruntime_vs_reference"):
+        for key in (
+            "max_abs_diff_onnxruntime",
+            "max_abs_diff_reference",
+            "max_abs_diff_onnxruntime_vs_reference",
+            *(CONTRIBUTION_KEYS if explains else ()),
+        ):
             if not result[key] <= TOLERANCE:
                 failures.append(f"{name} {key}={result[key]:.3g} > {TOLERANCE}")
         for key in ("decision_flips", "decision_flips_reference"):

@@ -56,6 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="artifacts/predictions.parquet",
         help="a Parquet file (duckdb) or a folder of Parquet part files (spark)",
     )
+    run.add_argument(
+        "--explain",
+        type=int,
+        default=0,
+        metavar="K",
+        help="add each user's K strongest reasons (feature, value, SHAP contribution), computed by model.onnx",
+    )
     add_column_flags(run)
 
     outcomes = commands.add_parser(
@@ -97,12 +104,21 @@ def main(argv: list[str] | None = None) -> int:
 
                 conf = dict(_key_value(item) for item in args.spark_conf)
                 summary = score_on_spark(
-                    args.events, columns, args.model, args.out, args.cutoff, args.master, conf=conf
+                    args.events,
+                    columns,
+                    args.model,
+                    args.out,
+                    args.cutoff,
+                    args.master,
+                    conf=conf,
+                    explain=args.explain,
                 )
             else:
                 from score.duckdb_engine import score_on_duckdb
 
-                summary = score_on_duckdb(Path(args.events), columns, args.model, Path(args.out), args.cutoff)
+                summary = score_on_duckdb(
+                    Path(args.events), columns, args.model, Path(args.out), args.cutoff, explain=args.explain
+                )
             print(summary.line())
             return 0
         from score.outcomes import report_outcomes

@@ -19,7 +19,7 @@ from common.events import EventColumns, open_event_log
 from common.features import features_query
 from common.io import atomic_path
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring
-from score.output import RUN_RECORD_KEY, feature_matrix, with_predictions
+from score.output import RUN_RECORD_KEY, scored_batch
 from score.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -44,11 +44,13 @@ def score_on_duckdb(
     out: Path,
     cutoff: datetime | None = None,
     chunk_rows: int = CHUNK_ROWS,
+    explain: int = 0,
 ) -> RunSummary:
-    """Write ``out`` (Parquet): every user active at or before ``cutoff``, their features and their score."""
+    """Write ``out`` (Parquet): every user active at or before ``cutoff``, their features and their score (and
+    their ``explain`` strongest reasons)."""
     summary = RunSummary("duckdb", str(out))
     with summary.timed("load"):
-        model, spec, _ = load_for_scoring(model_path)
+        model, spec, _ = load_for_scoring(model_path, explain)
         con = open_event_log(events, columns)
         ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
         cutoff = check_cutoff(cutoff, first, last)
@@ -69,8 +71,7 @@ def score_on_duckdb(
                     except StopIteration:
                         break
                 with summary.timed("score"):
-                    probabilities = model.churn_probability(feature_matrix(batch, spec.names))
-                    scored = with_predictions(batch, probabilities, spec, cutoff)
+                    scored = scored_batch(model, batch, spec, cutoff, explain)
                 with summary.timed("write"):
                     if writer is None:
                         schema = scored.schema.with_metadata({RUN_RECORD_KEY: json.dumps(record)})

@@ -91,14 +91,19 @@ def scoring_spec(model: Model) -> ScoringSpec:
     )
 
 
-def load_for_scoring(path: Path, threads: int = 0) -> tuple[Model, ScoringSpec, bytes]:
+def load_for_scoring(path: Path, explain: int = 0, threads: int = 0) -> tuple[Model, ScoringSpec, bytes]:
     """Read the model once, check it as the server does (sha256 sidecar, metadata, golden rows), and return it,
-    its spec and its bytes (what Spark's workers get)."""
+    its spec and its bytes (what Spark's workers get). ``explain``: the reasons asked per user, checked here."""
     try:
         data = read_model_bytes(path)
         model = model_from_bytes(data, threads, source=f"model file {str(path)!r}")
     except ModelError as exc:
         raise ScoreError(str(exc)) from None
+    n_features = len(model.info.features)
+    if explain and not 1 <= explain <= n_features:
+        raise ScoreError(f"--explain {explain}: the model has {n_features} features, ask for 1 to {n_features}")
+    if explain and model.explainer is None:
+        raise ScoreError(f"--explain: {model.explain_unavailable}")
     return model, scoring_spec(model), data
 
 

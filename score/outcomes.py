@@ -21,7 +21,7 @@ from common import classification as metrics
 from common.events import EventColumns, open_event_log
 from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
-from score.output import read_predictions
+from score.output import TOP_REASON, read_predictions
 
 DEFAULT_LABEL_DAYS = 30
 START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff
@@ -143,12 +143,38 @@ def report_outcomes(
         "degraded": test_auc is not None and realized["roc_auc"] < test_auc - tolerance,
         "reliability": metrics.reliability(churned, probability),
     }
+    if TOP_REASON in table.column_names:
+        figures["by_top_reason"] = by_top_reason(table.column(TOP_REASON).to_pylist(), churned, probability, threshold)
     png = reliability_plot(figures)
     write_text_atomic(out / "outcomes.json", json.dumps(figures, indent=2) + "\n")
     with atomic_path(out / "reliability.png") as tmp:
         tmp.write_bytes(png)
     write_text_atomic(out / "outcomes.md", render_markdown(figures))
     return OutcomeReport(figures, out)
+
+
+def by_top_reason(
+    reasons: list[str], churned: np.ndarray, probability: np.ndarray, threshold: float
+) -> list[dict[str, Any]]:
+    """Per strongest reason the run gave: its users, how many were flagged, and how many churned (which reasons
+    the churners actually had), most users first."""
+    groups = np.asarray(reasons, dtype=object)
+    rows = []
+    for reason in sorted(set(reasons), key=lambda r: (-reasons.count(r), r)):
+        members = groups == reason
+        flagged = probability[members] >= threshold
+        rows.append(
+            {
+                "reason": reason,
+                "users": int(members.sum()),
+                "flagged": int(flagged.sum()),
+                "churned": int(churned[members].sum()),
+                "churn_rate": float(churned[members].mean()),
+                "churned_among_flagged": float(churned[members][flagged].mean()) if flagged.any() else None,
+                "share_of_churners": float(churned[members].sum() / max(1, churned.sum())),
+            }
+        )
+    return rows
 
 
 def render_markdown(figures: dict[str, Any]) -> str:
@@ -179,11 +205,30 @@ Realized churn rate {figures["churn_rate"]:.1%}; served threshold {figures["thre
 {rows}
 
 Confusion matrix at the served threshold: tn {tn}, fp {fp}, fn {fn}, tp {tp}.
-
+{_reason_table(figures.get("by_top_reason"))}
 {verdict}
 
 ![reliability](reliability.png)
 """
+
+
+def _reason_table(rows: list[dict[str, Any]] | None) -> str:
+    if not rows:
+        return ""
+    lines = [
+        "",
+        "Realized churn by each user's strongest reason (`score run --explain`):",
+        "",
+        "| strongest reason | users | flagged | churned | churn rate | share of all churners |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| `{r['reason']}` | {r['users']} | {r['flagged']} | {r['churned']} | {r['churn_rate']:.1%} | "
+            f"{r['share_of_churners']:.1%} |"
+            for r in rows
+        ),
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def reliability_plot(figures: dict[str, Any]) -> bytes:

@@ -16,25 +16,64 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
+from common.model.loader import Model
 from score.model import ScoreError, ScoringSpec
 
 RUN_RECORD_KEY = b"pulse.run"
 RUN_RECORD_FILE = "_pulse_run.json"
 OUTCOME_COLUMNS = ("user_id", "churn_probability", "threshold", "model_version", "cutoff")
+TOP_REASON = "reason_1"  # each user's strongest reason, when the run was asked --explain
 
 
-def prediction_fields() -> list[pa.Field]:
-    """The columns appended to ``user_id`` and the features, in order."""
+def prediction_fields(explain: int = 0) -> list[pa.Field]:
+    """The columns appended to ``user_id`` and the features, in order; with ``explain=K``, each user's K strongest
+    reasons after them: ``reason_i`` (the feature), ``reason_i_value`` (its value), ``reason_i_contribution`` (its
+    SHAP contribution to the probability), strongest first."""
     return [
         pa.field("churn_probability", pa.float64()),
         pa.field("churn", pa.bool_()),
         pa.field("threshold", pa.float64()),
         pa.field("model_version", pa.string()),
         pa.field("cutoff", pa.timestamp("us")),
+        *(
+            field
+            for i in range(1, explain + 1)
+            for field in (
+                pa.field(f"reason_{i}", pa.string()),
+                pa.field(f"reason_{i}_value", pa.float64()),
+                pa.field(f"reason_{i}_contribution", pa.float64()),
+            )
+        ),
     ]
+
+
+def scored_batch(
+    model: Model, batch: pa.RecordBatch, spec: ScoringSpec, cutoff: datetime, explain: int
+) -> pa.RecordBatch:
+    """One chunk of users scored, and explained when ``explain`` > 0 (in the same onnxruntime call): what both
+    engines write."""
+    X = feature_matrix(batch, spec.names)
+    if not explain:
+        return with_predictions(batch, model.churn_probability(X), spec, cutoff)
+    probabilities, contributions = model.explain(X)
+    scored = with_predictions(batch, probabilities[:, model.info.positive_index], spec, cutoff)
+    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :explain]  # as the server's reasons
+    names = np.asarray(spec.names, dtype=object)
+    rows = np.arange(len(X))[:, None]
+    columns = []
+    for i in range(explain):
+        j = order[:, i]
+        columns += [
+            pa.array(names[j], pa.string()),
+            pa.array(X[rows[:, 0], j].astype(np.float64)),
+            pa.array(contributions[rows[:, 0], j]),
+        ]
+    fields = prediction_fields(explain)[len(prediction_fields()) :]
+    return pa.RecordBatch.from_arrays([*scored.columns, *columns], schema=pa.schema([*scored.schema, *fields]))
 
 
 def feature_matrix(batch: pa.RecordBatch, names: list[str]) -> npt.NDArray[np.float32]:
@@ -101,7 +140,9 @@ def read_predictions(path: Path) -> tuple[pa.Table, dict[str, Any]]:
         raise ScoreError(f"predictions {str(path)!r} do not exist")
     record = read_run_record(path)
     try:
-        table = pq.read_table(path, columns=list(OUTCOME_COLUMNS))
+        names = set(pads.dataset(path, format="parquet").schema.names)
+        wanted = [*OUTCOME_COLUMNS, *((TOP_REASON,) if TOP_REASON in names else ())]  # with --explain
+        table = pq.read_table(path, columns=wanted)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ScoreError(f"cannot read predictions {str(path)!r}: {str(exc).splitlines()[0]}") from None
     return table, record

@@ -29,9 +29,8 @@ from common.features import features_query, timestamp_literal
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring, worker_model
 from score.output import (
     RUN_RECORD_FILE,
-    feature_matrix,
     prediction_fields,
-    with_predictions,
+    scored_batch,
     write_run_record,
 )
 from score.summary import RunSummary
@@ -151,12 +150,12 @@ def open_events(spark: SparkSession, path: str, columns: EventColumns) -> None:
 
 
 def _score_partition(
-    batches: Iterator[pa.RecordBatch], model_bytes: Any, spec: ScoringSpec, cutoff: datetime
+    batches: Iterator[pa.RecordBatch], model_bytes: Any, spec: ScoringSpec, cutoff: datetime, explain: int
 ) -> Iterator[pa.RecordBatch]:
     """``mapInArrow``'s function: runs in a Python worker, with that worker's one onnxruntime session."""
     model = worker_model(model_bytes.value, _WORKER_MODELS, spec.sha256)
     for batch in batches:
-        yield with_predictions(batch, model.churn_probability(feature_matrix(batch, spec.names)), spec, cutoff)
+        yield scored_batch(model, batch, spec, cutoff, explain)
 
 
 def _is_local(path: str) -> bool:
@@ -172,6 +171,7 @@ def score_on_spark(
     master: str | None = None,
     spark: SparkSession | None = None,
     conf: dict[str, str] | None = None,
+    explain: int = 0,
 ) -> RunSummary:
     """Write ``out`` (a folder of Parquet part files and the run record): every user and their score."""
     from pyspark.errors import PySparkException
@@ -182,7 +182,7 @@ def score_on_spark(
     if _is_local(out):
         _check_replaceable(Path(out.removeprefix("file://")))
     with summary.timed("load"):
-        _, spec, model_bytes = load_for_scoring(model_path)
+        _, spec, model_bytes = load_for_scoring(model_path, explain)
         spark = spark or spark_session(master, conf)
         open_events(spark, events, columns)
         first, last = spark.sql("SELECT min(event_time), max(event_time) FROM events").collect()[0]
@@ -190,10 +190,10 @@ def score_on_spark(
     query = spark_sql(features_query(spec.features, cutoff, columns.session is None, ordered=False))
     logger.debug("spark feature query at cutoff %s:\n%s", timestamp_literal(cutoff), query)
     broadcast = spark.sparkContext.broadcast(model_bytes)
-    score = functools.partial(_score_partition, model_bytes=broadcast, spec=spec, cutoff=cutoff)
+    score = functools.partial(_score_partition, model_bytes=broadcast, spec=spec, cutoff=cutoff, explain=explain)
     try:
         features = spark.sql(query)
-        added = [StructField(f.name, from_arrow_type(f.type), nullable=True) for f in prediction_fields()]
+        added = [StructField(f.name, from_arrow_type(f.type), nullable=True) for f in prediction_fields(explain)]
         scored = features.mapInArrow(score, StructType([*features.schema.fields, *added]))
     except PySparkException as exc:
         raise ScoreError(f"cannot build the model's features on Spark: {_error_line(exc)}") from None

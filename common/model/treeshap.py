@@ -26,6 +26,10 @@ import numpy.typing as npt
 
 from common.model.onnx_graph import OnnxFormatError, node_attributes
 
+# The exported graph's explainer (export.shap_graph): an input that asks for it, an output that carries it.
+EXPLAIN_INPUT = "explain"
+CONTRIBUTIONS_OUTPUT = "contributions"
+
 MAX_TABLE_FEATURES = 10
 MAX_TABLE_BYTES = 64 * 2**20
 CHUNK_ROWS = 128
@@ -69,6 +73,23 @@ class _Leaf:
     features: list[int]  # distinct features on the path, in path order
     zero_fraction: list[float]  # z per feature
     steps: list[list[tuple[int, bool]]]  # per feature: (internal node, went the <= way) of each split on it
+
+
+@dataclass(frozen=True)
+class ShapTables:
+    """The tabulated explainer as arrays (:meth:`TreeExplainer.graph_tables`), with slots (leaf, path feature) in
+    path-position-major order (slot ``k * leaves + leaf``). The splits of one path on one feature leave an interval
+    of its values, so a row ``x`` follows them all exactly when ``low < x[feature] <= high`` (float32, as the
+    trees compare). Per leaf ``pattern = sum_k 2^k bit[k]``; the contributions are the sum over leaves of
+    ``rows[row_offset + pattern]`` (each row already spread over the features)."""
+
+    slot_feature: npt.NDArray[np.int64]  # [max_depth * leaves]
+    slot_low: npt.NDArray[np.float32]  # -inf: no lower bound; +inf for a slot past its leaf's path (never true)
+    slot_high: npt.NDArray[np.float32]  # +inf: no upper bound
+    max_depth: int
+    row_offset: npt.NDArray[np.int64]  # [leaves]
+    rows: Floats  # [table rows + 1, features]: a leaf's contributions for one pattern, by feature
+    base_value: float
 
 
 class TreeExplainer:
@@ -122,20 +143,26 @@ class TreeExplainer:
             groups.append((d, members, z, v, cells))
         return groups
 
-    def _build_tables(self, depths: npt.NDArray[np.int64], cell_k: npt.NDArray[np.int64]) -> None:
-        """Every leaf's contributions for each of its ``2^d`` patterns, as rows of ``max_depth`` floats.
-
-        A row's work is then: compare once per split, one gather of ``leaves x max_depth`` bits, a weighted sum to
-        each leaf's pattern number, one gather of a short row per leaf, and one matrix product into features.
-        """
+    def _table_rows(self, depths: npt.NDArray[np.int64]) -> tuple[Floats, npt.NDArray[np.int64]]:
+        """Every leaf's contributions for each of its ``2^d`` patterns, as rows of ``max_depth`` floats (and an
+        all-zero last row), with each leaf's first row."""
         max_depth = int(depths.max())
         row_offset = np.concatenate([[0], np.cumsum(1 << depths)[:-1]]).astype(np.int64)
-        rows = np.zeros((int((1 << depths).sum()) + 1, max_depth), dtype=np.float64)  # +1: an all-zero row
+        rows = np.zeros((int((1 << depths).sum()) + 1, max_depth), dtype=np.float64)
         for d, members, z, v, _ in self._groups:
             patterns = ((np.arange(1 << d)[:, None] >> np.arange(d)[None, :]) & 1).astype(np.float64)
             phi = leaf_contributions(z, patterns[:, None, :], v)  # (2^d, L, d)
             for column, leaf in enumerate(members):
                 rows[row_offset[leaf] : row_offset[leaf] + (1 << d), :d] = phi[:, column, :]
+        return rows, row_offset
+
+    def _build_tables(self, depths: npt.NDArray[np.int64], cell_k: npt.NDArray[np.int64]) -> None:
+        """The tables and the indices a row's work needs: compare once per split, one gather of
+        ``leaves x max_depth`` bits, a weighted sum to each leaf's pattern number, one gather of a short row per
+        leaf, and one matrix product into features."""
+        max_depth = int(depths.max())
+        rows, row_offset = self._table_rows(depths)
+        self._depths = depths
         # float32 halves the bytes each row's gather moves; every entry is a share of one leaf's value, so rounding
         # stays near 1e-8, inside the 1e-6 parity bound that the start-up check enforces.
         self._rows = rows.astype(np.float32)
@@ -165,6 +192,42 @@ class TreeExplainer:
             for k, feature in enumerate(leaf.features):
                 feature_of_slot[leaf_index, k, feature] = 1.0
         self._feature_of_slot = feature_of_slot.reshape(-1, self.n_features)
+
+    def graph_tables(self) -> ShapTables:
+        """What an ONNX graph needs to compute the same contributions (``export.shap_graph``), in float64."""
+        if not self.tabulated:
+            raise TreeShapError(
+                f"paths with more than {MAX_TABLE_FEATURES} features, or tables over {MAX_TABLE_BYTES >> 20} MiB"
+            )
+        table, row_offset = self._table_rows(self._depths)
+        n_leaves, max_depth = self._first_answer.shape
+        by_feature = self._feature_of_slot.reshape(n_leaves, max_depth, self.n_features)
+        on_path: npt.NDArray[np.bool_] = np.any(by_feature, axis=2)  # [leaves, max_depth]
+        feature = by_feature.argmax(axis=2)
+        rows = np.zeros((len(table), self.n_features), dtype=np.float64)
+        leaf_of_row = np.searchsorted(row_offset, np.arange(len(table) - 1), side="right") - 1
+        for k in range(max_depth):  # a leaf's path features are distinct: each slot has a column of its own
+            used = np.flatnonzero(on_path[leaf_of_row, k])
+            rows[used, feature[leaf_of_row[used], k]] = table[used, k]
+        feature_of = np.zeros((max_depth, n_leaves), dtype=np.int64)
+        low = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)  # past a path: low = +inf, never true
+        high = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)
+        for leaf_index, leaf in enumerate(self._leaves):
+            for k, (feature_index, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
+                feature_of[k, leaf_index] = feature_index
+                lows = [self._node_threshold[node] for node, went_true in steps if not went_true]
+                highs = [self._node_threshold[node] for node, went_true in steps if went_true]
+                low[k, leaf_index] = max(lows, default=-np.inf)
+                high[k, leaf_index] = min(highs, default=np.inf)
+        return ShapTables(
+            slot_feature=feature_of.reshape(-1),
+            slot_low=low.reshape(-1),
+            slot_high=high.reshape(-1),
+            max_depth=int(max_depth),
+            row_offset=row_offset,
+            rows=rows,
+            base_value=self.base_value,
+        )
 
     def _cell_bits(self, XT: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
         """(cells, N): does each row follow every split of each leaf's path on that path feature?"""

@@ -56,12 +56,16 @@ def top_reasons(
 
 
 def render_explained(
-    model: Model, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], k: int, one: bool
+    model: Model,
+    X: npt.NDArray[np.float32],
+    proba: npt.NDArray[np.float32],
+    contributions: npt.NDArray[np.float64],
+    k: int,
+    one: bool,
 ) -> tuple[bytes, list[str]]:
     """The JSON results with reasons, and each row's top reason (for the request log)."""
     assert model.explainer is not None
     info = model.info
-    contributions = model.explainer.shap_values(X)
     reasons = top_reasons(X, contributions, info.features, k)
     results = [
         {

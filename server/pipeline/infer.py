@@ -99,8 +99,11 @@ def _scored(served: ServedModel, request: InferRequest) -> Scored:
     X, model = request.X, served.model
     if request.explain and model.explainer is None:
         raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
-    probabilities = model.predict_proba(X)
-    contributions = model.explainer.shap_values(X) if request.explain and model.explainer else None
+    contributions = None
+    if request.explain:  # one onnxruntime call for both (model.onnx computes the contributions)
+        probabilities, contributions = model.explain(X)
+    else:
+        probabilities = model.predict_proba(X)
     churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
     if served.drift is not None:
         served.drift.add_batch(X, churn)

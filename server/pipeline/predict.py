@@ -41,7 +41,11 @@ def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes)
     X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
     k = explain_count(query, served.model)
     started = time.perf_counter()
-    proba = served.model.churn_probability(X)
+    if k is None:
+        proba = served.model.churn_probability(X)
+    else:  # the probabilities and the reasons from one onnxruntime call (model.onnx computes both)
+        probabilities, contributions = served.model.explain(X)
+        proba = np.ascontiguousarray(probabilities[:, served.info.positive_index])
     metrics.observe_call(time.perf_counter() - started, len(X))
     if served.drift is not None:
         served.drift.add_batch(X, proba)
@@ -49,7 +53,7 @@ def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes)
         payload = served.render_one(proba[0]) if one else served.render_batch(proba)
         reasons = None
     else:
-        payload, reasons = render_explained(served.model, X, proba, k, one)
+        payload, reasons = render_explained(served.model, X, proba, contributions, k, one)
     if served.request_log is not None:
         served.request_log.submit(X, proba, reasons)
     return payload

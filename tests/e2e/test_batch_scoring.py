@@ -21,6 +21,7 @@ from common.events import EventColumns, open_event_log
 from common.features import build_features, feature_set
 from common.model.loader import load_model
 from score.duckdb_engine import score_on_duckdb
+from score.model import ScoreError
 from score.output import RUN_RECORD_KEY
 
 pytestmark = pytest.mark.e2e
@@ -196,3 +197,36 @@ print("exit", rc)
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False)
     assert result.stdout.strip().splitlines()[-1] in ("exit 0", "exit 10"), result.stderr[-2000:]
     assert (tmp_path / "report" / "outcomes.json").is_file()
+
+
+def test_explain_adds_each_users_strongest_reasons_from_the_model_graph(
+    tmp_path: Path, event_log: Path, behaviour_model: Path
+) -> None:
+    out = tmp_path / "explained.parquet"
+    score_on_duckdb(event_log, LOG_COLUMNS, behaviour_model, out, explain=3)
+    table = pq.read_table(out)
+    model = load_model(behaviour_model)
+    assert model.explainer is not None and model.explains_in_graph
+    names = list(model.info.features)
+    X = np.column_stack([table.column(name).to_numpy() for name in names]).astype(np.float32)
+    contributions = model.explainer.shap_values(X)  # the per-row algorithm: the reference
+    strongest = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :3]
+    for i in range(3):
+        j = strongest[:, i]
+        assert table.column(f"reason_{i + 1}").to_pylist() == [names[k] for k in j]
+        np.testing.assert_allclose(table.column(f"reason_{i + 1}_value").to_numpy(), X[np.arange(len(X)), j])
+        np.testing.assert_allclose(
+            table.column(f"reason_{i + 1}_contribution").to_numpy(), contributions[np.arange(len(X)), j], atol=1e-6
+        )
+    plain = score_on_duckdb(event_log, LOG_COLUMNS, behaviour_model, tmp_path / "plain.parquet")
+    assert plain.users == table.num_rows
+    np.testing.assert_array_equal(
+        pq.read_table(tmp_path / "plain.parquet").column("churn_probability").to_numpy(),
+        table.column("churn_probability").to_numpy(),
+    )
+
+
+def test_explain_asks_for_at_most_the_models_features(tmp_path: Path, event_log: Path, behaviour_model: Path) -> None:
+    with pytest.raises(ScoreError, match="--explain 9: the model has 6 features"):
+        score_on_duckdb(event_log, LOG_COLUMNS, behaviour_model, tmp_path / "x.parquet", explain=9)
+    assert not (tmp_path / "x.parquet").exists()

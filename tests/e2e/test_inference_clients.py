@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +163,35 @@ def test_grpc_requests_are_counted_like_http_ones(
     assert metric(proc.url, "pulse_http_requests_total", route=route, status="200") - before == 4
     assert metric(proc.url, "pulse_predicted_rows_total") - rows_before == 16
     assert metric(proc.url, "pulse_http_requests_total", route=route, status="401") >= 1
+
+
+def test_grpc_serves_the_swapped_model_on_every_worker(
+    exported: Path, twin_model: Path, rows: tuple[np.ndarray, Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Two workers share the gRPC port; after an admin swap, every new gRPC connection (whichever worker the kernel
+    gives it) answers with the new model's scores: the gRPC door serves what the pipeline serves."""
+    X, path = rows
+    folder = tmp_path_factory.mktemp("grpc-swap")
+    admin = "ak-clients-" + "a" * 32
+    (folder / "keys.txt").write_text(f"{hash_key(KEY)} predict clients\n{hash_key(admin)} admin ops\n")
+    port, grpc_port = free_port(), free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--workers", "2")
+    env = {
+        "PULSE_GRPC_PORT": str(grpc_port),
+        "PULSE_API_KEYS_FILE": str(folder / "keys.txt"),
+        "PULSE_LOG_LEVEL": "warning",
+        "PULSE_MODEL_DIR": str(tmp_path_factory.getbasetemp()),  # every model fixture of this run lives under it
+    }
+    twin = load_model(twin_model)
+    with run_server(command, port, folder / "server.log", env, timeout=60) as proc:
+        request = urllib.request.Request(
+            proc.url + "/admin/model",
+            data=json.dumps({"path": str(twin_model)}).encode(),
+            headers={"content-type": "application/json", "authorization": f"Bearer {admin}"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            assert json.loads(response.read())["model_version"] == twin.info.version
+        for _ in range(4):  # new processes, new connections: both workers, by the kernel's choice
+            results = _run("triton-grpc", (proc, grpc_port), path)
+            assert results["version"] == twin.info.version
+            _check_scores(results, "infer", twin, X)

@@ -51,10 +51,10 @@ def _score(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _run_and_report(root: Path, model: Path, log: Path, cutoff: str) -> subprocess.CompletedProcess[str]:
+def _run_and_report(root: Path, model: Path, log: Path, cutoff: str, *extra: str) -> subprocess.CompletedProcess[str]:
     predictions = root / "predictions.parquet"
-    run = _score("run", "--events", str(log), "--model", str(model), "--cutoff", cutoff,
-                 "--session-col", "session_id", "--revenue-col", "revenue", "--out", str(predictions))  # fmt: skip
+    run = _score("run", "--events", str(log), "--model", str(model), "--cutoff", cutoff, "--session-col",
+                 "session_id", "--revenue-col", "revenue", "--out", str(predictions), *extra)  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]
     return _score("outcomes", "--predictions", str(predictions), "--events", str(log), "--out", str(root / "report"))
 
@@ -69,6 +69,23 @@ def test_on_a_fresh_period_the_realized_auc_is_the_test_auc(tmp_path: Path, defa
     assert figures["degraded"] is False and result.stdout.startswith("ok: realized ROC-AUC")
     assert "| ROC-AUC |" in (tmp_path / "report" / "outcomes.md").read_text()
     assert (tmp_path / "report" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_with_reasons_the_report_shows_realized_churn_by_strongest_reason(tmp_path: Path, default_model: Path) -> None:
+    log, cutoff = _period(tmp_path, seed=8)
+    result = _run_and_report(tmp_path, default_model, log, cutoff, "--explain", "2")
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = json.loads((tmp_path / "report" / "outcomes.json").read_text())
+    rows = figures["by_top_reason"]
+    predictions = pq.read_table(tmp_path / "predictions.parquet")
+    tops = predictions.column("reason_1").to_pylist()
+    assert {row["reason"]: row["users"] for row in rows} == {reason: tops.count(reason) for reason in set(tops)}
+    churners = round(figures["churn_rate"] * figures["users"])
+    assert sum(row["churned"] for row in rows) == churners
+    assert sum(row["share_of_churners"] for row in rows) == pytest.approx(1.0)
+    flagged = predictions.column("churn").to_pylist()
+    assert sum(row["flagged"] for row in rows) == sum(flagged)
+    assert "Realized churn by each user's strongest reason" in (tmp_path / "report" / "outcomes.md").read_text()
 
 
 def test_on_a_shifted_period_the_report_exits_1(tmp_path: Path, default_model: Path) -> None:

@@ -170,3 +170,19 @@ def test_the_command_line_scores_on_spark_and_the_outcome_report_reads_its_folde
     assert report.returncode in (0, 1), report.stderr[-2000:]
     figures = json.loads((tmp_path / "report" / "outcomes.json").read_text())
     assert figures["users"] == pq.read_table(out).num_rows and figures["label_days"] == 14
+
+
+def test_reasons_in_a_nightly_run_are_the_same_on_both_engines(
+    spark: Any, tmp_path: Path, event_log: Path, behaviour_model: Path
+) -> None:
+    """`score run --explain 2` on each engine: the same two strongest reasons per user, through the model's graph."""
+    columns = EventColumns(session="session_id", revenue="revenue")
+    score_on_duckdb(event_log, columns, behaviour_model, tmp_path / "duck.parquet", explain=2)
+    score_on_spark(str(event_log), columns, behaviour_model, str(tmp_path / "spark"), spark=spark, explain=2)
+    a, b = _assert_same_predictions(tmp_path / "duck.parquet", tmp_path / "spark"), _read_sorted(tmp_path / "spark")
+    for i in (1, 2):
+        assert list(a[f"reason_{i}"]) == list(b[f"reason_{i}"])
+        assert (
+            np.abs(a[f"reason_{i}_contribution"].astype(float) - b[f"reason_{i}_contribution"].astype(float)).max()
+            <= 1e-6
+        )

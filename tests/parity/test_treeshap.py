@@ -11,18 +11,21 @@ from pathlib import Path
 import joblib
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pandas as pd
 import pytest
 import shap
+from onnx.reference import ReferenceEvaluator
 from sklearn.ensemble import RandomForestClassifier
 
 import common.model.treeshap
 from common.model.loader import ModelError, load_model
 from common.model.onnx_graph import node_attributes
-from common.model.treeshap import explainer_from_onnx, leaf_contributions
+from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT, explainer_from_onnx, leaf_contributions
 from export.convert import convert_to_onnx
 from export.explain import tree_covers
 from export.parity import edge_rows
+from export.shap_graph import attach_contributions
 from server.__main__ import main
 
 pytestmark = pytest.mark.parity
@@ -145,3 +148,72 @@ def test_a_perturbed_cover_stops_start_up_with_one_line(
 
 def test_an_unchanged_copy_loads(behaviour_model: Path, tmp_path: Path) -> None:
     assert load_model(_with_covers(behaviour_model, tmp_path, 1.0)).explainer is not None
+
+
+def _graph_contributions(model: onnx.ModelProto, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The file's own ``contributions`` output, from onnxruntime and from the onnx package's reference evaluator."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feed = {"features": X, EXPLAIN_INPUT: np.array(True)}
+    ours = session.run([CONTRIBUTIONS_OUTPUT], feed)[0]
+    reference = np.asarray(ReferenceEvaluator(model).run([CONTRIBUTIONS_OUTPUT], feed)[0])
+    return ours, reference
+
+
+@pytest.mark.parametrize("fixture", ["exported", "behaviour_model"])
+def test_the_model_file_computes_exact_reasons_on_two_runtimes(fixture: str, request: pytest.FixtureRequest) -> None:
+    exported: Path = request.getfixturevalue(fixture)
+    forest = joblib.load(exported.parent / "model.joblib")
+    model = onnx.load(str(exported))
+    X = _rows(exported.parent, forest)
+    expected, base = _reference(forest, X)
+    for got in _graph_contributions(model, X):
+        assert got.shape == expected.shape
+        assert np.max(np.abs(got - expected)) <= TOLERANCE
+        probability = forest.predict_proba(pd.DataFrame(X, columns=forest.feature_names_in_))[:, 1]
+        assert np.max(np.abs(base + got.astype(np.float64).sum(axis=1) - probability)) <= TOLERANCE
+    props = {p.key: p.value for p in model.metadata_props}
+    assert abs(float(props["shap_base_value"]) - base) <= TOLERANCE
+    served = load_model(exported)
+    assert served.explains_in_graph  # the server reads them from the same onnxruntime call
+    np.testing.assert_allclose(served.explain(X[:50])[1], expected[:50], rtol=0, atol=TOLERANCE)
+
+
+def test_a_depth_12_forest_explained_by_its_graph_on_two_runtimes(trained: Path) -> None:
+    table = pd.read_parquet(trained / "features.parquet")
+    features = json.loads((trained / "metrics.json").read_text())["features"]
+    train = table[table["split"] == "train"]
+    forest = RandomForestClassifier(n_estimators=8, max_depth=12, min_samples_leaf=2, random_state=0)
+    forest.fit(train[features], train["churned"])
+    model = convert_to_onnx(forest, {"features": features})
+    base = attach_contributions(model, tree_covers(forest), len(features))
+    assert base is not None
+    X = edge_rows(forest, train[features].to_numpy(np.float32)[:300], 500, seed=2)
+    expected, shap_base = _reference(forest, X)
+    assert abs(base - shap_base) <= TOLERANCE
+    for got in _graph_contributions(model, X):
+        assert np.max(np.abs(got - expected)) <= TOLERANCE
+
+
+def test_over_the_table_cap_the_file_carries_no_graph_and_the_server_explains_per_row(
+    trained: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = pd.read_parquet(trained / "features.parquet")
+    features = json.loads((trained / "metrics.json").read_text())["features"]
+    train = table[table["split"] == "train"]
+    forest = RandomForestClassifier(n_estimators=4, max_depth=8, random_state=0).fit(train[features], train["churned"])
+    monkeypatch.setattr(common.model.treeshap, "MAX_TABLE_FEATURES", 0)
+    model = convert_to_onnx(forest, {"features": features})
+    assert attach_contributions(model, tree_covers(forest), len(features)) is None
+    assert CONTRIBUTIONS_OUTPUT not in {output.name for output in model.graph.output}
+
+
+def test_a_graph_whose_tables_were_altered_stops_start_up(exported: Path, tmp_path: Path) -> None:
+    model = onnx.load(str(exported))
+    (rows,) = [t for t in model.graph.initializer if t.name == "shap_rows"]
+    rows.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(rows) * 2, "shap_rows"))
+    path = tmp_path / "model.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match="'contributions' does not reproduce the SHAP contributions"):
+        load_model(path)
