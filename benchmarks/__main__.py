@@ -1,15 +1,27 @@
-"""``python -m benchmarks run | decode | reliability | hostile | chaos | overload | safety | scale | batch | models |
-ablation``: speed side by side, what each batch shape costs before HTTP, robustness, hostile clients, operations
-under faults, overload
-shedding, the cost of keys/shedding/TLS, scale, batch scoring on DuckDB and Spark, the model against the classic
-baselines, and what each feature earns."""
+"""``python -m benchmarks run | decode | reliability | hostile | chaos | overload | safety | scale | batch | explain |
+models | ablation``: speed side by side, what each batch shape costs before HTTP, robustness, hostile clients,
+operations under faults, overload shedding, the cost of keys/shedding/TLS, scale, batch scoring on DuckDB and Spark,
+reasons from the model file, the model against the classic baselines, and what each feature earns."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from benchmarks import ablation, batch, chaos, decode, hostile, models, overload, reliability, run, safety, scale
+from benchmarks import (
+    ablation,
+    batch,
+    chaos,
+    decode,
+    explain,
+    hostile,
+    models,
+    overload,
+    reliability,
+    run,
+    safety,
+    scale,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -17,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, decode, reliability, hostile, chaos, overload, safety, scale, batch, models, ablation):
+    for module in (run, decode, reliability, hostile, chaos, overload, safety, scale, batch, explain, models, ablation):
         module.add_parser(commands)
     return parser
 

@@ -27,7 +27,7 @@ from benchmarks.scale import add_log_arguments, simulated_log
 _SCORE = """
 import json, sys, time
 from pathlib import Path
-engine, events, model, out, conf = sys.argv[1:6]
+engine, events, model, out, conf, explain = sys.argv[1:7]
 # pyarrow imports pandas (when installed) on its first conversion: a one-time 0.3 s that the in-process baseline
 # below also pays before its timer starts, so both start with it loaded (the `score` extra alone has no pandas).
 import importlib.util
@@ -38,10 +38,11 @@ columns = EventColumns(session="session_id", revenue="revenue")
 started = time.perf_counter()
 if engine == "spark":
     from score.spark_engine import score_on_spark
-    summary = score_on_spark(events, columns, Path(model), out, master="local[2]", conf=json.loads(conf))
+    summary = score_on_spark(events, columns, Path(model), out, master="local[2]", conf=json.loads(conf),
+                             explain=int(explain))
 else:
     from score.duckdb_engine import score_on_duckdb
-    summary = score_on_duckdb(Path(events), columns, Path(model), Path(out))
+    summary = score_on_duckdb(Path(events), columns, Path(model), Path(out), explain=int(explain))
 result = {"users": summary.users, "seconds": round(time.perf_counter() - started, 1),
           "stages": {k: round(v, 2) for k, v in summary.seconds.items()}}
 print("RESULT " + json.dumps(result))
@@ -95,9 +96,12 @@ def _run_script(script: str, *args: str) -> tuple[dict[str, Any], float]:
     return json.loads(line.removeprefix("RESULT ")), round(memory.peak_bytes / 2**20)
 
 
-def score_engine(engine: str, events: Path, model: Path, out: Path, spark_memory: str) -> dict[str, Any]:
+def score_engine(
+    engine: str, events: Path, model: Path, out: Path, spark_memory: str, explain: int = 0
+) -> dict[str, Any]:
     conf = {"spark.driver.memory": spark_memory, "spark.sql.shuffle.partitions": "8"}
-    result, peak_mb = _run_script(_SCORE, engine, str(events), str(model), str(out), json.dumps(conf))
+    arguments = (engine, str(events), str(model), str(out), json.dumps(conf), str(explain))
+    result, peak_mb = _run_script(_SCORE, *arguments)
     result["peak_rss_mb"] = peak_mb
     result["users_per_second"] = round(result["users"] / result["seconds"])
     return result
@@ -116,6 +120,9 @@ def add_parser(commands: Any) -> None:
         "--engines", nargs="+", choices=("duckdb", "spark"), default=["duckdb", "spark"], help="engines to run"
     )
     parser.add_argument("--spark-memory", default="6g", help="spark.driver.memory of the local[2] run")
+    parser.add_argument(
+        "--explain", type=int, default=0, metavar="K", help="also run DuckDB with --explain K: the cost of the reasons"
+    )
     parser.set_defaults(handler=main)
 
 
@@ -135,6 +142,15 @@ def main(args: argparse.Namespace) -> int:
                 "ratio": round(alone["seconds"] / scoring, 2),
             }
             print(f"scoring step: {results['scoring_step']}", flush=True)
+            if args.explain:
+                explained = args.out / f"predictions-{args.users}-explain-{args.explain}.parquet"
+                results["duckdb_explain"] = score_engine(
+                    "duckdb", events, args.model, explained, args.spark_memory, args.explain
+                )
+                results["duckdb_explain"]["time_ratio"] = round(
+                    results["duckdb_explain"]["seconds"] / results["duckdb"]["seconds"], 2
+                )
+                print(f"duckdb --explain {args.explain}: {results['duckdb_explain']}", flush=True)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"batch-{args.users}.json").write_text(json.dumps(results, indent=2) + "\n")

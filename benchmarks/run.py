@@ -258,33 +258,42 @@ def batch_call_seconds(call: Any, batches: Sequence[np.ndarray], repeat: int) ->
 
 
 def explain_floor(model: Any, forest: Any, batch: np.ndarray, repeat: int) -> dict[str, float]:
-    """Our TreeSHAP in-process (one row; 1000-row batches) beside shap.TreeExplainer's C++ on the same rows."""
+    """Reasons in-process (one row; 1000-row batches): the model file's graph, which the server calls, and the
+    per-row algorithm in Python (its fallback), beside shap.TreeExplainer's C++ on the same rows."""
     if model.explainer is None:
         return {}
     import shap
 
     explainer = model.explainer
-    for _ in range(50):
-        explainer.shap_values(batch[:1])
-    started = time.perf_counter()
-    for _ in range(max(50, repeat // 10)):
-        explainer.shap_values(batch[:1])
-    single_us = (time.perf_counter() - started) / max(50, repeat // 10) * 1e6
-    ours, theirs = [], []
+    calls = max(50, repeat // 10)
+    singles = {}
+    for name, call in (("graph", model.explain), ("python", explainer.shap_values)):
+        for _ in range(50):
+            call(batch[:1])
+        started = time.perf_counter()
+        for _ in range(calls):
+            call(batch[:1])
+        singles[name] = (time.perf_counter() - started) / calls * 1e6
+    graph: list[float] = []
+    python: list[float] = []
+    theirs: list[float] = []
     reference = shap.TreeExplainer(forest, feature_perturbation="tree_path_dependent")
     frame = pd.DataFrame(batch.astype(np.float64), columns=list(model.info.features))
     for _ in range(5):
-        started = time.perf_counter()
-        explainer.shap_values(batch)
-        ours.append(time.perf_counter() - started)
+        for timings, call in ((graph, lambda: model.explain(batch)), (python, lambda: explainer.shap_values(batch))):
+            started = time.perf_counter()
+            call()
+            timings.append(time.perf_counter() - started)
         started = time.perf_counter()
         reference.shap_values(frame)
         theirs.append(time.perf_counter() - started)
     return {
-        "explain_single_row_us": single_us,
-        "explain_rows_per_s_1000": len(batch) / statistics.median(ours),
+        "explain_single_row_us": singles["graph"] if model.explains_in_graph else singles["python"],
+        "explain_python_single_row_us": singles["python"],
+        "explain_rows_per_s_1000": len(batch) / statistics.median(graph),
+        "explain_python_rows_per_s_1000": len(batch) / statistics.median(python),
         "shap_rows_per_s_1000": len(batch) / statistics.median(theirs),
-        "explain_tabulated": float(explainer.tabulated),
+        "explain_in_graph": float(model.explains_in_graph),
     }
 
 

@@ -108,7 +108,7 @@ def test_metadata_round_trips(exported: Path) -> None:
     assert json.loads(meta["test_metrics"]) == metrics["test"]
     assert [i.name for i in session.get_inputs()] == ["features"]
     assert session.get_inputs()[0].shape[1] == len(metrics["features"])
-    assert [o.name for o in session.get_outputs()] == ["label", "probabilities"]
+    assert [o.name for o in session.get_outputs()] == ["label", "probabilities", "contributions"]
     golden = json.loads(meta["golden_rows"])
     got = session.run(["probabilities"], {"features": np.array(golden["inputs"], dtype=np.float32)})[0][:, 1]
     np.testing.assert_allclose(got, golden["probabilities"], rtol=0, atol=1e-6)
