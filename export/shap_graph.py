@@ -39,7 +39,7 @@ def add_contributions(model: ModelProto, tables: ShapTables, input_name: str, n_
     slot_high = constant("slot_high", tables.slot_high[:, None])
     weights = constant("pattern_weights", (1 << np.arange(depth)).astype(np.float32)[None, :])
     row_offset = constant("row_offset", tables.row_offset[:, None])
-    rows = constant("rows", tables.rows.astype(np.float32))
+    rows = constant("rows", tables.rows)  # float64: a deep forest sums thousands of leaves' shares per row
     bits_shape = constant("bits_shape", np.array([depth, -1], dtype=np.int64))
     pattern_shape = constant("pattern_shape", np.array([n_leaves, -1], dtype=np.int64))
     leading = constant("leading", np.array([0], dtype=np.int64))
@@ -60,7 +60,8 @@ def add_contributions(model: ModelProto, tables: ShapTables, input_name: str, n_
         helper.make_node("Cast", [name("pattern")], [name("pattern_index")], to=TensorProto.INT64),
         helper.make_node("Add", [name("pattern_index"), row_offset], [name("row_index")]),
         helper.make_node("Gather", [rows, name("row_index")], [name("leaf_rows")], axis=0),  # [leaves, N, F]
-        helper.make_node("ReduceSum", [name("leaf_rows"), leading], [name("explained")], keepdims=0),
+        helper.make_node("ReduceSum", [name("leaf_rows"), leading], [name("explained_exact")], keepdims=0),
+        helper.make_node("Cast", [name("explained_exact")], [name("explained")], to=TensorProto.FLOAT),
     ]
     explained = helper.make_tensor_value_info(name("explained"), TensorProto.FLOAT, [None, n_features])
     then_branch = helper.make_graph(nodes, "shap_contributions", [], [explained])
