@@ -116,7 +116,9 @@ def measure(forest: RandomForestClassifier, features: list[str], X_test: np.ndar
     batch = np.ascontiguousarray(np.resize(X_test, (1000, len(features))))
     one = batch[:1]
     assert model.explainer is not None
+    plain = load_model(paths["plain"])
     result["one_row_us"] = {
+        "predict_without_graph": _seconds(lambda: plain.predict_proba(one), 2000) * 1e6,
         "predict": _seconds(lambda: model.predict_proba(one), 2000) * 1e6,
         "graph": _seconds(lambda: model.explain(one), 2000) * 1e6,
         "per_row_python": _seconds(lambda: model.explainer.shap_values(one), 2000) * 1e6,  # type: ignore[union-attr]
