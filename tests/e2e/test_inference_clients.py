@@ -9,6 +9,7 @@ error of the client's own kind with the status its user would branch on.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -18,9 +19,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.procs import ServerProcess, free_port, metric, python_command, run_server
+from benchmarks.procs import (
+    ROOT,
+    ServerProcess,
+    free_port,
+    metric,
+    python_command,
+    run_server,
+    self_signed_certificate,
+    stop,
+)
 from common.model.loader import Model, load_model
 from server.config.keys import hash_key
+from tests.support import require_tool
 
 pytestmark = pytest.mark.e2e
 
@@ -195,3 +206,42 @@ def test_grpc_serves_the_swapped_model_on_every_worker(
             results = _run("triton-grpc", (proc, grpc_port), path)
             assert results["version"] == twin.info.version
             _check_scores(results, "infer", twin, X)
+
+
+def test_grpc_speaks_tls_with_the_servers_certificate(
+    exported: Path, model: Model, rows: tuple[np.ndarray, Path], tmp_path: Path
+) -> None:
+    """With PULSE_TLS_CERT/KEY the gRPC port is TLS too: a client that trusts the certificate gets its answer; a
+    plain-text client gets none."""
+    import grpc
+
+    from server.core.v2_grpc import ModelInferRequest, ModelInferResponse
+
+    require_tool("openssl", "apt-get install openssl")
+    cert, key = self_signed_certificate(tmp_path)
+    port, grpc_port = free_port(), free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--log-level", "warning")
+    env = {"PULSE_GRPC_PORT": str(grpc_port), "PULSE_TLS_CERT": str(cert), "PULSE_TLS_KEY": str(key)}
+    X = rows[0]
+    request: Any = ModelInferRequest(model_name="churn", id="tls-1")
+    request.inputs.add(name=model.info.input_name, datatype="FP32", shape=X.shape)
+    request.raw_input_contents.append(X.astype("<f4").tobytes())
+    method = "/inference.GRPCInferenceService/ModelInfer"
+    process = subprocess.Popen(
+        command, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
+    )
+    try:
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        with grpc.secure_channel(f"127.0.0.1:{grpc_port}", credentials) as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+            answer: Any = ModelInferResponse.FromString(
+                channel.unary_unary(method)(request.SerializeToString(), timeout=30)
+            )
+        probabilities = np.frombuffer(answer.raw_output_contents[0], "<f4").reshape(list(answer.outputs[0].shape))
+        assert answer.id == "tls-1"
+        np.testing.assert_allclose(probabilities, model.predict_proba(X), rtol=0, atol=1e-6)
+        with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as plain:
+            with pytest.raises(grpc.RpcError):
+                plain.unary_unary(method)(request.SerializeToString(), timeout=5)
+    finally:
+        stop(process)
