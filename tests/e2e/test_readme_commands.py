@@ -106,6 +106,8 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         *(f"{label} stock" for label in ("/predict [1000]", "/predict columns [1000]", "/v2 infer [1000]")),
         "/v2 infer binary [1000] stock",
         "/v2 infer binary in and out [1000] stock",
+        "gRPC ModelInfer raw [1]",
+        "gRPC ModelInfer raw [1000]",
     }
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0
