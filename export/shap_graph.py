@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from onnx import ModelProto, TensorProto, helper, numpy_helper
 
-from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT, ShapTables
+from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT, ShapTables, TreeShapError, explainer_from_onnx
 
 _PREFIX = "shap_"  # every name this module adds to the graph
 
@@ -84,8 +84,6 @@ def attach_contributions(model: ModelProto, covers: list[list[float]], n_feature
     """Add the contributions graph to the converted forest (in place); return the base value, or ``None`` (and add
     nothing) when the forest's tables would pass the explainer's caps: then only the server's per-row algorithm
     explains it."""
-    from common.model.treeshap import TreeShapError, explainer_from_onnx
-
     explainer = explainer_from_onnx(model.SerializeToString(), covers, n_features, positive_index=1)
     try:
         tables = explainer.graph_tables()

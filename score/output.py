@@ -63,14 +63,14 @@ def scored_batch(
     scored = with_predictions(batch, probabilities[:, model.info.positive_index], spec, cutoff)
     order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :explain]  # as the server's reasons
     names = np.asarray(spec.names, dtype=object)
-    rows = np.arange(len(X))[:, None]
+    rows = np.arange(len(X))
     columns = []
     for i in range(explain):
         j = order[:, i]
         columns += [
             pa.array(names[j], pa.string()),
-            pa.array(X[rows[:, 0], j].astype(np.float64)),
-            pa.array(contributions[rows[:, 0], j]),
+            pa.array(X[rows, j].astype(np.float64)),
+            pa.array(contributions[rows, j]),
         ]
     fields = prediction_fields(explain)[len(prediction_fields()) :]
     return pa.RecordBatch.from_arrays([*scored.columns, *columns], schema=pa.schema([*scored.schema, *fields]))

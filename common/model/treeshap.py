@@ -200,25 +200,19 @@ class TreeExplainer:
                 f"paths with more than {MAX_TABLE_FEATURES} features, or tables over {MAX_TABLE_BYTES >> 20} MiB"
             )
         table, row_offset = self._table_rows(self._depths)
-        n_leaves, max_depth = self._first_answer.shape
-        by_feature = self._feature_of_slot.reshape(n_leaves, max_depth, self.n_features)
-        on_path: npt.NDArray[np.bool_] = np.any(by_feature, axis=2)  # [leaves, max_depth]
-        feature = by_feature.argmax(axis=2)
-        rows = np.zeros((len(table), self.n_features), dtype=np.float64)
-        leaf_of_row = np.searchsorted(row_offset, np.arange(len(table) - 1), side="right") - 1
-        for k in range(max_depth):  # a leaf's path features are distinct: each slot has a column of its own
-            used = np.flatnonzero(on_path[leaf_of_row, k])
-            rows[used, feature[leaf_of_row[used], k]] = table[used, k]
+        n_leaves, max_depth = len(self._leaves), int(self._depths.max())
+        rows = np.zeros((len(table), self.n_features), dtype=np.float64)  # the last row stays zero
         feature_of = np.zeros((max_depth, n_leaves), dtype=np.int64)
         low = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)  # past a path: low = +inf, never true
         high = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)
-        for leaf_index, leaf in enumerate(self._leaves):
-            for k, (feature_index, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
-                feature_of[k, leaf_index] = feature_index
-                lows = [self._node_threshold[node] for node, went_true in steps if not went_true]
-                highs = [self._node_threshold[node] for node, went_true in steps if went_true]
-                low[k, leaf_index] = max(lows, default=-np.inf)
-                high[k, leaf_index] = min(highs, default=np.inf)
+        for i, leaf in enumerate(self._leaves):
+            d = len(leaf.features)
+            patterns = slice(row_offset[i], row_offset[i] + (1 << d))
+            rows[patterns, leaf.features] = table[patterns, :d]  # a path's features are distinct
+            for k, (feature, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
+                feature_of[k, i] = feature
+                low[k, i] = max((self._node_threshold[n] for n, went_true in steps if not went_true), default=-np.inf)
+                high[k, i] = min((self._node_threshold[n] for n, went_true in steps if went_true), default=np.inf)
         return ShapTables(
             slot_feature=feature_of.reshape(-1),
             slot_low=low.reshape(-1),

@@ -116,6 +116,9 @@ TABLE: dict[str, bytes] = {
     "health with a query": _request("/health?verbose=1", method="GET", key=None),
     "V2 model config": _request("/v2/models/churn/config", method="GET"),
     "V2 infer, no content type": _request(INFER, json.dumps({"inputs": [TENSOR]}).encode(), headers=()),
+    "V2 binary, trailing whitespace after the JSON length": _request(
+        INFER, BINARY_IN, headers=(*OCTETS, ("inference-header-content-length", f"{BINARY_IN_LENGTH} \t"))
+    ),
     "V2 another version": _request("/v2/models/churn/versions/nope/infer", json.dumps({"inputs": [TENSOR]}).encode()),
 }
 

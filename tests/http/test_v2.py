@@ -210,3 +210,13 @@ def test_v2_binary_values_are_range_checked(client: TestClient) -> None:
     body, headers = _binary_request([[1.0, -1.0, 1.0, 1.0, float("nan")]])
     response = client.post("/v2/models/churn/infer", content=body, headers=headers)
     assert response.status_code == 400 and "finite" in response.json()["error"]
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "PUT", "DELETE"])
+def test_an_unknown_v2_path_answers_in_the_protocols_error_shape_for_any_method(
+    client: TestClient, method: str
+) -> None:
+    """Triton's client calls POST /v2/repository/index and reads ``error`` from what comes back."""
+    response = client.request(method, "/v2/repository/index")
+    assert response.status_code == 404
+    assert response.json() == {"error": "no V2 endpoint at '/v2/repository/index'"}
