@@ -97,3 +97,39 @@ def at_threshold(y_true: npt.ArrayLike, y_proba: npt.ArrayLike, threshold: float
 def brier(y_true: npt.ArrayLike, y_proba: npt.ArrayLike) -> float:
     """Mean squared difference between the probability and the 0/1 outcome."""
     return float(np.mean((np.asarray(y_proba, dtype=np.float64) - np.asarray(y_true, dtype=np.float64)) ** 2))
+
+
+# Performance estimated before the labels exist (confidence-based performance estimation, as NannyML's CBPE): each
+# probability is taken as the chance that its user churns, so a group of scores with sum s over n rows holds s
+# expected churners and n - s expected stayers. Valid while the model stays calibrated (its ECE says how well it is).
+ESTIMATE_BINS = 200  # the server's window counts scores into this many equal-width bins of [0, 1]
+
+
+def estimated_from_groups(
+    counts: npt.ArrayLike, sums: npt.ArrayLike, flagged_rows: float, flagged_sum: float
+) -> dict[str, float] | None:
+    """Expected ROC-AUC, precision, recall and F1 from score groups in ascending order (``counts[g]`` rows whose
+    scores sum to ``sums[g]``; scores in one group count as ties) and the rows at or above the threshold (how many,
+    and their scores' sum). ``None`` when no churner or no stayer is expected."""
+    n = np.asarray(counts, dtype=np.float64)
+    positives = np.asarray(sums, dtype=np.float64)
+    negatives = n - positives
+    expected_churners, expected_stayers = positives.sum(), negatives.sum()
+    if expected_churners <= 0 or expected_stayers <= 0:
+        return None
+    below = np.cumsum(negatives) - negatives  # expected stayers scored lower than each group
+    auc = float((positives * (below + 0.5 * negatives)).sum() / (expected_churners * expected_stayers))
+    precision = flagged_sum / flagged_rows if flagged_rows > 0 else 0.0
+    recall = flagged_sum / expected_churners
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    return {"roc_auc": auc, "precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def estimated_performance(y_proba: npt.ArrayLike, threshold: float) -> dict[str, float] | None:
+    """:func:`estimated_from_groups` over every row's own score (equal scores tie)."""
+    p = np.asarray(y_proba, dtype=np.float64)
+    values, inverse = np.unique(p, return_inverse=True)
+    counts = np.bincount(inverse, minlength=len(values))
+    sums = np.bincount(inverse, weights=p, minlength=len(values))
+    flagged = p >= threshold
+    return estimated_from_groups(counts, sums, float(flagged.sum()), float(p[flagged].sum()))

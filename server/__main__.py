@@ -19,7 +19,8 @@ from typing import Any
 from common.model.loader import Model, ModelError, load_model
 from server.config.keys import KeyRing, KeysError
 from server.config.settings import Settings, SettingsError
-from server.monitoring.request_log import RequestLogError, check_request_log_path
+from server.monitoring.log_file import RequestLogError, check_request_log_path
+from server.monitoring.shadow import check_shadow
 from server.ops.logs import logging_config
 
 logger = logging.getLogger("server")
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         if settings.api_keys_file is not None:
             KeyRing.load(settings.api_keys_file)
         model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes)
+        if settings.shadow_model is not None:
+            check_shadow(model, load_model(settings.shadow_model, "", 1, settings.max_model_bytes))
     except (ModelError, RequestLogError, KeysError, SettingsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

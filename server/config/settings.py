@@ -98,6 +98,12 @@ class Settings:
     request_log: Path | None = _setting(None, _optional_path)  # JSONL of features and predictions, for drift
     request_log_sample: float = _setting(1.0, _finite_float, 0, 1)
     request_log_queue: int = _setting(10_000, int, 1, 10_000_000)
+    request_log_max_bytes: int = _setting(100 * MIB, int, 0, 1 << 50)  # rotate past this size (0: never)
+    request_log_max_age_seconds: float = _setting(86_400.0, _finite_float, 0, 10**9)  # ... or this age (0: never)
+    request_log_keep: int = _setting(0, int, 0, 1_000_000)  # rotated files kept, oldest deleted first (0: all)
+    shadow_model: Path | None = _setting(None, _optional_path)  # a candidate scored beside the served model
+    shadow_sample: float = _setting(0.1, _finite_float, 0, 1)  # share of requests the shadow scores
+    estimate_tolerance: float = _setting(0.05, _finite_float, 0, 1)  # alert: estimated ROC-AUC this far below test
     drain_seconds: float = _setting(2.0, _finite_float, 0, 3600)  # after SIGTERM: not ready, still serving
     graceful_timeout_seconds: int = _setting(30, int, 0, 3600)  # then in-flight requests get this long to finish
     metrics_dir: Path | None = _setting(None, _optional_path)  # workers' metric snapshots (made for --workers N)

@@ -10,6 +10,7 @@ import numpy.typing as npt
 import orjson
 
 from common.model.loader import Model
+from server.core.ids import Id
 from server.core.validation import RowParser
 from server.monitoring.drift import DriftWindow
 from server.monitoring.request_log import ModelLog
@@ -43,7 +44,9 @@ class ServedModel:
         self._churned_tail = b',"churn":true,' + constant
         self._stayed_tail = b',"churn":false,' + constant
 
-    def render_one(self, p: Any) -> bytes:
+    def render_one(self, p: Any, ident: Id | None = None) -> bytes:
+        if ident is not None:
+            return b'{"id":' + orjson.dumps(ident) + b"," + self.render_one(p)[1:]
         return orjson.dumps(
             {
                 "churn_probability": p,
@@ -54,10 +57,11 @@ class ServedModel:
             option=ORJSON_NUMPY,
         )
 
-    def render_columns(self, proba: npt.NDArray[np.float32]) -> bytes:
-        """The columnar answer to a columnar batch: one list per result field."""
+    def render_columns(self, proba: npt.NDArray[np.float32], ids: list[Id | None] | None = None) -> bytes:
+        """The columnar answer to a columnar batch: one list per result field (the ids first, when sent)."""
         return orjson.dumps(
             {
+                **({"id": ids} if ids is not None else {}),
                 "churn_probability": proba,
                 "churn": proba >= self.threshold,
                 "threshold": self.threshold,
@@ -66,7 +70,7 @@ class ServedModel:
             option=ORJSON_NUMPY,
         )
 
-    def render_batch(self, proba: npt.NDArray[np.float32]) -> bytes:
+    def render_batch(self, proba: npt.NDArray[np.float32], ids: list[Id | None] | None = None) -> bytes:
         # Same JSON as one dict per row, built from bytes: orjson formats the probabilities in one C call.
         numbers = orjson.dumps(proba, option=ORJSON_NUMPY)[1:-1].split(b",")
         churned, stayed = self._churned_tail, self._stayed_tail
@@ -74,4 +78,9 @@ class ServedModel:
             b'{"churn_probability":' + number + (churned if churn else stayed)
             for number, churn in zip(numbers, (proba >= self.threshold).tolist(), strict=True)
         ]
+        if ids is not None:  # each row's id first, as the caller sent it
+            rows = [
+                row if i is None else b'{"id":' + orjson.dumps(i) + b"," + row[1:]
+                for row, i in zip(rows, ids, strict=True)
+            ]
         return b"[" + b",".join(rows) + b"]"

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from common.model.loader import ModelInfo
 from server.core.errors import V2Error
+from server.core.ids import ID_FIELD, check_v2_ids, decode_strings, encode_strings
 from server.core.served import ServedModel
 from server.core.validation import FLOAT32_MAX, NUMBERS
 
@@ -82,6 +83,7 @@ class InferRequest:
     id: Any
     explain: bool  # the request parameter "explain": add the SHAP contributions output
     binary_outputs: frozenset[str]  # outputs to answer as raw bytes after the JSON (the binary tensor extension)
+    ids: list[str] | None = None  # the ``id`` input: the caller's id of each row, echoed as the ``id`` output
 
 
 def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None) -> InferRequest:
@@ -92,10 +94,7 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     """
     if type(body) is not dict or type(body.get("inputs")) is not list:
         raise V2Error("request must be an object with an 'inputs' list")
-    inputs = body["inputs"]
-    if len(inputs) != 1 or type(inputs[0]) is not dict:
-        raise V2Error(f"expected exactly one input tensor named {info.input_name!r}")
-    tensor = inputs[0]
+    tensor, id_tensor = _inputs(body["inputs"], info)
     shape = check_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), info, max_batch)
     parameters = body.get("parameters") or {}
     if type(parameters) is not dict:
@@ -112,11 +111,11 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     request_id = body.get("id")
     if request_id is not None and not (type(request_id) is str and _encodable(request_id)):
         raise V2Error("request 'id' must be a string")
-    names = (info.probability_output, CONTRIBUTIONS)
+    names = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
     binary_outputs = set(names) if all_binary else set()
     for output in outputs:
         if type(output) is not dict or output.get("name") not in names:
-            raise V2Error(f"unknown output {output!r}; the model's outputs are {names[0]!r} and {names[1]!r}")
+            raise V2Error(f"unknown output {output!r}; the model's outputs are {', '.join(map(repr, names))}")
         output_parameters = output.get("parameters") or {}
         wanted = output_parameters.get("binary_data", all_binary) if type(output_parameters) is dict else None
         if type(wanted) is not bool:
@@ -125,9 +124,64 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
             binary_outputs.add(output["name"])
         else:
             binary_outputs.discard(output["name"])
-    X = _binary_values(tensor, shape, binary) if binary is not None else _json_values(tensor, shape)
+    chunks = _binary_chunks(body["inputs"], binary) if binary is not None else {}
+    X: npt.NDArray[np.floating[Any]]
+    if tensor["name"] in chunks:
+        X = _binary_values(tensor, shape, chunks[tensor["name"]])
+    else:
+        X = _json_values(tensor, shape)
     check_range(X, info)
-    return InferRequest(X.astype(np.float32, copy=False), request_id, explain, frozenset(binary_outputs))
+    ids = None
+    if id_tensor is not None:
+        ids = check_v2_ids(_id_values(id_tensor, shape[0], chunks.get(ID_FIELD)), shape[0])
+    return InferRequest(X.astype(np.float32, copy=False), request_id, explain, frozenset(binary_outputs), ids)
+
+
+def _inputs(inputs: list[Any], info: ModelInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The features tensor, and the optional ``id`` tensor (one caller id per row)."""
+    if not inputs or len(inputs) > 2 or not all(type(tensor) is dict for tensor in inputs):
+        raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES)")
+    by_name = {tensor.get("name"): tensor for tensor in inputs}
+    id_tensor = by_name.pop(ID_FIELD, None)
+    if len(by_name) != 1:
+        raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES)")
+    return next(iter(by_name.values())), id_tensor
+
+
+def _binary_chunks(inputs: list[dict[str, Any]], binary: bytes) -> dict[str, bytes]:
+    """Each binary input's bytes: the inputs that announce ``binary_data_size`` take theirs in input order."""
+    chunks, at = {}, 0
+    for tensor in inputs:
+        parameters = tensor.get("parameters")
+        size = parameters.get("binary_data_size") if type(parameters) is dict else None
+        if size is None:
+            continue
+        if type(size) is not int or size < 0 or at + size > len(binary):
+            raise V2Error(
+                f"input {tensor.get('name')!r} binary_data_size {size!r} does not fit the {len(binary)} bytes"
+            )
+        chunks[tensor["name"]] = binary[at : at + size]
+        at += size
+    if at != len(binary):
+        raise V2Error(f"the binary data holds {len(binary)} bytes; the inputs' binary_data_size announce {at}")
+    return chunks
+
+
+def _id_values(tensor: dict[str, Any], rows: int, binary: bytes | None) -> list[Any]:
+    """The ``id`` tensor's strings: BYTES, shape ``[N]`` or ``[N, 1]``, as JSON data or binary."""
+    shape = tensor.get("shape")
+    if tensor.get("datatype") != "BYTES" or shape not in ([rows], [rows, 1]):
+        raise V2Error(
+            f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {tensor.get('datatype')!r} {shape!r}"
+        )
+    if binary is not None:
+        return decode_strings(binary, rows, "input 'id'")
+    data = tensor.get("data")
+    if type(data) is not list:
+        raise V2Error("input 'id' 'data' must be a list of strings")
+    if len(data) == rows and all(type(item) is list and len(item) == 1 for item in data):
+        data = [item[0] for item in data]
+    return data
 
 
 def check_input(name: object, datatype: object, shape: object, info: ModelInfo, max_batch: int) -> list[int]:
@@ -219,10 +273,12 @@ def infer_response(
     contributions: npt.NDArray[np.float64] | None = None,
     base_value: float = 0.0,
     binary_outputs: frozenset[str] = frozenset(),
+    ids: list[str] | None = None,
 ) -> tuple[dict[str, Any], list[bytes]]:
-    """The response object, and the raw little-endian FP32 bytes of the outputs in ``binary_outputs``, in output
-    order (each such output carries ``parameters.binary_data_size`` instead of ``data``)."""
-    tensors = [(info.probability_output, probabilities)]
+    """The response object, and the raw bytes of the outputs in ``binary_outputs``, in output order (each such
+    output carries ``parameters.binary_data_size`` instead of ``data``): little-endian FP32, and BYTES as the
+    protocol frames them."""
+    tensors: list[tuple[str, Any]] = [(info.probability_output, probabilities)]
     if contributions is not None:
         tensors.append((CONTRIBUTIONS, contributions.astype(np.float32)))
     outputs, chunks = [], []
@@ -233,6 +289,14 @@ def infer_response(
             output["parameters"] = {"binary_data_size": len(chunks[-1])}
         else:
             output["data"] = tensor.reshape(-1)
+        outputs.append(output)
+    if ids is not None:
+        output = {"name": ID_FIELD, "datatype": "BYTES", "shape": [len(ids)]}
+        if ID_FIELD in binary_outputs:
+            chunks.append(encode_strings(ids))
+            output["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            output["data"] = ids
         outputs.append(output)
     response: dict[str, Any] = {"model_name": name, "model_version": info.version, "outputs": outputs}
     if contributions is not None:

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from common.model.loader import ModelInfo
 from server.core.errors import V2Error
+from server.core.ids import ID_FIELD, check_v2_ids, decode_strings, encode_strings
 from server.core.v2 import CONTRIBUTIONS, InferRequest, check_input, check_range
 
 SERVICE = "inference.GRPCInferenceService"
@@ -56,18 +57,25 @@ def decode_infer(body: bytes) -> Any:
 def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequest:
     """The request's input tensor, id and explain flag; raise :class:`V2Error` naming what is wrong. The values come
     as ``raw_input_contents`` (little-endian FP32) or as ``contents.fp32_contents``."""
-    if len(message.inputs) != 1:
-        raise V2Error(f"expected exactly one input tensor named {info.input_name!r}, got {len(message.inputs)}")
-    tensor = message.inputs[0]
+    names = [tensor.name for tensor in message.inputs]
+    if not 1 <= len(names) <= 2 or len(set(names)) != len(names) or len([n for n in names if n != ID_FIELD]) != 1:
+        raise V2Error(
+            f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES), got {names}"
+        )
+    place = next(i for i, name in enumerate(names) if name != ID_FIELD)
+    tensor = message.inputs[place]
     shape = check_input(tensor.name, tensor.datatype, list(tensor.shape), info, max_batch)
     count = shape[0] * shape[1]
     typed = tensor.HasField("contents")
-    if message.raw_input_contents:
-        raw = message.raw_input_contents[0]
-        if typed or len(message.raw_input_contents) != 1 or len(raw) != count * 4:
+    raw_inputs = list(message.raw_input_contents)
+    if raw_inputs and len(raw_inputs) != len(names):
+        raise V2Error(f"raw_input_contents must hold one entry per input ({len(names)}), got {len(raw_inputs)}")
+    if raw_inputs:
+        raw = raw_inputs[place]
+        if typed or len(raw) != count * 4:
             raise V2Error(
-                f"raw_input_contents must hold one tensor of {count * 4} bytes (N x features x 4) and no typed "
-                f"contents; got {[len(r) for r in message.raw_input_contents]} bytes"
+                f"raw_input_contents must hold the features as {count * 4} bytes (N x features x 4) and no typed "
+                f"contents; got {len(raw)} bytes"
             )
         X: npt.NDArray[np.float32] = np.frombuffer(raw, dtype="<f4").reshape(shape)
     elif typed:
@@ -82,17 +90,37 @@ def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequ
     else:
         raise V2Error("the input carries no values: send raw_input_contents or contents.fp32_contents")
     check_range(X, info)
+    ids = None
+    if len(names) == 2:
+        id_place = 1 - place
+        ids = check_v2_ids(
+            _grpc_ids(message.inputs[id_place], raw_inputs[id_place] if raw_inputs else None, shape[0]), shape[0]
+        )
     explain = False
     if "explain" in message.parameters:
         parameter = message.parameters["explain"]
         if parameter.WhichOneof("parameter_choice") != "bool_param":
             raise V2Error("request parameter 'explain' must be a bool_param", 422)
         explain = parameter.bool_param
-    names = (info.probability_output, CONTRIBUTIONS)
+    outputs = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
     for output in message.outputs:
-        if output.name not in names:
-            raise V2Error(f"unknown output {output.name!r}; the model's outputs are {names[0]!r} and {names[1]!r}")
-    return InferRequest(X, message.id or None, explain, frozenset(names))
+        if output.name not in outputs:
+            raise V2Error(f"unknown output {output.name!r}; the model's outputs are {', '.join(map(repr, outputs))}")
+    return InferRequest(X, message.id or None, explain, frozenset(outputs), ids)
+
+
+def _grpc_ids(tensor: Any, raw: bytes | None, rows: int) -> list[Any]:
+    """The ``id`` tensor's strings, from ``contents.bytes_contents`` or its raw (length-prefixed) entry."""
+    if tensor.datatype != "BYTES" or list(tensor.shape) not in ([rows], [rows, 1]):
+        raise V2Error(
+            f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {tensor.datatype!r} {list(tensor.shape)}"
+        )
+    if raw is not None:
+        return decode_strings(raw, rows, "input 'id'")
+    try:
+        return [value.decode() for value in tensor.contents.bytes_contents]
+    except UnicodeDecodeError:
+        raise V2Error("input 'id' values must be UTF-8") from None
 
 
 def grpc_infer_response(
@@ -102,6 +130,7 @@ def grpc_infer_response(
     request_id: str | None,
     contributions: npt.NDArray[np.float64] | None = None,
     base_value: float = 0.0,
+    ids: list[str] | None = None,
 ) -> bytes:
     """The serialized ``ModelInferResponse``: every output as raw little-endian FP32 bytes, as Triton answers."""
     response: Any = ModelInferResponse(model_name=name, model_version=info.version, id=request_id or "")
@@ -113,4 +142,7 @@ def grpc_infer_response(
     for output_name, tensor in tensors:
         response.outputs.add(name=output_name, datatype="FP32", shape=tensor.shape)
         response.raw_output_contents.append(tensor.astype("<f4", copy=False).tobytes())
+    if ids is not None:
+        response.outputs.add(name=ID_FIELD, datatype="BYTES", shape=[len(ids)])
+        response.raw_output_contents.append(encode_strings(ids))
     return bytes(response.SerializeToString())

@@ -17,6 +17,7 @@ import numpy.typing as npt
 import orjson
 
 from server.core.errors import MalformedJson, PayloadTooLarge, ValidationFailed, field_error
+from server.core.ids import ID_FIELD, Id, id_error, id_problem
 
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 MAX_REPORTED_ERRORS = 50
@@ -34,6 +35,15 @@ class Columns:
 
     def __len__(self) -> int:
         return len(self.X)
+
+
+@dataclass(frozen=True, slots=True)
+class Identified:
+    """Rows sent with caller ids (``"id"`` beside the features): the rows as the parser gives them without ids,
+    and one id per row (``None`` for a row of the batch that came without one)."""
+
+    rows: list[float] | npt.NDArray[np.float32] | Columns
+    ids: list[Id | None]
 
 
 class _Invalid(Exception):
@@ -79,9 +89,10 @@ class RowParser:
         u, ell = self._key_letters
         return body.count(b'"') == 2 * self._n and body.count(b"u") == u and body.count(b"l") == ell
 
-    def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32] | Columns:
+    def parse(self, body: bytes) -> list[float] | npt.NDArray[np.float32] | Columns | Identified:
         """One row as a list in feature order (a JSON object), ``float32[N, n]`` (a JSON array of objects), or
-        :class:`Columns` (a JSON object of one list per feature)."""
+        :class:`Columns` (a JSON object of one list per feature); :class:`Identified` around them when the body
+        carries caller ids."""
         data = decode_json(body)
         if type(data) is dict:
             values = data.values()
@@ -100,7 +111,7 @@ class RowParser:
             ]
         )
 
-    def parse_rows(self, rows: list[Any]) -> npt.NDArray[np.float32]:
+    def parse_rows(self, rows: list[Any]) -> npt.NDArray[np.float32] | Identified:
         """Validate a batch of row objects; one array for one onnxruntime call."""
         if not rows:
             raise ValidationFailed([field_error(["body"], "List should have at least 1 item, not 0", "too_short")])
@@ -119,14 +130,29 @@ class RowParser:
                 columns.append(column)
             X64 = np.array(columns, dtype=np.float64).T
         except (_Invalid, KeyError, OverflowError):
-            raise ValidationFailed(self.errors(rows, batch=True)) from None
+            return self._identified_rows(rows)  # rows with ids, or the 422
+
         if not ((X64 >= self._minimum_row) & (X64 <= FLOAT32_MAX)).all():  # NaN fails both
             raise ValidationFailed(self.errors(rows, batch=True))
         return X64.astype(np.float32)
 
-    def parse_columns(self, data: dict[str, Any], numbers_only: bool = False) -> Columns:
+    def _identified_rows(self, rows: list[Any]) -> Identified:
+        """A batch the fast path refused: rows with caller ids, validated without them; else every error."""
+        if not any(type(row) is dict and ID_FIELD in row for row in rows):
+            raise ValidationFailed(self.errors(rows, batch=True))
+        ids = [row.get(ID_FIELD) if type(row) is dict else None for row in rows]
+        if any(ident is not None and id_problem(ident) for ident in ids):
+            raise ValidationFailed(self.errors(rows, batch=True))
+        stripped = [{k: v for k, v in row.items() if k != ID_FIELD} if type(row) is dict else row for row in rows]
+        rows_of = self.parse_rows(stripped)
+        assert not isinstance(rows_of, Identified)  # the ids were taken out
+        return Identified(rows_of, ids)
+
+    def parse_columns(self, data: dict[str, Any], numbers_only: bool = False) -> Columns | Identified:
         """Validate a columnar batch: every feature once, lists of one length, numbers in range. ``numbers_only``:
         the body was found to hold no string, bool or null value (:meth:`holds_only_numbers`)."""
+        if ID_FIELD in data:
+            return self._identified_columns(data)
         errors = [
             field_error(["body", name], "Field required", "missing") for name in self.features if name not in data
         ] + [
@@ -166,6 +192,23 @@ class RowParser:
             raise ValidationFailed(found)
         return Columns(np.ascontiguousarray(X64.T, dtype=np.float32))
 
+    def _identified_columns(self, data: dict[str, Any]) -> Identified:
+        """A columnar batch with an ``"id"`` list: one valid id per row, beside valid feature columns."""
+        ids = data[ID_FIELD]
+        if type(ids) is not list:
+            raise ValidationFailed([field_error(["body", ID_FIELD], "Input should be a valid list", "list_type")])
+        columns = {name: values for name, values in data.items() if name != ID_FIELD}
+        rows = next((len(values) for values in columns.values() if type(values) is list), len(ids))
+        if len(ids) != rows:
+            message = f"Every column should have the same length, got {len(ids)} ids for {rows} rows"
+            raise ValidationFailed([field_error(["body", ID_FIELD], message, "columns_length")])
+        found = [error for i, ident in enumerate(ids) if (error := id_error(["body", ID_FIELD, i], ident))]
+        if found:
+            raise ValidationFailed(found[:MAX_REPORTED_ERRORS])
+        X = self.parse_columns(columns)
+        assert not isinstance(X, Identified)  # the ids were taken out
+        return Identified(X, ids)
+
     @staticmethod
     def _column(name: str, values: list[Any], numbers_only: bool) -> npt.NDArray[np.float64]:
         """One column as float64, each value's type checked first unless ``numbers_only``: the first value that is
@@ -180,7 +223,7 @@ class RowParser:
         except (TypeError, ValueError):  # a nested array or object, which only numbers_only lets this far
             return RowParser._column(name, values, numbers_only=False)
 
-    def parse_one(self, row: dict[str, Any]) -> list[float]:
+    def parse_one(self, row: dict[str, Any]) -> list[float] | Identified:
         """Validate one row object; its values in feature order."""
         if len(row) == self._n:
             try:
@@ -193,6 +236,11 @@ class RowParser:
                 return values
             except (_Invalid, KeyError):
                 pass
+        if ID_FIELD in row and id_problem(row[ID_FIELD]) is None:
+            rest = {k: v for k, v in row.items() if k != ID_FIELD}
+            plain = self.parse_one(rest)
+            assert not isinstance(plain, Identified)  # the id was taken out
+            return Identified(plain, [row[ID_FIELD]])
         raise ValidationFailed(self.errors([row], batch=False))
 
     def errors(self, rows: list[Any], batch: bool) -> list[dict[str, Any]]:
@@ -211,7 +259,11 @@ class RowParser:
                 if problem is not None:
                     found.append(field_error([*prefix, name], *problem))
             for name in row:
-                if name not in self._feature_set:
+                if name == ID_FIELD:
+                    error = id_error([*prefix, ID_FIELD], row[name])
+                    if error is not None:
+                        found.append(error)
+                elif name not in self._feature_set:
                     found.append(field_error([*prefix, name], "Extra inputs are not permitted", "extra_forbidden"))
             if len(found) >= MAX_REPORTED_ERRORS:
                 break

@@ -14,6 +14,7 @@ import orjson
 
 from common.model.loader import Model
 from server.core.errors import ValidationFailed, field_error
+from server.core.ids import Id
 from server.core.served import ORJSON_NUMPY
 
 PARAMETER = "explain"
@@ -62,8 +63,10 @@ def render_explained(
     contributions: npt.NDArray[np.float64],
     k: int,
     one: bool,
+    ids: list[Id | None] | None = None,
 ) -> tuple[bytes, list[str]]:
-    """The JSON results with reasons, and each row's top reason (for the request log)."""
+    """The JSON results with reasons (each row's caller id first, when sent), and each row's top reason (for the
+    request log)."""
     assert model.explainer is not None
     info = model.info
     reasons = top_reasons(X, contributions, info.features, k)
@@ -78,5 +81,7 @@ def render_explained(
         }
         for p, row in zip(proba, reasons, strict=True)  # float32 scalars, rendered as the plain results are
     ]
+    if ids is not None:
+        results = [result if i is None else {"id": i, **result} for result, i in zip(results, ids, strict=True)]
     payload = orjson.dumps(results[0] if one else results, option=ORJSON_NUMPY)
     return payload, [row[0]["feature"] for row in reasons]

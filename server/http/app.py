@@ -33,8 +33,10 @@ from server.http.documents import serve_model
 from server.http.fast.coalesce import COALESCER_KEY, Coalescer
 from server.http.routes import KEY_SCOPES, build_routes, key_scope
 from server.monitoring.drift import DRAIN_SECONDS
+from server.monitoring.log_file import Rotation
 from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
+from server.monitoring.shadow import load_shadow
 from server.ops.control import read_control
 from server.ops.shutdown import DrainOnSigterm
 from server.ops.swap import ModelSwapper
@@ -83,7 +85,9 @@ class PulseApp:
     """The outer ASGI callable: the pipeline's routes (``/predict``, V2 infer) to its door, the rest to Starlette."""
 
     def __init__(self, settings: Settings, model: Model | None = None) -> None:
-        self.state = ServerState(settings, Metrics(settings.metrics_dir, settings.drift_min_rows))
+        self.state = ServerState(
+            settings, Metrics(settings.metrics_dir, settings.drift_min_rows, settings.estimate_tolerance)
+        )
         self.pipeline = Pipeline(self.state)
         self._preloaded = model
         self.starlette = Starlette(
@@ -167,17 +171,19 @@ class PulseApp:
         state, settings = self.state, self.state.settings
         started = time.perf_counter()
         model, generation = self._initial_model()
-        request_log = None
-        if settings.request_log is not None:
-            request_log = RequestLog(
-                settings.request_log,
-                model.info.features,
-                model.info.version,
-                settings.request_log_sample,
-                settings.request_log_queue,
+        # Always there (an idle thread costs nothing): an admin may set a shadow at any time.
+        rotation = Rotation(
+            settings.request_log_max_bytes, settings.request_log_max_age_seconds, settings.request_log_keep
+        )
+        request_log = RequestLog(
+            settings.request_log, settings.request_log_sample, settings.request_log_queue, rotation
+        )
+        if settings.shadow_model is not None:
+            request_log.shadow = load_shadow(
+                settings.shadow_model, "", model, settings.shadow_sample, settings.max_model_bytes
             )
-            request_log.start()
-            state.metrics.log_counters = request_log.counters
+        request_log.start()
+        state.request_log = state.metrics.request_log = request_log
         metrics = state.metrics
         metrics.ready = lambda: state.ready
         drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
@@ -209,8 +215,7 @@ class PulseApp:
             flusher.cancel()
             drain.restore()
             reloads()
-            if request_log is not None:
-                request_log.close()
+            request_log.close()
             metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
 
     def _initial_model(self) -> tuple[Model, int]:

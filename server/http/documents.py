@@ -9,12 +9,13 @@ from server.config.settings import Settings
 from server.core.served import ServedModel
 from server.http.openapi import build_openapi
 from server.monitoring.drift import DriftWindow
-from server.monitoring.request_log import ModelLog, RequestLog
+from server.monitoring.request_log import ModelLog, ModelTag, RequestLog
 
 
 def serve_model(model: Model, settings: Settings, request_log: RequestLog | None) -> ServedModel:
     """Prepare ``model`` for the handlers: render its documents once."""
-    log = request_log.for_model(model.info.features, model.info.version) if request_log is not None else None
+    info = model.info
+    log = request_log.for_model(ModelTag(info.features, info.version, info.threshold)) if request_log else None
     return _served(model, settings, log)
 
 
@@ -55,5 +56,5 @@ def _served(model: Model, settings: Settings, request_log: ModelLog | None) -> S
     openapi = orjson.dumps(build_openapi(info, settings, model.n_classes))
     drift = None
     if model.drift_columns is not None:  # compared against this model's own training data
-        drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds)
+        drift = DriftWindow(model.drift_columns, settings.drift_slots, settings.drift_slot_seconds, info.threshold)
     return ServedModel(model, settings.max_batch, request_log, metadata, openapi, drift)

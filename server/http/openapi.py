@@ -189,6 +189,19 @@ def _schemas(info: ModelInfo, settings: Settings, n_classes: int) -> dict[str, A
             previous_version=STRING,
             workers={"type": "object", "additionalProperties": STRING, "description": "each live worker's version"},
         ),
+        "ShadowRequest": _object(
+            ["path"],
+            path={"type": "string", "description": "candidate model.onnx path in the model folder"},
+            sha256={"type": "string", "description": "expected sha256 (default: <path>.sha256 when present)"},
+            sample={"type": "number", "description": "share of requests it scores (default PULSE_SHADOW_SAMPLE)"},
+        ),
+        "ShadowResult": _object(
+            ["shadow_version", "sha256", "sample", "workers"],
+            shadow_version=STRING,
+            sha256=STRING,
+            sample=NUMBER,
+            workers={"type": "object", "additionalProperties": STRING, "description": "each live worker's shadow"},
+        ),
         "Readiness": _object(
             ["status"], status={"type": "string", "enum": ["ready", "loading", "draining"]}, model_version=STRING
         ),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import swagger_ui_bundle
 from starlette.requests import Request
@@ -222,6 +223,37 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request_schema="SwapRequest",
         key_scope="admin",
     ),
+    Endpoint(
+        "/admin/shadow",
+        "POST",
+        "admin_shadow",
+        "Score a sampled share of live rows with a candidate model too, after their answers (every worker)",
+        {
+            200: Reply("Every live worker scores with the candidate; each worker's shadow version", "ShadowResult"),
+            400: Reply("Malformed JSON", "Error"),
+            401: Reply("No valid API key", "Error"),
+            403: Reply("The key's scope is not admin, or API keys are off", "Error"),
+            409: Reply("A later shadow request superseded this one before every worker took it", "Error"),
+            422: Reply("The candidate failed a check (features, sha256, golden rows), or a bad request", "Error"),
+            503: _NOT_READY,
+            504: Reply("Some live workers did not take the candidate in time; the detail names them", "Error"),
+        },
+        request_schema="ShadowRequest",
+        key_scope="admin",
+    ),
+    Endpoint(
+        "/admin/shadow",
+        "DELETE",
+        "admin_shadow_off",
+        "Stop scoring with the shadow model (every worker)",
+        {
+            200: Reply("No worker scores with a shadow", "ShadowResult"),
+            401: Reply("No valid API key", "Error"),
+            403: Reply("The key's scope is not admin, or API keys are off", "Error"),
+            503: _NOT_READY,
+        },
+        key_scope="admin",
+    ),
 )
 KEY_SCOPES = {endpoint.path: endpoint.key_scope for endpoint in ENDPOINTS if "{" not in endpoint.path}
 
@@ -263,6 +295,33 @@ class Handlers:
     async def docs(self, request: Request) -> Response:
         return HTMLResponse(DOCS_HTML)
 
+    async def admin_shadow(self, request: Request) -> Response:
+        state = self._admin("a shadow model over HTTP needs")
+        length = RequestHead.scan(request.scope["headers"]).declared_length()
+        body = decode_json(await read_body(request.receive, length, 65536, state.body_budget))
+        path, sha256, sample = _shadow_request(body, state.settings.shadow_sample)
+        assert state.swapper is not None
+        shadow, workers = await state.swapper.admin_shadow(path, sha256, sample)
+        assert shadow is not None
+        return OrjsonResponse(
+            {"shadow_version": shadow.version, "sha256": shadow.sha256, "sample": sample, "workers": workers}
+        )
+
+    async def admin_shadow_off(self, request: Request) -> Response:
+        state = self._admin("a shadow model over HTTP needs")
+        assert state.swapper is not None
+        _, workers = await state.swapper.admin_shadow(None, "", 0.0)
+        return OrjsonResponse({"shadow_version": None, "sha256": None, "sample": 0.0, "workers": workers})
+
+    def _admin(self, what: str) -> ServerState:
+        """The state, for an admin route: API keys must be on (so an admin key is what let the request in)."""
+        state = self.state
+        if state.keys is None:
+            raise Forbidden(f"{what} API keys: set PULSE_API_KEYS_FILE with an admin key")
+        if state.swapper is None:
+            raise NotReady("model not loaded yet")
+        return state
+
     async def admin_model(self, request: Request) -> Response:
         state = self.state
         if state.keys is None:
@@ -284,6 +343,29 @@ class Handlers:
                 "workers": workers,
             }
         )
+
+
+def _shadow_request(body: object, default_sample: float) -> tuple[Path, str, float]:
+    sample: Any = body.get("sample", default_sample) if isinstance(body, dict) else None
+    if (
+        not isinstance(body, dict)
+        or type(body.get("path")) is not str
+        or not body["path"]
+        or type(body.get("sha256", "")) is not str
+        or type(sample) not in (int, float)
+        or not 0 <= sample <= 1
+        or set(body) - {"path", "sha256", "sample"}
+    ):
+        raise ValidationFailed(
+            [
+                field_error(
+                    ["body"],
+                    "Expected {path: string, sha256?: string, sample?: number from 0 to 1}",
+                    "model_attributes_type",
+                )
+            ]
+        )
+    return Path(body["path"]), body.get("sha256", ""), float(sample)
 
 
 def _swap_request(body: object) -> tuple[Path, str, bool]:

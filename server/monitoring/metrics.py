@@ -26,6 +26,8 @@ from prometheus_client.registry import Collector
 
 from common.model.reference import PREDICTION
 from server.monitoring.drift import DriftWindow
+from server.monitoring.request_log import RequestLog
+from server.monitoring.shadow import LATENCY_BUCKETS as SHADOW_BUCKETS, Shadow, merged as merged_shadow
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ class Histogram:
 class Metrics:
     """This worker's figures. ``info``, ``drift`` and ``ready`` are set once the model is loaded."""
 
-    def __init__(self, folder: Path | None = None, min_drift_rows: int = 100) -> None:
+    def __init__(self, folder: Path | None = None, min_drift_rows: int = 100, estimate_tolerance: float = 0.05) -> None:
         self.requests: defaultdict[tuple[str, int], int] = defaultdict(int)
         self.latency: defaultdict[str, Histogram] = defaultdict(lambda: Histogram(LATENCY_BUCKETS))
         self.stages: defaultdict[tuple[str, str], Histogram] = defaultdict(lambda: Histogram(STAGE_BUCKETS))
@@ -80,9 +82,11 @@ class Metrics:
         self.pid = os.getpid()
         self.start = process_start(self.pid)  # with the pid: this worker's life (its snapshot file's name)
         self.info: dict[str, str] = {}
-        self.log_counters: Callable[[], dict[str, int]] = dict
+        self.request_log: RequestLog | None = None  # its counters, and its shadow's figures
         self.drift: DriftWindow | None = None
         self.min_drift_rows = min_drift_rows
+        self.estimate_tolerance = estimate_tolerance  # the alert's floor: the test ROC-AUC less this
+        self.test_roc_auc: float | None = None  # the served model card's, set with ``info``
         self.ready: Callable[[], bool] = lambda: False
         self.folder = folder
 
@@ -117,6 +121,9 @@ class Metrics:
             )
         return found
 
+    def _shadow(self) -> Shadow | None:
+        return self.request_log.shadow if self.request_log is not None else None
+
     def is_live(self, snapshot: dict[str, Any]) -> bool:
         """Whether ``snapshot`` is of a worker life still running (this one, or another worker's)."""
         if (snapshot["pid"], snapshot.get("start")) == (self.pid, self.start):
@@ -139,7 +146,8 @@ class Metrics:
             "rejected": [[reason, status, n] for (reason, status), n in self.rejected.items()],
             "ready": self.ready(),
             "info": self.info,
-            "log": self.log_counters(),
+            "log": self.request_log.counters() if self.request_log is not None else {},
+            "shadow": shadow.snapshot() if (shadow := self._shadow()) is not None else None,
             "drift": self.drift.snapshot() if self.drift is not None else None,
         }
 
@@ -301,6 +309,11 @@ class _Collector(Collector):
         for name, value in sorted(log.items()):
             yield CounterMetricFamily(f"pulse_request_log_{name}", f"Request log lines {name}", value=value)
         yield from self._drift(snapshots)
+        shadow = m._shadow()
+        if shadow is not None:  # this worker's candidate, summed over every worker life that scored it
+            yield from _shadow_families(
+                [s["shadow"] for s in snapshots if (s.get("shadow") or {}).get("sha256") == shadow.sha256]
+            )
 
     def _drift(self, snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
         window = self._m.drift
@@ -320,6 +333,7 @@ class _Collector(Collector):
             if value is not None and name != PREDICTION:
                 features.add_metric([name], value)
         yield features
+        yield from self._estimate(report["estimate"])
         prediction = psi.get(PREDICTION)
         if prediction is not None:
             yield GaugeMetricFamily(
@@ -327,3 +341,60 @@ class _Collector(Collector):
                 "Population Stability Index of P(churn) in the window vs training",
                 value=prediction,
             )
+
+    def _estimate(self, estimate: dict[str, float] | None) -> Iterator[Metric]:
+        """Performance expected from the window's scores before any label exists (CBPE), beside the model card's."""
+        test = self._m.test_roc_auc
+        if test is not None:
+            yield GaugeMetricFamily("pulse_model_test_roc_auc", "The served model's test-set ROC-AUC", value=test)
+            yield GaugeMetricFamily(
+                "pulse_estimated_roc_auc_floor",
+                "Test ROC-AUC less PULSE_ESTIMATE_TOLERANCE: the estimate below it fires PulseEstimatedRocAucDrop",
+                value=test - self._m.estimate_tolerance,
+            )
+        if estimate is None:
+            return
+        for name, what in (
+            ("roc_auc", "ROC-AUC"),
+            ("precision", "precision at the served threshold"),
+            ("recall", "recall at the served threshold"),
+            ("f1", "F1 at the served threshold"),
+        ):
+            yield GaugeMetricFamily(
+                f"pulse_estimated_{name}",
+                f"{what} expected from the drift window's scores, before labels (CBPE; valid while calibrated)",
+                value=estimate[name],
+            )
+
+
+def _shadow_families(snapshots: list[dict[str, Any]]) -> Iterator[Metric]:
+    """The shadow model against the served one on the same sampled rows, since it was set (all workers)."""
+    shadow = merged_shadow(snapshots)
+    if shadow is None:
+        return
+    info = GaugeMetricFamily("pulse_shadow_info", "The shadow model being compared", labels=["sha256", "version"])
+    info.add_metric([shadow["sha256"], shadow["version"]], 1)
+    yield info
+    yield GaugeMetricFamily("pulse_shadow_sample", "Share of requests the shadow scores", value=shadow["sample"])
+    yield CounterMetricFamily("pulse_shadow_rows", "Rows scored by the shadow", value=shadow["rows"])
+    yield CounterMetricFamily(
+        "pulse_shadow_agreed_rows", "Shadow rows whose decision at the threshold agrees", value=shadow["agreed"]
+    )
+    yield CounterMetricFamily(
+        "pulse_shadow_abs_diff", "Sum over shadow rows of |p_shadow - p_served|", value=shadow["abs_diff"]
+    )
+    yield CounterMetricFamily("pulse_shadow_errors", "Shadow calls that failed", value=shadow["errors"])
+    if shadow["rows"]:
+        yield GaugeMetricFamily(
+            "pulse_shadow_agreement", "Share of shadow rows whose decision agrees", value=shadow["agreement"]
+        )
+        yield GaugeMetricFamily(
+            "pulse_shadow_mean_abs_diff", "Mean |p_shadow - p_served| over shadow rows", value=shadow["mean_abs_diff"]
+        )
+        yield GaugeMetricFamily(
+            "pulse_shadow_psi", "PSI of the shadow's scores against the served model's, same rows", value=shadow["psi"]
+        )
+    latency = HistogramMetricFamily("pulse_shadow_compute_seconds", "Shadow onnxruntime time per call")
+    counts, total = shadow["latency"]
+    latency.add_metric([], Histogram(SHADOW_BUCKETS, counts, total).cumulative(), total)
+    yield latency

@@ -1,67 +1,68 @@
-"""Sampled JSONL of request features and predicted probabilities, for drift reports.
+"""What happens to an answer after it is given: the request log (JSONL of each row's features, caller id, probability,
+decision and top reason) and the shadow model's scoring of a sample of the same rows.
 
-Requests only put a reference on a bounded queue (never blocking); a background thread formats and appends
-the lines. A full queue or a failing disk drops lines and counts them, it never fails a request.
+Requests only put a reference on a bounded queue (never blocking); a background thread scores the shadow, formats
+and appends the lines. A full queue or a failing disk drops lines and counts them, a failing shadow is counted:
+neither ever fails, delays or changes an answer. One random draw per request decides both samples, so with the
+shadow's share at most the log's, every row the shadow scored is logged with both scores.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 import queue
 import random
-import stat
 import threading
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 
+from server.monitoring.log_file import NO_ROTATION, LogFile, Rotation
+from server.monitoring.shadow import Shadow
+
 logger = logging.getLogger(__name__)
 
-_STOP = None
-# (time, rows, probabilities, top reasons, the model's features, the model's version)
-_Entry = tuple[float, npt.NDArray[np.float32], npt.NDArray[np.float32], list[str] | None, tuple[str, ...], str]
+
+@dataclass(frozen=True, slots=True)
+class ModelTag:
+    """What a line says of the model that scored it."""
+
+    features: tuple[str, ...]
+    version: str
+    threshold: float
 
 
-class RequestLogError(ValueError):
-    """The request log's path cannot be a log file; the message names it."""
-
-
-def _writable_kind(mode: int) -> bool:
-    # A regular file, or a character device such as /dev/null or /dev/full; a FIFO would block its writer for good.
-    return stat.S_ISREG(mode) or stat.S_ISCHR(mode)
-
-
-def check_request_log_path(path: Path | None) -> None:
-    """A request log must be a regular file or a character device (or not exist yet)."""
-    if path is not None and path.exists() and not _writable_kind(path.stat().st_mode):
-        raise RequestLogError(f"request log {str(path)!r} (PULSE_REQUEST_LOG) is not a regular file")
-
-
-def _open_for_append(path: Path) -> int:
-    # Non-blocking, so a FIFO put there after start-up fails now instead of hanging the writer thread.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o644)
-    if not _writable_kind(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise OSError(errno.EINVAL, "not a regular file")
-    return fd
+@dataclass(slots=True)
+class _Entry:
+    ts: float
+    X: npt.NDArray[np.float32]
+    proba: npt.NDArray[np.float32]
+    model: ModelTag
+    reasons: list[str] | None
+    ids: Sequence[str | int | None] | None
+    request_id: str | None
+    log: bool  # sampled for the log
+    shadow: Shadow | None  # sampled for this shadow
 
 
 class RequestLog:
-    def __init__(
-        self, path: Path, features: tuple[str, ...], model_version: str, sample: float, max_queue: int
-    ) -> None:
-        self.path = path
-        self.features = features
-        self.model_version = model_version
-        self.sample = sample
+    """One worker's after-answer thread: a log file (``PULSE_REQUEST_LOG``), a shadow (``PULSE_SHADOW_MODEL``,
+    ``POST /admin/shadow``), or both."""
+
+    def __init__(self, path: Path | None, sample: float, max_queue: int, rotation: Rotation = NO_ROTATION) -> None:
+        self.file = LogFile(path, rotation) if path is not None else None
+        self.sample = sample if path is not None else 0.0
+        self.shadow: Shadow | None = None  # replaced whole by the admin route; read once per request
         # Each counter has one writer thread: the event loop counts a full queue, the writer thread the rest.
         self.written = 0
         self.dropped = 0
+        self.shadow_dropped = 0
         self.failed_rows = 0
         self.errors = 0
         self._queue: queue.Queue[_Entry | None] = queue.Queue(maxsize=max_queue)
@@ -70,97 +71,128 @@ class RequestLog:
     def start(self) -> None:
         self._thread.start()
 
+    def for_model(self, tag: ModelTag) -> ModelLog:
+        """This log, labelling lines with the model that scored them (each served model has its own)."""
+        return ModelLog(self, tag)
+
     def submit(
         self,
         X: npt.NDArray[np.float32],
         proba: npt.NDArray[np.float32],
-        top_reasons: list[str] | None = None,
-        model: tuple[tuple[str, ...], str] | None = None,
+        model: ModelTag,
+        reasons: list[str] | None = None,
+        ids: Sequence[str | int | None] | None = None,
+        request_id: str | None = None,
     ) -> None:
-        """Queue the rows of one request (sampled), with each row's top reason when explanations were asked and
-        the features and version of the model that scored them (the log's own by default); drop and count when
-        the queue is full."""
-        if self.sample < 1.0 and random.random() >= self.sample:
+        """Queue the rows of one request, when sampled for the log or the shadow; drop and count when the queue is
+        full."""
+        shadow = self.shadow
+        draw = random.random()
+        log = draw < self.sample
+        if shadow is not None and draw >= shadow.sample:
+            shadow = None
+        if not log and shadow is None:
             return
-        features, version = model or (self.features, self.model_version)
         try:
-            self._queue.put_nowait((time.time(), X, proba, top_reasons, features, version))
+            self._queue.put_nowait(_Entry(time.time(), X, proba, model, reasons, ids, request_id, log, shadow))
         except queue.Full:
-            self.dropped += len(X)
-
-    def for_model(self, features: tuple[str, ...], version: str) -> ModelLog:
-        """This log, labelling lines with another model's features and version (after a model swap)."""
-        return ModelLog(self, (features, version))
+            if log:
+                self.dropped += len(X)
+            if shadow is not None:
+                self.shadow_dropped += len(X)
 
     def counters(self) -> dict[str, int]:
-        return {"written": self.written, "dropped": self.dropped + self.failed_rows, "write_errors": self.errors}
+        found = {
+            "written": self.written,
+            "dropped": self.dropped + self.failed_rows,
+            "write_errors": self.errors,
+            "shadow_dropped": self.shadow_dropped,
+        }
+        if self.file is not None:
+            found["rotations"] = self.file.rotations
+        return found
 
     def close(self, timeout: float = 5.0) -> None:
         """Write what is queued, then stop the thread."""
         try:
-            self._queue.put(_STOP, timeout=timeout)
+            self._queue.put(None, timeout=timeout)
         except queue.Full:
             return
         self._thread.join(timeout)
 
-    def _format(
-        self,
-        ts: float,
-        X: npt.NDArray[np.float32],
-        proba: npt.NDArray[np.float32],
-        reasons: list[str] | None,
-        features: tuple[str, ...],
-        version: str,
-    ) -> bytes:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
-        lines = []
-        for i, (row, p) in enumerate(zip(X.tolist(), proba.tolist(), strict=True)):
-            record = {
-                "ts": stamp,
-                **dict(zip(features, row, strict=True)),
-                "churn_probability": p,
-                "model_version": version,
-            }
-            if reasons is not None:
-                record["top_reason"] = reasons[i]
-            lines.append(orjson.dumps(record))
-        return b"\n".join(lines) + b"\n"
-
     def _run(self) -> None:
-        fd: int | None = None
         while True:
-            item = self._queue.get()
-            if item is _STOP:
+            entry = self._queue.get()
+            if entry is None:
                 break
-            data = self._format(*item)
-            try:
-                if fd is None:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    fd = _open_for_append(self.path)
-                os.write(fd, data)  # one append per request: lines from several workers do not interleave
-                self.written += len(item[1])
-            except OSError as exc:
-                self.errors += 1
-                self.failed_rows += len(item[1])
-                if self.errors == 1 or self.errors % 1000 == 0:
-                    logger.warning("request log write failed errors=%d reason=%s", self.errors, exc.strerror)
-                if fd is not None:
-                    os.close(fd)
-                    fd = None
-        if fd is not None:
-            os.close(fd)
+            candidate = None
+            if entry.shadow is not None:
+                candidate = entry.shadow.score(entry.X, entry.proba, entry.model.threshold)
+            if entry.log and self.file is not None:
+                self._write(entry, candidate)
+        if self.file is not None:
+            self.file.close()
+
+    def _write(self, entry: _Entry, candidate: npt.NDArray[np.float32] | None) -> None:
+        assert self.file is not None
+        try:
+            self.file.write(format_lines(entry, candidate))  # one append per request: workers' lines never mix
+            self.written += len(entry.X)
+        except OSError as exc:
+            self.errors += 1
+            self.failed_rows += len(entry.X)
+            if self.errors == 1 or self.errors % 1000 == 0:
+                logger.warning("request log write failed errors=%d reason=%s", self.errors, exc.strerror)
+            self.file.close()
+
+
+def format_lines(entry: _Entry, candidate: npt.NDArray[np.float32] | None) -> bytes:
+    """The request's rows as JSON lines."""
+    ts = entry.ts
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+    model, shadow = entry.model, entry.shadow
+    shadow_scores = candidate.tolist() if candidate is not None else None
+    lines = []
+    for i, (row, p) in enumerate(zip(entry.X.tolist(), entry.proba.tolist(), strict=True)):
+        record: dict[str, Any] = {"ts": stamp}
+        if entry.ids is not None and entry.ids[i] is not None:
+            record["id"] = entry.ids[i]
+        if entry.request_id is not None:
+            record["request_id"] = entry.request_id
+        record.update(zip(model.features, row, strict=True))
+        record["churn_probability"] = p
+        record["churn"] = p >= model.threshold
+        record["threshold"] = model.threshold
+        record["model_version"] = model.version
+        if entry.reasons is not None:
+            record["top_reason"] = entry.reasons[i]
+        if shadow_scores is not None and shadow is not None:
+            record["shadow_probability"] = shadow_scores[i]
+            record["shadow_model_version"] = shadow.version
+        lines.append(orjson.dumps(record))
+    return b"\n".join(lines) + b"\n"
 
 
 class ModelLog:
-    """A :class:`RequestLog` bound to one model's features and version: what a served model writes through."""
+    """A :class:`RequestLog` bound to one served model: what the pipeline submits through."""
 
-    __slots__ = ("_log", "_model")
+    __slots__ = ("_log", "_tag")
 
-    def __init__(self, log: RequestLog, model: tuple[tuple[str, ...], str]) -> None:
+    def __init__(self, log: RequestLog, tag: ModelTag) -> None:
         self._log = log
-        self._model = model
+        self._tag = tag
+
+    @property
+    def active(self) -> bool:
+        """Whether anything follows an answer (a log file, a shadow): the pipeline builds nothing for it otherwise."""
+        return self._log.sample > 0.0 or self._log.shadow is not None
 
     def submit(
-        self, X: npt.NDArray[np.float32], proba: npt.NDArray[np.float32], top_reasons: list[str] | None = None
+        self,
+        X: npt.NDArray[np.float32],
+        proba: npt.NDArray[np.float32],
+        reasons: list[str] | None = None,
+        ids: Sequence[str | int | None] | None = None,
+        request_id: str | None = None,
     ) -> None:
-        self._log.submit(X, proba, top_reasons, self._model)
+        self._log.submit(X, proba, self._tag, reasons, ids, request_id)

@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 CONTROL_FILE = "model-control.json"
+SHADOW_CONTROL_FILE = "shadow-control.json"  # the same, for the shadow model (an empty path: no shadow)
 LOCK_FILE = ".model-control.lock"
 
 
@@ -30,35 +31,45 @@ class Control:
     path: Path
     sha256: str
     force: bool
+    sample: float = 0.0  # the shadow's share of requests (shadow records only)
 
 
-def write_control(folder: Path, path: Path, sha256: str, force: bool) -> Control:
+def write_control(
+    folder: Path, path: Path, sha256: str, force: bool, sample: float = 0.0, name: str = CONTROL_FILE
+) -> Control:
     """Ask every worker to serve ``path`` (whose sha256 is ``sha256``): the next generation, under the lock."""
     with open(folder / LOCK_FILE, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, on any exit
-        current = read_control(folder)
-        control = Control((current.generation if current else 0) + 1, path, sha256, force)
+        current = read_control(folder, name)
+        control = Control((current.generation if current else 0) + 1, path, sha256, force, sample)
         record = {
             "generation": control.generation,
             "path": str(path),
             "sha256": sha256,
             "force": force,
+            "sample": sample,
             "time": time.time(),
         }
-        target = folder / CONTROL_FILE
-        temporary = target.with_name(f".{CONTROL_FILE}.{os.getpid()}")
+        target = folder / name
+        temporary = target.with_name(f".{name}.{os.getpid()}")
         temporary.write_bytes(orjson.dumps(record))
         os.replace(temporary, target)
     return control
 
 
-def read_control(folder: Path | None) -> Control | None:
+def read_control(folder: Path | None, name: str = CONTROL_FILE) -> Control | None:
     """The latest swap asked for, ``None`` without one (or without a folder: one worker needs none)."""
     if folder is None:
         return None
     try:
-        record = orjson.loads((folder / CONTROL_FILE).read_bytes())
-        return Control(int(record["generation"]), Path(record["path"]), str(record["sha256"]), bool(record["force"]))
+        record = orjson.loads((folder / name).read_bytes())
+        return Control(
+            int(record["generation"]),
+            Path(record["path"]),
+            str(record["sha256"]),
+            bool(record["force"]),
+            float(record.get("sample", 0.0)),
+        )
     except (OSError, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
 
@@ -66,5 +77,6 @@ def read_control(folder: Path | None) -> Control | None:
 def clear_folder(folder: Path) -> None:
     """Remove what an earlier run left in a reused metrics folder: its workers' snapshots and its control record
     (a new run serves its configured model, and counts from zero)."""
-    for stale in [*folder.glob("worker-*.json*"), folder / CONTROL_FILE, *folder.glob(f".{CONTROL_FILE}.*")]:
+    records = [folder / CONTROL_FILE, folder / SHADOW_CONTROL_FILE, *folder.glob(".*-control.json.*")]
+    for stale in [*folder.glob("worker-*.json*"), *records]:
         stale.unlink(missing_ok=True)

@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 
 from common.model.loader import Model, ModelError, ModelFileError, load_model
 from server.config.keys import KeyRing, KeysError
-from server.core.errors import ApiError
-from server.ops.control import Control, read_control, write_control
+from server.core.errors import ApiError, NotReady
+from server.monitoring.request_log import RequestLog
+from server.monitoring.shadow import Shadow, load_shadow
+from server.ops.control import SHADOW_CONTROL_FILE, Control, read_control, write_control
 
 if TYPE_CHECKING:
     from server.core.served import ServedModel
@@ -78,7 +80,9 @@ class ModelSwapper:
         self._serve = serve
         self._lock = asyncio.Lock()
         self.generation = generation  # of the control record this worker serves (0: the configured model)
+        self.shadow_generation = 0  # of the shadow record this worker follows (0: the configured shadow)
         self._following = False
+        self._following_shadow = False
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def _load(self, path: Path, sha256: str, force: bool, from_client: bool = False) -> ServedModel:
@@ -134,30 +138,90 @@ class ModelSwapper:
             self._install(served, path)
         return served, control
 
-    async def _followed(self, control: Control) -> dict[str, str]:
-        """Each live worker's version once all serve ``control``'s model; raises if superseded or late."""
+    async def _followed(
+        self, control: Control, record: str = "info", name: str = "model-control.json"
+    ) -> dict[str, str]:
+        """Each live worker's version once all serve ``control``'s model (``record``: where a worker's snapshot
+        names it, ``info`` or ``shadow``); raises if superseded or late."""
         metrics = self.state.metrics
         deadline = time.monotonic() + WAIT_SECONDS
         while True:
-            latest = read_control(self.state.settings.metrics_dir)
+            latest = read_control(self.state.settings.metrics_dir, name)
             if latest is not None and latest.generation != control.generation:
                 raise SwapSuperseded(
                     f"a later swap (generation {latest.generation}, {latest.path.name}) superseded this one "
                     f"(generation {control.generation}) before every worker served it; the later one is served"
                 )
             live = [s for s in metrics.snapshots() if metrics.is_live(s)]
-            serving = {str(s["pid"]): s.get("info", {}) for s in live}
+            serving = {str(s["pid"]): s.get(record) or {} for s in live}
             behind = {
-                pid: info.get("version", "") for pid, info in serving.items() if info.get("sha256") != control.sha256
+                pid: info.get("version", "")
+                for pid, info in serving.items()
+                if info.get("sha256", "") != control.sha256
             }
             if not behind:
-                return {pid: info["version"] for pid, info in serving.items()}
+                return {pid: info.get("version", "") for pid, info in serving.items()}
             if time.monotonic() > deadline:
                 raise SwapTimeout(
                     f"workers {sorted(behind)} still serve {sorted(set(behind.values()))} after {WAIT_SECONDS:.0f} s; "
                     "the others serve the new model"
                 )
             await asyncio.sleep(0.05)
+
+    async def admin_shadow(self, path: Path | None, sha256: str, sample: float) -> tuple[Shadow | None, dict[str, str]]:
+        """``POST /admin/shadow`` (``path``) and ``DELETE /admin/shadow`` (``None``): the candidate through every
+        start-up check, then on every worker; each live worker's shadow version once all have it."""
+        settings = self.state.settings
+        shadow = None
+        if path is not None:
+            path = allowed_model_path(path, settings.model_dir or settings.model_path.parent)
+            shadow = await self._load_shadow(path, sha256, sample, from_client=True)
+        folder = settings.metrics_dir
+        self._request_log().shadow = shadow
+        self.state.metrics.flush()
+        version = shadow.version if shadow else ""
+        logger.info("shadow %s", f"set version={version} sample={sample} path={path}" if shadow else "removed")
+        if folder is None:
+            return shadow, {str(self.state.metrics.pid): version}
+        control = write_control(
+            folder, path or Path(), shadow.sha256 if shadow else "", False, sample, SHADOW_CONTROL_FILE
+        )
+        self.shadow_generation = control.generation
+        return shadow, await self._followed(control, "shadow", SHADOW_CONTROL_FILE)
+
+    async def _load_shadow(self, path: Path, sha256: str, sample: float, from_client: bool = False) -> Shadow:
+        settings, served = self.state.settings, self.state.require_model()
+        try:
+            return await asyncio.to_thread(
+                load_shadow, path, sha256, served.model, sample, settings.max_model_bytes, not from_client
+            )
+        except ModelFileError as exc:
+            if from_client:
+                raise SwapRefused(
+                    "shadow not set: no servable model file at that path, or not the sha256 given"
+                ) from None
+            raise SwapRefused(f"shadow not set: {exc}") from None
+        except ModelError as exc:
+            raise SwapRefused(f"shadow not set: {exc}") from None
+
+    async def _follow_shadow(self) -> None:
+        """Take the latest shadow record's candidate (or none), as the worker that was asked did."""
+        try:
+            control = read_control(self.state.settings.metrics_dir, SHADOW_CONTROL_FILE)
+            if control is None or control.generation <= self.shadow_generation:
+                return
+            self.shadow_generation = control.generation  # tried once, set or refused: never retried in a loop
+            shadow = None
+            if control.sha256:
+                shadow = await self._load_shadow(control.path, control.sha256, control.sample)
+            self._request_log().shadow = shadow
+        finally:
+            self._following_shadow = False
+
+    def _request_log(self) -> RequestLog:
+        if self.state.request_log is None:
+            raise NotReady("model not loaded yet")
+        return self.state.request_log
 
     def reload_keys(self) -> None:
         """Re-read ``PULSE_API_KEYS_FILE``; a bad file is logged and the keys in use are kept."""
@@ -180,6 +244,10 @@ class ModelSwapper:
 
     def poll_control(self) -> None:
         """Follow the control record when it has a generation this worker does not serve yet (metrics tick)."""
+        shadow = read_control(self.state.settings.metrics_dir, SHADOW_CONTROL_FILE)
+        if shadow is not None and shadow.generation > self.shadow_generation and not self._following_shadow:
+            self._following_shadow = True
+            self._background(self._follow_shadow())
         control = read_control(self.state.settings.metrics_dir)
         if control is None or control.generation <= self.generation or self._following:
             return

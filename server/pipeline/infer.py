@@ -65,6 +65,7 @@ def answer_infer(
         result.contributions,
         result.base_value,
         request.binary_outputs,
+        request.ids,
     )
     header = orjson.dumps(response, option=ORJSON_NUMPY)
     metrics.observe_scoring(
@@ -86,7 +87,7 @@ def answer_grpc_infer(
     result = _scored(served, request)
     scored = time.perf_counter()
     response = grpc_infer_response(
-        model_name, served.info, result.probabilities, request.id, result.contributions, result.base_value
+        model_name, served.info, result.probabilities, request.id, result.contributions, result.base_value, request.ids
     )
     metrics.observe_scoring(
         GRPC_INFER_ROUTE, len(request.X), parsed - started, scored - parsed, time.perf_counter() - scored
@@ -107,10 +108,10 @@ def _scored(served: ServedModel, request: InferRequest) -> Scored:
     churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
     if served.drift is not None:
         served.drift.add_batch(X, churn)
-    if served.request_log is not None:
+    if served.request_log is not None and served.request_log.active:
         top = None
         if contributions is not None:
             top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-        served.request_log.submit(X, churn, top)
+        served.request_log.submit(X, churn, top, request.ids, request.id)
     base = model.explainer.base_value if model.explainer else 0.0
     return Scored(probabilities, contributions, base)

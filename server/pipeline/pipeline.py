@@ -18,6 +18,7 @@ from server.core.errors import INTERNAL_ERROR_BODY, ApiError, Forbidden, NotRead
 from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
+from server.core.validation import Identified
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.infer import answer_grpc_infer, answer_infer
@@ -176,10 +177,14 @@ class Pipeline:
                     )
                     continue
                 rows = served.parser.parse(request.body)
+                ids = None
+                if isinstance(rows, Identified):
+                    ids = rows.ids
+                    rows = rows.rows
                 if request.query:
-                    answers[index] = Answer(200, explained(served, metrics, rows, request.query))
+                    answers[index] = Answer(200, explained(served, metrics, rows, request.query, ids))
                     continue
-                together.append(ParsedRequest(index, rows, request.started, time.perf_counter()))
+                together.append(ParsedRequest(index, rows, request.started, time.perf_counter(), ids))
             except ApiError as exc:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
         if together:

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from server.core.errors import ValidationFailed, field_error
+from server.core.ids import Id
 from server.core.served import ServedModel
 from server.core.validation import Columns
 from server.explain.reasons import explain_count, render_explained
@@ -30,9 +31,12 @@ class ParsedRequest:
     rows: Parsed
     started: float
     parsed_at: float
+    ids: list[Id | None] | None = None  # the caller's ids, one per row, when it sent any
 
 
-def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes) -> bytes:
+def explained(
+    served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes, ids: list[Id | None] | None = None
+) -> bytes:
     """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
     if isinstance(rows, Columns):
         message = "Reasons are given for rows sent as objects, not as columns"
@@ -50,12 +54,12 @@ def explained(served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes)
     if served.drift is not None:
         served.drift.add_batch(X, proba)
     if k is None:
-        payload = served.render_one(proba[0]) if one else served.render_batch(proba)
+        payload = served.render_one(proba[0], ids[0] if ids else None) if one else served.render_batch(proba, ids)
         reasons = None
     else:
-        payload, reasons = render_explained(served.model, X, proba, contributions, k, one)
-    if served.request_log is not None:
-        served.request_log.submit(X, proba, reasons)
+        payload, reasons = render_explained(served.model, X, proba, contributions, k, one, ids)
+    if served.request_log is not None and served.request_log.active:
+        served.request_log.submit(X, proba, reasons, ids)
     return payload
 
 
@@ -77,14 +81,15 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
     payloads, start = [], 0
     for request in parsed:
         rows = request.rows
+        ids = request.ids
         if type(rows) is list:
-            payloads.append(served.render_one(proba[start]))
+            payloads.append(served.render_one(proba[start], ids[0] if ids else None))
             start += 1
         elif type(rows) is Columns:
-            payloads.append(served.render_columns(proba[start : start + len(rows)]))
+            payloads.append(served.render_columns(proba[start : start + len(rows)], ids))
             start += len(rows)
         else:
-            payloads.append(served.render_batch(proba[start : start + len(rows)]))
+            payloads.append(served.render_batch(proba[start : start + len(rows)], ids))
             start += len(rows)
         rendered = time.perf_counter()
         metrics.observe_stages(ROUTE, request.parsed_at - request.started, inference, rendered - scored)
@@ -94,9 +99,24 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
             drift.add(single, proba[0])
         else:
             drift.add_batch(X, proba)
-    if served.request_log is not None:
-        served.request_log.submit(np.array([single], dtype=np.float32) if X is None else X, proba)
+    if served.request_log is not None and served.request_log.active:
+        rows_of = np.array([single], dtype=np.float32) if X is None else X
+        served.request_log.submit(rows_of, proba, None, _all_ids(parsed))
     return payloads
+
+
+def _all_ids(parsed: list[ParsedRequest]) -> list[Id | None] | None:
+    """One id per scored row, in order (``None`` where a request sent none); ``None`` when no request sent any."""
+    if all(request.ids is None for request in parsed):
+        return None
+    ids: list[Id | None] = []
+    for request in parsed:
+        ids.extend(request.ids if request.ids is not None else [None] * _count(request.rows))
+    return ids
+
+
+def _count(rows: Parsed) -> int:
+    return 1 if isinstance(rows, list) else len(rows)
 
 
 def _stack(parts: list[Parsed]) -> npt.NDArray[np.float32]:

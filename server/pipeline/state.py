@@ -12,12 +12,18 @@ from server.core.errors import NotReady
 from server.core.limits import BatchGate, BodyBudget
 from server.core.served import ServedModel
 from server.monitoring.metrics import Metrics
+from server.monitoring.request_log import RequestLog
+from server.monitoring.shadow import Shadow
 
 
 class Swapper(Protocol):
     """What the admin route asks of the worker's model swapper (``server.ops.swap``)."""
 
     async def admin_swap(self, path: Path, sha256: str, force: bool) -> tuple[ServedModel, dict[str, str]]: ...
+
+    async def admin_shadow(
+        self, path: Path | None, sha256: str, sample: float
+    ) -> tuple[Shadow | None, dict[str, str]]: ...
 
 
 @dataclass(slots=True)
@@ -27,6 +33,7 @@ class ServerState:
     served: ServedModel | None = None
     draining: bool = False
     keys: KeyRing | None = None  # API keys, when PULSE_API_KEYS_FILE is set
+    request_log: RequestLog | None = None  # what follows an answer (the log, the shadow); set by the lifespan
     swapper: Swapper | None = None  # set once the lifespan has started
     body_budget: BodyBudget = field(init=False)
     batch_gate: BatchGate = field(init=False)
@@ -44,6 +51,7 @@ class ServerState:
         info = served.info
         self.metrics.info = {"version": info.version, "sha256": info.sha256, "features": ",".join(info.features)}
         self.metrics.drift = served.drift
+        self.metrics.test_roc_auc = info.test_metrics.get("roc_auc")
         self.served = served
 
     def require_model(self) -> ServedModel:

@@ -104,7 +104,7 @@ def test_sizes_values_and_bytes_are_checked() -> None:
         decode_infer(b"\xff\xff\xff")
     short = _request(X)
     short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
-    with pytest.raises(V2Error, match="raw_input_contents must hold one tensor of 24 bytes"):
+    with pytest.raises(V2Error, match="raw_input_contents must hold the features as 24 bytes"):
         parse_grpc_infer(short, info, max_batch=10)
     both = _request(X)
     both.inputs[0].contents.fp32_contents.extend([1.0] * 6)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from server.monitoring.request_log import RequestLog, RequestLogError, check_request_log_path
+from server.monitoring.log_file import Rotation, RequestLogError, check_request_log_path, rotated_files
+from server.monitoring.request_log import ModelTag, RequestLog
 
 FEATURES = ("a", "b")
+TAG = ModelTag(FEATURES, "v1", 0.5)
 
 
 def _rows(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -19,36 +22,37 @@ def _rows(n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_lines_hold_features_and_probability(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path / "logs" / "requests.jsonl", FEATURES, "v1", sample=1.0, max_queue=10)
+    log = RequestLog(tmp_path / "logs" / "requests.jsonl", sample=1.0, max_queue=10)
     log.start()
-    log.submit(*_rows(3))
+    log.submit(*_rows(3), TAG, ids=["u1", None, 7], request_id="batch-9")
     log.close()
     lines = [json.loads(line) for line in (tmp_path / "logs" / "requests.jsonl").read_text().splitlines()]
-    assert [(r["a"], r["b"], r["churn_probability"], r["model_version"]) for r in lines] == [
-        (0.0, 1.0, 0.0, "v1"),
-        (2.0, 3.0, 0.5, "v1"),
-        (4.0, 5.0, 1.0, "v1"),
+    assert [(r.get("id"), r["a"], r["b"], r["churn_probability"], r["churn"], r["model_version"]) for r in lines] == [
+        ("u1", 0.0, 1.0, 0.0, False, "v1"),
+        (None, 2.0, 3.0, 0.5, True, "v1"),  # at the threshold: churn, as the answer said
+        (7, 4.0, 5.0, 1.0, True, "v1"),
     ]
+    assert {r["request_id"] for r in lines} == {"batch-9"} and {r["threshold"] for r in lines} == {0.5}
     assert all(r["ts"].endswith("Z") for r in lines)
-    assert log.counters() == {"written": 3, "dropped": 0, "write_errors": 0}
+    assert log.counters() == {"written": 3, "dropped": 0, "write_errors": 0, "shadow_dropped": 0, "rotations": 0}
 
 
 def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path / "r.jsonl", FEATURES, "v1", sample=1.0, max_queue=2)  # thread not started
+    log = RequestLog(tmp_path / "r.jsonl", sample=1.0, max_queue=2)  # thread not started
     for _ in range(5):
-        log.submit(*_rows(4))
+        log.submit(*_rows(4), TAG)
     assert log.dropped == 12
 
 
 def test_an_unwritable_path_counts_errors_and_keeps_going(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    log = RequestLog(blocker / "r.jsonl", FEATURES, "v1", sample=1.0, max_queue=10)
+    log = RequestLog(blocker / "r.jsonl", sample=1.0, max_queue=10)
     log.start()
     for _ in range(3):
-        log.submit(*_rows(2))
+        log.submit(*_rows(2), TAG)
     log.close()
-    assert log.counters() == {"written": 0, "dropped": 6, "write_errors": 3}
+    assert log.counters()["written"] == 0 and log.counters()["dropped"] == 6 and log.counters()["write_errors"] == 3
 
 
 def test_a_fifo_is_refused_at_start_up_and_never_blocks_the_writer(tmp_path: Path) -> None:
@@ -57,16 +61,61 @@ def test_a_fifo_is_refused_at_start_up_and_never_blocks_the_writer(tmp_path: Pat
     with pytest.raises(RequestLogError, match="is not a regular file"):
         check_request_log_path(fifo)
     check_request_log_path(tmp_path / "not-yet.jsonl")  # a file start-up will create is fine
-    log = RequestLog(fifo, FEATURES, "v1", sample=1.0, max_queue=10)  # a FIFO put there after start-up
+    log = RequestLog(fifo, sample=1.0, max_queue=10)  # a FIFO put there after start-up
     log.start()
-    log.submit(*_rows(2))
+    log.submit(*_rows(2), TAG)
     log.close(timeout=5)
     assert not log._thread.is_alive()  # opening a FIFO with no reader used to block this thread for good
-    assert log.counters() == {"written": 0, "dropped": 2, "write_errors": 1}
+    assert log.counters()["dropped"] == 2 and log.counters()["write_errors"] == 1
 
 
 def test_sampling_keeps_about_the_asked_share(tmp_path: Path) -> None:
-    log = RequestLog(tmp_path / "r.jsonl", FEATURES, "v1", sample=0.1, max_queue=100_000)
+    log = RequestLog(tmp_path / "r.jsonl", sample=0.1, max_queue=100_000)
     for _ in range(5000):
-        log.submit(*_rows(1))
+        log.submit(*_rows(1), TAG)
     assert 300 < log._queue.qsize() < 700
+
+
+def _lines(paths: list[Path]) -> list[dict[str, object]]:
+    return [json.loads(line) for path in paths for line in path.read_text().splitlines()]
+
+
+def test_rotation_by_size_keeps_every_line_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path, sample=1.0, max_queue=1000, rotation=Rotation(max_bytes=2000))
+    log.start()
+    for i in range(60):
+        log.submit(*_rows(2), TAG, ids=[f"r{i}-0", f"r{i}-1"])
+    log.close()
+    rotated = rotated_files(path)
+    assert len(rotated) >= 3 and log.counters()["rotations"] == len(rotated)
+    assert all(p.stat().st_size <= 2000 for p in rotated)
+    ids = [line["id"] for line in _lines([*rotated, path])]
+    assert ids == [f"r{i}-{j}" for i in range(60) for j in range(2)]  # nothing lost, nothing twice
+
+
+def test_rotation_by_age_and_keep(tmp_path: Path) -> None:
+    path = tmp_path / "requests.jsonl"
+    log = RequestLog(path, sample=1.0, max_queue=100, rotation=Rotation(max_age_seconds=0.2, keep=2))
+    log.start()
+    for i in range(4):
+        log.submit(*_rows(1), TAG, ids=[i])
+        time.sleep(0.3)  # the next line finds the file older than max_age
+    log.close()
+    rotated = rotated_files(path)
+    assert len(rotated) == 2  # three rotations, the oldest file deleted (keep=2)
+    assert [line["id"] for line in _lines([*rotated, path])] == [1, 2, 3]
+
+
+def test_two_writers_rotating_one_file_lose_nothing(tmp_path: Path) -> None:
+    # Two workers' logs on one path: each notices the other's rotation and reopens; every line lands somewhere.
+    path = tmp_path / "requests.jsonl"
+    logs = [RequestLog(path, sample=1.0, max_queue=10_000, rotation=Rotation(max_bytes=3000)) for _ in range(2)]
+    for log in logs:
+        log.start()
+    for i in range(300):
+        logs[i % 2].submit(*_rows(1), TAG, ids=[i])
+    for log in logs:
+        log.close()
+    ids = sorted(line["id"] for line in _lines([*rotated_files(path), path]))
+    assert ids == list(range(300))
