@@ -2,6 +2,7 @@
 
     python -m score run --events LOG --model model.onnx [--cutoff T] [--engine duckdb|spark] --out predictions.parquet
     python -m score outcomes --predictions predictions.parquet --events LATER_LOG [--label-days N] --out report/
+    python -m score outcomes --served 'requests*.jsonl' --events LATER_LOG [--model model.onnx] --out report/
 
 Exit codes: 0 done; 1 (outcomes) the realized ROC-AUC fell more than ``--tolerance`` below the test ROC-AUC;
 2 bad input (one line naming the column, value or file), with nothing written.
@@ -70,7 +71,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="label the scored users from a later log and report how good the scores were",
         formatter_class=formatter,
     )
-    outcomes.add_argument("--predictions", type=Path, required=True, help="what `score run` wrote (file or folder)")
+    what = outcomes.add_mutually_exclusive_group(required=True)
+    what.add_argument("--predictions", type=Path, help="what `score run` wrote (file or folder)")
+    what.add_argument(
+        "--served",
+        metavar="REQUEST_LOG",
+        help="the server's request log (a file or a glob over its rotated files): answers given with an id",
+    )
+    outcomes.add_argument(
+        "--as-of",
+        type=iso_timestamp,
+        default=None,
+        help="with --served: take every answer as given at this time (a replayed period); absent: each answer's ts",
+    )
+    outcomes.add_argument(
+        "--model",
+        type=Path,
+        action="append",
+        default=[],
+        help="with --served: a model.onnx whose test figures judge its version's answers (repeatable)",
+    )
     outcomes.add_argument("--events", type=Path, required=True, help="an event log covering the label window")
     outcomes.add_argument(
         "--label-days",
@@ -121,6 +141,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
             print(summary.line())
             return 0
+        if args.served is not None:
+            from score.model import load_for_scoring
+            from score.served import report_served_outcomes
+
+            cards = {spec.version: spec.test_metrics for spec in (load_for_scoring(m)[1] for m in args.model)}
+            report = report_served_outcomes(
+                args.served, args.events, columns, args.label_days, args.tolerance, args.out, args.as_of, cards
+            )
+            print(report.line())
+            return 1 if report.degraded else 0
         from score.outcomes import report_outcomes
 
         report = report_outcomes(args.predictions, args.events, columns, args.label_days, args.tolerance, args.out)

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.model.loader import Model, ModelError, load_model
-from server.monitoring.drift import psi
+from server.monitoring.drift import PSEUDO_COUNT, psi
 
 logger = logging.getLogger(__name__)
 
@@ -127,8 +127,10 @@ def merged(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
         ],
     }
     rows = total["rows"]
-    served_total = sum(total["served_bins"]) or 1
-    total["psi"] = psi(total["shadow_bins"], [n / served_total for n in total["served_bins"]]) if rows else None
+    # The served shares smoothed as psi() smooths the candidate's counts: the same distribution has a PSI of 0.
+    smoothed = sum(total["served_bins"]) + PSEUDO_COUNT * SCORE_BINS
+    reference = [(n + PSEUDO_COUNT) / smoothed for n in total["served_bins"]]
+    total["psi"] = psi(total["shadow_bins"], reference) if rows else None
     total["agreement"] = total["agreed"] / rows if rows else None
     total["mean_abs_diff"] = total["abs_diff"] / rows if rows else None
     return total

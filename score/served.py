@@ -1,0 +1,223 @@
+"""How good were the answers the server actually gave? Join the request log to a later event log by caller id.
+
+Each logged answer with an ``id`` (the user id) is labelled as a nightly score is: the user churned when the later
+log holds no event of theirs in ``(answered, answered + label_days]``. ``--cutoff`` takes every answer as given at
+one time instead (a replayed period whose events live in another clock, as the simulator's do). A user answered
+more than once by one model counts once, with that model's latest answer. Figures per model version that answered,
+and, for the rows a shadow model also scored, both models on the same rows.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from common import classification
+from common.events import EventColumns, open_event_log
+from common.io import atomic_path, write_text_atomic
+from score.model import ScoreError
+from score.outcomes import COMPARED, START_GRACE, realized_figures, reliability_plot
+
+DEFAULT_LABEL_DAYS = 30
+
+
+@dataclass(frozen=True, slots=True)
+class ServedReport:
+    figures: dict[str, Any]
+    out: Path
+
+    @property
+    def degraded(self) -> bool:
+        return any(v.get("degraded") for v in self.figures["versions"].values())
+
+    def line(self) -> str:
+        parts = [
+            f"{version}: realized ROC-AUC {v['realized']['roc_auc']:.3f} on {v['users']} users"
+            + (" DEGRADED" if v.get("degraded") else "")
+            for version, v in self.figures["versions"].items()
+        ]
+        shadow = self.figures.get("shadow")
+        if shadow:
+            parts.append(
+                f"shadow {shadow['shadow_version']}: {shadow['shadow']['roc_auc']:.3f} vs served "
+                f"{shadow['served']['roc_auc']:.3f} on the same {shadow['users']} users"
+            )
+        return "; ".join(parts) + f" -> {self.out}/"
+
+
+def _files(served: str) -> list[str]:
+    files = sorted(glob.glob(served)) if glob.has_magic(served) else [served]
+    missing = [f for f in files if not Path(f).is_file()]
+    if not files or missing:
+        raise ScoreError(f"request log {served!r} matches no file" if not files else f"no request log {missing[0]!r}")
+    return files
+
+
+def read_answers(served: str) -> duckdb.DuckDBPyConnection:
+    """A connection with an ``answers`` view: the latest answer per (id, model version) of the logs at ``served``
+    (a file or a glob: the rotated files and the current one)."""
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    try:
+        con.execute(
+            "CREATE TABLE lines AS SELECT * FROM read_json($files, format='newline_delimited', union_by_name=true)",
+            {"files": _files(served)},
+        )
+    except duckdb.Error as exc:
+        raise ScoreError(f"cannot read request log {served!r}: {str(exc).splitlines()[0]}") from None
+    names = {row[0] for row in con.execute("SELECT column_name FROM (DESCRIBE lines)").fetchall()}
+    needed = {"ts", "id", "churn_probability", "threshold", "model_version"}
+    if not needed <= names:
+        missing = sorted(needed - names)
+        raise ScoreError(
+            f"request log {served!r} has no {missing[0]!r} field"
+            + (": send an 'id' with each row to join answers to outcomes" if "id" in missing else "")
+        )
+    shadow = (
+        "shadow_probability, shadow_model_version"
+        if "shadow_probability" in names
+        else ("NULL::DOUBLE AS shadow_probability, NULL::VARCHAR AS shadow_model_version")
+    )
+    con.execute(
+        f"""CREATE VIEW answers AS
+            SELECT CAST(id AS VARCHAR) AS user_id, CAST(ts AS TIMESTAMP) AS answered, churn_probability, threshold,
+                   model_version, {shadow}
+            FROM lines WHERE id IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY CAST(id AS VARCHAR), model_version ORDER BY ts DESC) = 1"""
+    )
+    return con
+
+
+def report_served_outcomes(
+    served: str,
+    events: Path,
+    columns: EventColumns,
+    label_days: int | None,
+    tolerance: float,
+    out: Path,
+    cutoff: datetime | None = None,
+    test_metrics: dict[str, dict[str, Any]] | None = None,
+) -> ServedReport:
+    """Label every logged answer from the later log; write ``outcomes.json``, ``outcomes.md``, ``reliability.png``.
+    ``test_metrics``: a model card's test figures per model version, to judge each against."""
+    label_days = label_days or DEFAULT_LABEL_DAYS
+    if label_days < 1:
+        raise ScoreError(f"--label-days must be at least 1 (got {label_days})")
+    con = read_answers(served)
+    table = con.execute("SELECT * FROM answers ORDER BY model_version, user_id").fetch_arrow_table()
+    if table.num_rows == 0:
+        raise ScoreError(f"request log {served!r} holds no answer with an 'id': nothing to join to outcomes")
+    answered = table.column("answered").to_pylist()
+    if cutoff is not None:
+        answered = [cutoff] * len(answered)
+    churned = _churned(table.column("user_id").to_pylist(), answered, events, columns, label_days)
+    versions = np.asarray(table.column("model_version").to_pylist(), dtype=object)
+    probability = table.column("churn_probability").to_numpy(zero_copy_only=False).astype(np.float64)
+    threshold = table.column("threshold").to_numpy(zero_copy_only=False).astype(np.float64)
+    figures: dict[str, Any] = {"label_days": label_days, "tolerance": tolerance, "versions": {}}
+    figures["answered"] = [min(answered).isoformat(), max(answered).isoformat()]
+    for version in sorted(set(versions.tolist())):
+        rows = versions == version
+        served_threshold = float(threshold[rows][0])
+        realized = realized_figures(churned[rows], probability[rows], served_threshold)
+        test = (test_metrics or {}).get(version, {})
+        figures["versions"][version] = {
+            "users": int(rows.sum()),
+            "churn_rate": float(churned[rows].mean()),
+            "threshold": served_threshold,
+            "realized": realized,
+            "test": {key: test[key] for key in COMPARED if key in test},
+            "degraded": "roc_auc" in test and realized["roc_auc"] < test["roc_auc"] - tolerance,
+            "reliability": classification.reliability(churned[rows], probability[rows]),
+        }
+    shadow_scores = table.column("shadow_probability").to_pylist()
+    shadowed = np.array([p is not None for p in shadow_scores])
+    if shadowed.any():
+        shadow_p = np.array([p for p in shadow_scores if p is not None], dtype=np.float64)
+        at = float(threshold[shadowed][0])
+        figures["shadow"] = {
+            "shadow_version": next(v for v in table.column("shadow_model_version").to_pylist() if v is not None),
+            "users": int(shadowed.sum()),
+            "threshold": at,
+            "served": realized_figures(churned[shadowed], probability[shadowed], at),
+            "shadow": realized_figures(churned[shadowed], shadow_p, at),
+        }
+    write_text_atomic(out / "outcomes.json", json.dumps(figures, indent=2) + "\n")
+    main = max(figures["versions"], key=lambda v: figures["versions"][v]["users"])
+    plotted = figures["versions"][main]
+    png = reliability_plot(
+        {"model_version": main, "realized": plotted["realized"], "reliability": plotted["reliability"]}
+    )
+    with atomic_path(out / "reliability.png") as tmp:
+        tmp.write_bytes(png)
+    write_text_atomic(out / "outcomes.md", render_markdown(figures))
+    return ServedReport(figures, out)
+
+
+def _churned(
+    users: list[str], answered: list[datetime], events: Path, columns: EventColumns, label_days: int
+) -> np.ndarray:
+    """``True`` for each answer whose user has no event in the later log within ``label_days`` after it."""
+    con = open_event_log(events, columns)
+    ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
+    start, end = min(answered), max(answered) + timedelta(days=label_days)
+    if first > start + START_GRACE or last < end:
+        raise ScoreError(
+            f"the later log ({first.isoformat()} to {last.isoformat()}) does not cover the answers' label windows "
+            f"{start.isoformat()} to {end.isoformat()} ({label_days} days after each answer)"
+        )
+    con.register("answered", pa.table({"i": np.arange(len(users)), "user_id": users, "at": answered}))
+    returned = con.execute(
+        """SELECT a.i, count(e.user_id) > 0 AS back
+           FROM answered a LEFT JOIN (SELECT CAST(user_id AS VARCHAR) AS user_id, event_time FROM events) e
+             ON e.user_id = a.user_id AND e.event_time > a.at AND e.event_time <= a.at + to_days($days)
+           GROUP BY a.i ORDER BY a.i""",
+        {"days": label_days},
+    ).fetchnumpy()
+    con.close()
+    return ~returned["back"].astype(bool)
+
+
+def render_markdown(figures: dict[str, Any]) -> str:
+    lines = [
+        "# Outcomes of the answers served",
+        "",
+        f"Answers given {figures['answered'][0]} to {figures['answered'][1]}, each labelled from the later log: "
+        f"churned = no event in the {figures['label_days']} days after the answer.",
+        "",
+        "| model version | users | churn rate | ROC-AUC | test ROC-AUC | precision | recall | ECE |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for version, v in figures["versions"].items():
+        r, test = v["realized"], v["test"].get("roc_auc")
+        lines.append(
+            f"| {version} | {v['users']} | {v['churn_rate']:.1%} | {r['roc_auc']:.3f} | "
+            f"{'–' if test is None else f'{test:.3f}'} | {r['precision']:.3f} | {r['recall']:.3f} | "
+            f"{r['calibration_error']:.3f} |"
+        )
+    shadow = figures.get("shadow")
+    if shadow:
+        s, m = shadow["shadow"], shadow["served"]
+        lines += [
+            "",
+            f"Shadow `{shadow['shadow_version']}` against the served model on the same {shadow['users']} users "
+            f"(decisions at the served threshold {shadow['threshold']:.4f}):",
+            "",
+            "| model | ROC-AUC | precision | recall | F1 | Brier |",
+            "|---|---|---|---|---|---|",
+            *(
+                f"| {name} | {f['roc_auc']:.3f} | {f['precision']:.3f} | {f['recall']:.3f} | {f['f1']:.3f} | "
+                f"{f['brier']:.3f} |"
+                for name, f in (("served", m), ("shadow", s))
+            ),
+        ]
+    lines += ["", "![reliability](reliability.png)", ""]
+    return "\n".join(lines)
