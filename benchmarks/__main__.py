@@ -1,7 +1,8 @@
 """``python -m benchmarks run | decode | reliability | hostile | chaos | overload | safety | scale | batch | explain |
-models | ablation``: speed side by side, what each batch shape costs before HTTP, robustness, hostile clients,
-operations under faults, overload shedding, the cost of keys/shedding/TLS, scale, batch scoring on DuckDB and Spark,
-reasons from the model file, the model against the classic baselines, and what each feature earns."""
+estimate | models | ablation``: speed side by side, what each batch shape costs before HTTP, robustness, hostile
+clients, operations under faults, overload shedding, the cost of keys/shedding/TLS, scale, batch scoring on DuckDB
+and Spark, reasons from the model file, performance estimated before labels, the model against the classic
+baselines, and what each feature earns."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from benchmarks import (
     batch,
     chaos,
     decode,
+    estimate,
     explain,
     hostile,
     models,
@@ -29,7 +31,21 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m benchmarks", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (run, decode, reliability, hostile, chaos, overload, safety, scale, batch, explain, models, ablation):
+    for module in (
+        run,
+        decode,
+        reliability,
+        hostile,
+        chaos,
+        overload,
+        safety,
+        scale,
+        batch,
+        explain,
+        estimate,
+        models,
+        ablation,
+    ):
         module.add_parser(commands)
     return parser
 

@@ -125,11 +125,45 @@ def estimated_from_groups(
     return {"roc_auc": auc, "precision": float(precision), "recall": float(recall), "f1": float(f1)}
 
 
-def estimated_performance(y_proba: npt.ArrayLike, threshold: float) -> dict[str, float] | None:
-    """:func:`estimated_from_groups` over every row's own score (equal scores tie)."""
-    p = np.asarray(y_proba, dtype=np.float64)
-    values, inverse = np.unique(p, return_inverse=True)
-    counts = np.bincount(inverse, minlength=len(values))
-    sums = np.bincount(inverse, weights=p, minlength=len(values))
-    flagged = p >= threshold
-    return estimated_from_groups(counts, sums, float(flagged.sum()), float(p[flagged].sum()))
+class ScoreGroups:
+    """Scores counted for :func:`estimated_from_groups`: rows and score sums in ``ESTIMATE_BINS`` equal-width bins
+    of [0, 1], and the rows at or above ``threshold``. Constant memory, and groups of several parts add up."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+        self.counts = np.zeros(ESTIMATE_BINS)
+        self.sums = np.zeros(ESTIMATE_BINS)
+        self.flagged_rows = 0.0
+        self.flagged_sum = 0.0
+
+    def add(self, y_proba: npt.ArrayLike, weights: npt.ArrayLike | None = None) -> None:
+        """Count scores (each ``weights[i]`` times: a sampled row stands for several)."""
+        p = np.asarray(y_proba, dtype=np.float64)
+        w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=np.float64)
+        bins = np.clip((p * ESTIMATE_BINS).astype(np.int64), 0, ESTIMATE_BINS - 1)
+        self.counts += np.bincount(bins, w, minlength=ESTIMATE_BINS)
+        self.sums += np.bincount(bins, w * p, minlength=ESTIMATE_BINS)
+        flagged = p >= self.threshold
+        self.flagged_rows += float(w[flagged].sum())
+        self.flagged_sum += float((w * p)[flagged].sum())
+
+    def add_counts(self, counts: Any, sums: Any, flagged_rows: float, flagged_sum: float) -> None:
+        self.counts += np.asarray(counts, dtype=np.float64)
+        self.sums += np.asarray(sums, dtype=np.float64)
+        self.flagged_rows += flagged_rows
+        self.flagged_sum += flagged_sum
+
+    @property
+    def rows(self) -> float:
+        return float(self.counts.sum())
+
+    def estimate(self) -> dict[str, float] | None:
+        return estimated_from_groups(self.counts, self.sums, self.flagged_rows, self.flagged_sum)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "counts": self.counts.tolist(),
+            "sums": self.sums.tolist(),
+            "flagged_rows": self.flagged_rows,
+            "flagged_sum": self.flagged_sum,
+        }

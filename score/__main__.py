@@ -146,11 +146,11 @@ def main(argv: list[str] | None = None) -> int:
             from score.served import report_served_outcomes
 
             cards = {spec.version: spec.test_metrics for spec in (load_for_scoring(m)[1] for m in args.model)}
-            report = report_served_outcomes(
+            served = report_served_outcomes(
                 args.served, args.events, columns, args.label_days, args.tolerance, args.out, args.as_of, cards
             )
-            print(report.line())
-            return 1 if report.degraded else 0
+            print(served.line())
+            return 1 if served.degraded else 0
         from score.outcomes import report_outcomes
 
         report = report_outcomes(args.predictions, args.events, columns, args.label_days, args.tolerance, args.out)

@@ -15,11 +15,12 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 
+from common.classification import ScoreGroups
 from common.events import EventColumns, open_event_log
 from common.features import features_query
 from common.io import atomic_path
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring
-from score.output import RUN_RECORD_KEY, scored_batch
+from score.output import RUN_RECORD_KEY, scored_batch, write_estimate
 from score.summary import RunSummary
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,7 @@ def score_on_duckdb(
     logger.info("features of %d users at cutoff %s; scoring with %s", total, cutoff.isoformat(), spec.version)
     record = spec.record(cutoff, "duckdb")
     reader = con.sql("SELECT * FROM scored_users").to_arrow_reader(chunk_rows)
+    groups = ScoreGroups(spec.threshold)
     with atomic_path(out) as tmp:
         writer: pq.ParquetWriter | None = None
         try:
@@ -77,6 +79,7 @@ def score_on_duckdb(
                         schema = scored.schema.with_metadata({RUN_RECORD_KEY: json.dumps(record)})
                         writer = pq.ParquetWriter(tmp, schema)
                     writer.write_batch(scored)
+                groups.add(scored.column("churn_probability").to_numpy())
                 summary.users += scored.num_rows
                 summary.churners += int(scored.column("churn").true_count)
                 logger.info("scored %d/%d users (%.0f%%)", summary.users, total, 100 * summary.users / total)
@@ -84,4 +87,5 @@ def score_on_duckdb(
             if writer is not None:
                 writer.close()
     con.close()
+    summary.estimate = write_estimate(out, groups)
     return summary

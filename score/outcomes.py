@@ -21,7 +21,7 @@ from common import classification as metrics
 from common.events import EventColumns, open_event_log
 from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
-from score.output import TOP_REASON, read_predictions
+from score.output import TOP_REASON, read_estimate, read_predictions
 
 DEFAULT_LABEL_DAYS = 30
 START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff
@@ -143,6 +143,10 @@ def report_outcomes(
         "degraded": test_auc is not None and realized["roc_auc"] < test_auc - tolerance,
         "reliability": metrics.reliability(churned, probability),
     }
+    estimate = read_estimate(predictions)
+    if estimate is not None and estimate.get("estimated"):  # what score run expected, before any label existed
+        figures["estimated"] = estimate["estimated"]
+        figures["estimate_error"] = estimate["estimated"]["roc_auc"] - realized["roc_auc"]
     if TOP_REASON in table.column_names:
         figures["by_top_reason"] = by_top_reason(table.column(TOP_REASON).to_pylist(), churned, probability, threshold)
     png = reliability_plot(figures)
@@ -205,11 +209,22 @@ Realized churn rate {figures["churn_rate"]:.1%}; served threshold {figures["thre
 {rows}
 
 Confusion matrix at the served threshold: tn {tn}, fp {fp}, fn {fn}, tp {tp}.
-{_reason_table(figures.get("by_top_reason"))}
+{_estimate_line(figures)}{_reason_table(figures.get("by_top_reason"))}
 {verdict}
 
 ![reliability](reliability.png)
 """
+
+
+def _estimate_line(figures: dict[str, Any]) -> str:
+    estimated = figures.get("estimated")
+    if not estimated:
+        return ""
+    return (
+        f"\nEstimated when scored, before any label (CBPE): ROC-AUC {estimated['roc_auc']:.3f} "
+        f"({figures['estimate_error']:+.3f} against the realized), precision {estimated['precision']:.3f}, "
+        f"recall {estimated['recall']:.3f}.\n"
+    )
 
 
 def _reason_table(rows: list[dict[str, Any]] | None) -> str:

@@ -20,11 +20,14 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pa_fs
 import pyarrow.parquet as pq
 
+from common.classification import ScoreGroups
+from common.io import write_text_atomic
 from common.model.loader import Model
 from score.model import ScoreError, ScoringSpec
 
 RUN_RECORD_KEY = b"pulse.run"
 RUN_RECORD_FILE = "_pulse_run.json"
+ESTIMATE_FILE = "_pulse_estimate.json"  # in a folder; beside a single file as <name>.estimate.json
 OUTCOME_COLUMNS = ("user_id", "churn_probability", "threshold", "model_version", "cutoff")
 TOP_REASON = "reason_1"  # each user's strongest reason, when the run was asked --explain
 
@@ -146,3 +149,31 @@ def read_predictions(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     except (OSError, pa.ArrowInvalid) as exc:
         raise ScoreError(f"cannot read predictions {str(path)!r}: {str(exc).splitlines()[0]}") from None
     return table, record
+
+
+def estimate_path(out: Path) -> Path:
+    """Where a run's performance estimate is written: inside a folder of part files, beside a single file."""
+    return out / ESTIMATE_FILE if out.is_dir() else out.with_name(out.name + ".estimate.json")
+
+
+def write_estimate(out: Path, groups: ScoreGroups) -> dict[str, float] | None:
+    """Write the run's expected ROC-AUC, precision, recall and F1 at the served threshold (CBPE: each score taken
+    as the chance of churn, valid while the model stays calibrated); the figures, ``None`` when undefined."""
+    estimate = groups.estimate()
+    record = {
+        "method": "CBPE: each probability taken as the chance of churn (valid while the model stays calibrated)",
+        "rows": int(groups.rows),
+        "threshold": groups.threshold,
+        "estimated": estimate,
+    }
+    write_text_atomic(estimate_path(out), json.dumps(record, indent=2) + "\n")
+    return estimate
+
+
+def read_estimate(predictions: Path) -> dict[str, Any] | None:
+    """The estimate ``score run`` wrote for ``predictions``, ``None`` when it wrote none."""
+    try:
+        found: dict[str, Any] = json.loads(estimate_path(predictions).read_text())
+    except (OSError, ValueError):
+        return None
+    return found

@@ -112,7 +112,7 @@ def report_served_outcomes(
     if label_days < 1:
         raise ScoreError(f"--label-days must be at least 1 (got {label_days})")
     con = read_answers(served)
-    table = con.execute("SELECT * FROM answers ORDER BY model_version, user_id").fetch_arrow_table()
+    table = con.sql("SELECT * FROM answers ORDER BY model_version, user_id").to_arrow_table()
     if table.num_rows == 0:
         raise ScoreError(f"request log {served!r} holds no answer with an 'id': nothing to join to outcomes")
     answered = table.column("answered").to_pylist()

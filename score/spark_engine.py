@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pyarrow as pa
 import sqlglot
 
+from common.classification import ESTIMATE_BINS, ScoreGroups
 from common.events import EventColumns, refuse_bad_values
 from common.features import features_query, timestamp_literal
 from score.model import ScoreError, ScoringSpec, check_cutoff, load_for_scoring, worker_model
@@ -31,6 +32,7 @@ from score.output import (
     RUN_RECORD_FILE,
     prediction_fields,
     scored_batch,
+    write_estimate,
     write_run_record,
 )
 from score.summary import RunSummary
@@ -209,8 +211,14 @@ def score_on_spark(
         if summary.users == 0:
             raise ScoreError(f"no user has an event at or before the cutoff {cutoff.isoformat()}")
         write_run_record(staging, spec.record(cutoff, "spark"))
+        with summary.timed("estimate"):
+            groups = _score_groups(spark.read.parquet(staging), spec.threshold)
         if staging != out:
             _replace_folder(Path(staging.removeprefix("file://")), Path(out.removeprefix("file://")))
+        if _is_local(out):
+            summary.estimate = write_estimate(Path(out.removeprefix("file://")), groups)
+        else:
+            summary.estimate = groups.estimate()
     except PySparkException as exc:
         raise ScoreError(f"spark could not score {events!r}: {_error_line(exc)}") from None
     finally:
@@ -218,6 +226,27 @@ def score_on_spark(
             shutil.rmtree(staging.removeprefix("file://"), ignore_errors=True)
     broadcast.unpersist()
     return summary
+
+
+def _score_groups(scored: Any, threshold: float) -> ScoreGroups:
+    """The run's scores counted for the performance estimate, on the cluster: one row per score bin comes back."""
+    bins = scored.selectExpr(
+        f"least(greatest(cast(floor(churn_probability * {ESTIMATE_BINS}) AS int), 0), {ESTIMATE_BINS - 1}) AS bin",
+        "churn_probability AS p",
+        f"churn_probability >= {threshold!r} AS flagged",
+    )
+    groups = ScoreGroups(threshold)
+    counts, sums = [0.0] * ESTIMATE_BINS, [0.0] * ESTIMATE_BINS
+    flagged_rows = flagged_sum = 0.0
+    for row in bins.groupBy("bin", "flagged").agg({"p": "sum", "*": "count"}).collect():
+        n, total = float(row["count(1)"]), float(row["sum(p)"])
+        counts[row["bin"]] += n
+        sums[row["bin"]] += total
+        if row["flagged"]:
+            flagged_rows += n
+            flagged_sum += total
+    groups.add_counts(counts, sums, flagged_rows, flagged_sum)
+    return groups
 
 
 def _check_replaceable(target: Path) -> None:

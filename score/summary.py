@@ -15,6 +15,7 @@ class RunSummary:
     users: int = 0
     churners: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    estimate: dict[str, float] | None = None  # performance expected from the scores, before labels (CBPE)
 
     @contextmanager
     def timed(self, stage: str) -> Iterator[None]:
@@ -28,4 +29,7 @@ class RunSummary:
     def line(self) -> str:
         stages = ", ".join(f"{stage} {seconds:.1f}s" for stage, seconds in self.seconds.items())
         share = self.churners / self.users if self.users else 0.0
-        return f"scored {self.users} users on {self.engine} ({share:.1%} flagged churn; {stages}) -> {self.out}"
+        expected = f"; estimated ROC-AUC {self.estimate['roc_auc']:.3f} before labels" if self.estimate else ""
+        return (
+            f"scored {self.users} users on {self.engine} ({share:.1%} flagged churn{expected}; {stages}) -> {self.out}"
+        )

@@ -43,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="share (0-1) of users who take one 3-9 week break and come back: a churn pattern a model trained "
         "without breaks has not seen",
     )
+    sim.add_argument(
+        "--engagement-shift",
+        type=float,
+        default=0.0,
+        help="moves every user's engagement on a log scale (below 0: a less engaged population): a covariate "
+        "shift, in which the features move and the way behaviour leads to churn does not",
+    )
     sim.add_argument("--out", type=Path, default=Path("data/events.parquet"), help="Parquet, or CSV by its suffix")
 
     fit = commands.add_parser(
@@ -113,7 +120,13 @@ def main(argv: list[str] | None = None) -> int:
             from train.simulate import SimulationConfig, simulate_events
 
             config = SimulationConfig(
-                args.users, args.days, args.seed, args.sessions_scale, args.revenue_scale, args.pause_share
+                args.users,
+                args.days,
+                args.seed,
+                args.sessions_scale,
+                args.revenue_scale,
+                args.pause_share,
+                args.engagement_shift,
             )
             n_events = simulate_events(config, args.out)
             print(f"simulated {n_events} events of {args.users} users over {args.days} days -> {args.out}")

@@ -41,6 +41,9 @@ class SimulationConfig:
     sessions_scale: float = 1.0  # < 1 gives fewer sessions per user (a drifted population)
     revenue_scale: float = 1.0  # multiplies every purchase's revenue (prices or currency changed: drift in one feature)
     pause_share: float = 0.0  # users who take one 3-9 week break and come back (seasonal users: a new churn pattern)
+    engagement_shift: float = (
+        0.0  # moves every user's engagement (log scale): a covariate shift, same behaviour -> churn
+    )
 
 
 def simulate_chunk(
@@ -48,7 +51,7 @@ def simulate_chunk(
 ) -> dict[str, npt.NDArray]:
     """Events of users ``first_user ..`` as column arrays; session ids count up from ``first_session``."""
     days = config.days
-    engagement = rng.lognormal(mean=0.0, sigma=0.7, size=n_users)
+    engagement = rng.lognormal(mean=config.engagement_shift, sigma=0.7, size=n_users)
     existing = rng.random(n_users) < 0.5
     signup_day = np.where(existing, 0, rng.integers(0, max(1, int(days * 0.6)), size=n_users))
     # Churn hazard falls with engagement: mean lifetime grows from weeks to many months.

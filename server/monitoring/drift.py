@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from common.classification import ESTIMATE_BINS, estimated_from_groups
+from common.classification import ESTIMATE_BINS, ScoreGroups
 from common.model.reference import Column
 
 REFERENCE_FLOOR = 1e-4
@@ -63,7 +63,7 @@ class DriftWindow:
         self._counts = [[[0] * (len(c.edges) + 1) for c in columns] for _ in range(slots)]
         self._rows = [0] * slots
         # Per slot, for the performance estimate: rows and score sums per score bin, rows and score sum flagged.
-        self._scores = [_no_scores() for _ in range(slots)]
+        self._scores = [ScoreGroups(threshold) for _ in range(slots)]
         self._pending_values: list[float] = []
         self._pending_probabilities: list[float | np.floating[Any]] = []
         # (rows, probabilities, how many rows each stands for, how many rows the batch had)
@@ -76,7 +76,7 @@ class DriftWindow:
             self._slot_ids[index] = slot_id
             self._counts[index] = [[0] * (len(e) + 1) for e in self._edges]
             self._rows[index] = 0
-            self._scores[index] = _no_scores()
+            self._scores[index] = ScoreGroups(self.threshold)
         return index
 
     def add(self, values: list[float], probability: float | np.floating[Any]) -> None:
@@ -136,25 +136,17 @@ class DriftWindow:
             found = np.bincount(bins, weights, minlength=len(edges) + 1)
             counts[j] = [a + int(b) for a, b in zip(counts[j], found.tolist(), strict=True)]
         self._rows[index] += len(X) if rows is None else rows
-        self._count_scores(self._scores[index], columns[-1], weights)
-
-    def _count_scores(
-        self, scores: dict[str, Any], probabilities: npt.NDArray[np.float64], weights: npt.NDArray[np.float64] | None
-    ) -> None:
-        bins = np.minimum((probabilities * ESTIMATE_BINS).astype(np.int64), ESTIMATE_BINS - 1)
-        weight = np.ones(len(probabilities)) if weights is None else weights
-        found = np.bincount(bins, weight, minlength=ESTIMATE_BINS)
-        sums = np.bincount(bins, weight * probabilities, minlength=ESTIMATE_BINS)
-        scores["counts"] = (np.asarray(scores["counts"]) + found).tolist()
-        scores["sums"] = (np.asarray(scores["sums"]) + sums).tolist()
-        flagged = probabilities >= self.threshold
-        scores["flagged_rows"] += float(weight[flagged].sum())
-        scores["flagged_sum"] += float((weight * probabilities)[flagged].sum())
+        self._scores[index].add(columns[-1], weights)
 
     def snapshot(self) -> dict[str, Any]:
         """The ring as JSON-ready data (after counting what is queued), for another process to merge."""
         self.drain()
-        return {"slot_ids": self._slot_ids, "counts": self._counts, "rows": self._rows, "scores": self._scores}
+        return {
+            "slot_ids": self._slot_ids,
+            "counts": self._counts,
+            "rows": self._rows,
+            "scores": [g.as_dict() for g in self._scores],
+        }
 
     def same_bins(self, snapshot: dict[str, Any]) -> bool:
         """Whether ``snapshot`` counts into bins shaped as this window's (one count list per column, each its
@@ -184,18 +176,12 @@ class DriftWindow:
         :func:`common.classification.estimated_from_groups`); ``None`` below ``min_rows`` rows."""
         newest = int(now // self.slot_seconds)
         live = range(newest - self.slots + 1, newest + 1)
-        counts, sums = np.zeros(ESTIMATE_BINS), np.zeros(ESTIMATE_BINS)
-        flagged_rows = flagged_sum = 0.0
+        groups = ScoreGroups(self.threshold)
         for snapshot in snapshots:
             for slot_id, scores in zip(snapshot["slot_ids"], snapshot.get("scores", ()), strict=False):
                 if slot_id in live and len(scores["counts"]) == ESTIMATE_BINS:
-                    counts += scores["counts"]
-                    sums += scores["sums"]
-                    flagged_rows += scores["flagged_rows"]
-                    flagged_sum += scores["flagged_sum"]
-        if counts.sum() < min_rows:
-            return None
-        return estimated_from_groups(counts, sums, flagged_rows, flagged_sum)
+                    groups.add_counts(scores["counts"], scores["sums"], scores["flagged_rows"], scores["flagged_sum"])
+        return groups.estimate() if groups.rows >= min_rows else None
 
     def report(self, snapshots: Iterable[dict[str, Any]], now: float, min_rows: int) -> dict[str, Any]:
         """Window rows, the PSI of each column (``None`` below ``min_rows`` rows: noise, not drift), and the
@@ -207,7 +193,3 @@ class DriftWindow:
             for c, counts in zip(self.columns, totals, strict=True)
         }
         return {"rows": rows, "psi": values, "estimate": self.estimate(snapshots, now, min_rows)}
-
-
-def _no_scores() -> dict[str, Any]:
-    return {"counts": [0.0] * ESTIMATE_BINS, "sums": [0.0] * ESTIMATE_BINS, "flagged_rows": 0.0, "flagged_sum": 0.0}
