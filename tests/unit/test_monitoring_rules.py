@@ -39,5 +39,6 @@ def test_every_alert_has_a_unit_test() -> None:
             "PulseFeatureDrift",
             "PulsePredictionDrift",
             "PulseRequestLogDrops",
+            "PulseEstimatedRocAucDrop",
         }
     )

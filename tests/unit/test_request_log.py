@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from server.monitoring.log_file import Rotation, RequestLogError, check_request_log_path, rotated_files
+from server.monitoring.log_file import RequestLogError, Rotation, check_request_log_path, rotated_files
 from server.monitoring.request_log import ModelTag, RequestLog
 
 FEATURES = ("a", "b")
