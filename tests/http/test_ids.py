@@ -84,7 +84,7 @@ def test_reasons_carry_the_id(client: TestClient, golden: dict[str, Any]) -> Non
         ({"a": 1}, "id_type"),
         ("", "id_length"),
         ("x" * 257, "id_length"),
-        (2**64, "id_range"),
+        (2**64, "id_type"),  # orjson reads an integer past 64 bits as a float
     ],
 )
 def test_a_bad_id_is_a_422_naming_it(client: TestClient, golden: dict[str, Any], ident: Any, kind: str) -> None:
