@@ -36,8 +36,8 @@ PERIODS: dict[str, dict[str, float]] = {  # name: simulator settings
 def estimate_period(model: Path, folder: Path, users: int, seed: int, **shift: float) -> dict[str, Any]:
     """Simulate, score (with the estimate), label, and return both figures."""
     events = folder / "events.parquet"
-    simulate_events(SimulationConfig(users=users, days=90, seed=seed, **shift), events)  # type: ignore[arg-type]
-    ((last,),) = duckdb.sql(f"SELECT max(event_time) FROM '{events}'").fetchall()
+    simulate_events(SimulationConfig(users=users, days=90, seed=seed, **shift), events)
+    ((last,),) = duckdb.execute("SELECT max(event_time) FROM read_parquet($path)", {"path": str(events)}).fetchall()
     cutoff = last - timedelta(days=LABEL_DAYS)
     predictions = folder / "predictions.parquet"
     summary = score_on_duckdb(events, EventColumns(), model, predictions, cutoff)

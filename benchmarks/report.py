@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+SHADOW_SCENARIO = "/predict with a 10% shadow [1000]"  # benchmarks.run: the shadow server's batch scenario
 STOCK = " stock"  # the suffix benchmarks.run gives a scenario measured on the stock-mode server
 
 SERVER_LABELS = {
     "ours": "ML-PulseChecker",
     "ours_stock": "ML-PulseChecker, stock mode (uvicorn's own protocol)",
+    "ours_shadow": "ML-PulseChecker with a shadow model on 10% of requests",
     "original": "original design (FastAPI + pydantic + DataFrame + sklearn)",
     "bare_starlette": "bare Starlette route (orjson parse, constant)",
     "raw_asgi": "raw ASGI callable (orjson parse, constant)",
@@ -67,6 +69,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         )
         + ".",
         *_grpc_lines(results),
+        *_shadow_line(results),
         "",
         "### Our other scenarios (wrk, 16 connections; gRPC: `benchmarks.grpc_load`, 16 calls in flight)",
         "",
@@ -112,6 +115,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"{c['wrk']}. Locust {'warned' if cpu_bound else 'did not warn'} that it was CPU-bound.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _shadow_line(results: dict[str, Any]) -> list[str]:
+    single, ours = results["single"], results["ours"]
+    if "ours_shadow" not in single or SHADOW_SCENARIO not in ours:
+        return []
+    return [
+        "",
+        "A shadow model scoring 10% of requests after their answers (`PULSE_SHADOW_SAMPLE=0.1`), same run: single "
+        f"row **{_ratio(single['ours_shadow']['rps'], single['ours']['rps'])}** the requests/s without it, "
+        f"1000-row `/predict` **{_ratio(ours[SHADOW_SCENARIO]['rps'], ours['/predict [1000]']['rps'])}**.",
+    ]
 
 
 def _grpc_lines(results: dict[str, Any]) -> list[str]:

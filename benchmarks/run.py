@@ -27,7 +27,7 @@ import pandas as pd
 import psutil
 
 from benchmarks.procs import ROOT, ServerProcess, free_port, locust_command, python_command, run_server
-from benchmarks.report import STOCK, write_report
+from benchmarks.report import SHADOW_SCENARIO, STOCK, write_report
 
 SERVER_CORE, LOAD_CORE = 0, 1
 WRK_CONNECTIONS = 16
@@ -78,6 +78,9 @@ def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
         "ours_stock": python_command(  # the same server in stock mode (SERVER_ENV): uvicorn's own protocol
             "-m", "server", "--model", str(artifacts / "model.onnx"), "--port", p, "--log-level", "warning"
         ),
+        "ours_shadow": python_command(  # the same server with a shadow model on 10% of requests (SERVER_ENV)
+            "-m", "server", "--model", str(artifacts / "model.onnx"), "--port", p, "--log-level", "warning"
+        ),
         "original": python_command(
             "-m", "benchmarks.reference.fastapi_sklearn", "--port", p, "--model", str(artifacts / "model.joblib")
         ),
@@ -86,7 +89,11 @@ def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
     }
 
 
-SERVER_ENV = {"ours": {"PULSE_HTTP": "fast"}, "ours_stock": {"PULSE_HTTP": "stock"}}  # ours adds PULSE_GRPC_PORT
+SERVER_ENV = {  # ours adds PULSE_GRPC_PORT; the shadow's candidate is the served model's file, loaded again
+    "ours": {"PULSE_HTTP": "fast"},
+    "ours_stock": {"PULSE_HTTP": "stock"},
+    "ours_shadow": {"PULSE_HTTP": "fast", "PULSE_SHADOW_SAMPLE": "0.1"},
+}
 
 
 def _taskset(core: int) -> list[str]:
@@ -408,6 +415,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             port = free_port()
             command = _server_commands(artifacts, port)[name]
             env = {**SERVER_ENV.get(name, {}), **({"PULSE_GRPC_PORT": str(grpc_port)} if name == "ours" else {})}
+            if name == "ours_shadow":
+                env["PULSE_SHADOW_MODEL"] = str(artifacts / "model.onnx")
             server = stack.enter_context(
                 run_server([*_taskset(SERVER_CORE), *command], port, workdir / f"{name}.log", env, timeout=120)
             )
@@ -435,6 +444,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for label, grpc_requests in grpc_scenarios.items():
                 measure_grpc(label, grpc_requests)
             measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
+            measure(SHADOW_SCENARIO, "ours_shadow", "/predict", bodies["/predict [1000]"])
             for target, suffix in (("ours", ""), ("ours_stock", STOCK)):
                 for label, batch_bodies in bodies.items():
                     if target == "ours" or label.endswith("[1000]"):

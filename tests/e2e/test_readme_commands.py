@@ -90,11 +90,12 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     # The benchmark harness's smoke run with its defaults: every scenario runs and reports.
     _run(clone, python, "-m", "benchmarks", "run", "--smoke")
     results = json.loads((clone / "benchmarks" / "results" / "latest.json").read_text())
-    assert set(results["single"]) == {"ours", "ours_stock", "original", "bare_starlette", "raw_asgi"}
+    assert set(results["single"]) == {"ours", "ours_stock", "ours_shadow", "original", "bare_starlette", "raw_asgi"}
     for name, entry in [*results["single"].items(), *results["ours"].items()]:
         assert entry["rps"]["median"] > 0 and entry["errors"] == 0, (name, entry["errors"])
     assert set(results["ours"]) == {
         "/predict?explain=3 [1]",
+        "/predict with a 10% shadow [1000]",
         "/predict [10]",
         "/predict [100]",
         "/predict [1000]",
