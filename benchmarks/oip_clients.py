@@ -49,9 +49,30 @@ def _code(exc: Exception) -> str | None:
     return None if status is None else str(status)
 
 
+ROW_IDS = [f"user-{i}-é" for i in range(100)]  # one caller id per row (not ASCII: UTF-8 both ways)
+
+
+def _key(output: str) -> str:
+    """An output's key in a call's result: the ``id`` output (row ids) beside the request's ``id``."""
+    return "row_ids" if output == "id" else output
+
+
+def _kserve_inputs(infer_input: Any, rows: npt.NDArray[Any], kwargs: dict[str, Any], binary: bool) -> list[Any]:
+    tensor = infer_input(kwargs.pop("input_name", INPUT), list(rows.shape), "FP32")
+    tensor.set_data_from_numpy(rows, binary_data=binary)
+    ids = kwargs.pop("ids", None)
+    if ids is None:
+        return [tensor]
+    id_tensor = infer_input("id", [len(ids)], "BYTES")
+    id_tensor.set_data_from_numpy(np.array(ids, dtype=object), binary_data=binary)
+    return [tensor, id_tensor]
+
+
 def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
     if isinstance(value, np.ndarray):
-        return value.tolist()
+        return _plain(value.tolist()) if value.dtype == object else value.tolist()
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -72,18 +93,23 @@ def triton(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
 
     def infer(rows: npt.NDArray[Any], binary_in: bool = True, binary_out: bool | None = None, **kwargs: Any) -> Any:
         tensor = client.InferInput(kwargs.pop("input_name", INPUT), list(rows.shape), kwargs.pop("datatype", "FP32"))
-        if transport == "http":
-            tensor.set_data_from_numpy(rows, binary_data=binary_in)
-        else:
-            tensor.set_data_from_numpy(rows)
+        tensors = [tensor]
+        ids = kwargs.pop("ids", None)
+        if ids is not None:  # one caller id per row: a BYTES input named "id", echoed as an output
+            tensors.append(client.InferInput("id", [len(ids)], "BYTES"))
+        for t, data in zip(tensors, (rows, np.array(ids, dtype=object)), strict=False):
+            if transport == "http":
+                t.set_data_from_numpy(data, binary_data=binary_in)
+            else:
+                t.set_data_from_numpy(data)
         outputs = None
         if binary_out is not None:
             outputs = [client.InferRequestedOutput(OUTPUT, binary_data=binary_out)] if transport == "http" else None
         kwargs["headers"] = dict(kwargs.get("headers", headers) or {})  # a copy each call: see _fresh
-        result = c.infer(kwargs.pop("model", MODEL), [tensor], outputs=outputs, **kwargs)
+        result = c.infer(kwargs.pop("model", MODEL), tensors, outputs=outputs, **kwargs)
         response = result.get_response() if transport == "http" else result.get_response(as_json=True)
         names = [o["name"] for o in response["outputs"]]
-        return {"id": response.get("id", ""), **{name: result.as_numpy(name) for name in names}}
+        return {"id": response.get("id", ""), **{_key(name): result.as_numpy(name) for name in names}}
 
     calls: Calls = {
         "is_server_live": lambda: c.is_server_live(headers=headers),
@@ -97,6 +123,7 @@ def triton(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
         "infer(model_version)": lambda: infer(X, model_version=version),
         "infer(explain)": lambda: infer(X, parameters={"explain": True}),
         "infer(one row)": lambda: infer(X[:1]),
+        "infer(ids)": lambda: infer(X, ids=ROW_IDS[: len(X)]),
         "error: wrong shape": lambda: infer(np.ascontiguousarray(X[:, :-1])),
         "error: wrong datatype": lambda: infer(X.astype(np.float64), datatype="FP64"),
         "error: unknown input": lambda: infer(X, input_name="nope"),
@@ -111,6 +138,7 @@ def triton(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
             "infer(json in, json out)": lambda: infer(X, binary_in=False, binary_out=False),
             "infer(json in, binary out)": lambda: infer(X, binary_in=False, binary_out=True),
             "infer(binary in, json out)": lambda: infer(X, binary_in=True, binary_out=False),
+            "infer(ids, json in)": lambda: infer(X, binary_in=False, ids=ROW_IDS[: len(X)]),
         }
     results: dict[str, Any] = {"version": version}
     for name, call in calls.items():
@@ -135,13 +163,12 @@ def kserve(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
             base = f"http://{url}"
 
             async def infer(rows: npt.NDArray[Any], binary: bool = False, **kwargs: Any) -> Any:
-                tensor = InferInput(kwargs.pop("input_name", INPUT), list(rows.shape), "FP32")
-                tensor.set_data_from_numpy(rows, binary_data=binary)
+                tensors = _kserve_inputs(InferInput, rows, kwargs, binary)
                 model = kwargs.pop("model", MODEL)
-                request = InferRequest(model_name=model, infer_inputs=[tensor], request_id=kwargs.pop("id", None))
+                request = InferRequest(model_name=model, infer_inputs=tensors, request_id=kwargs.pop("id", None))
                 fresh = dict(kwargs.pop("headers", headers) or {})  # a copy each call: see _fresh
                 response = await rest.infer(base, request, model_name=model, headers=fresh)
-                return {"id": response.id or "", **{o.name: o.as_numpy() for o in response.outputs}}
+                return {"id": response.id or "", **{_key(o.name): o.as_numpy() for o in response.outputs}}
 
             calls = {
                 "is_server_live": lambda: rest.is_server_live(base, headers=headers),
@@ -156,14 +183,13 @@ def kserve(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
             grpc_client = InferenceGRPCClient(url)
 
             async def infer(rows: npt.NDArray[Any], binary: bool = False, **kwargs: Any) -> Any:
-                tensor = InferInput(kwargs.pop("input_name", INPUT), list(rows.shape), "FP32")
-                tensor.set_data_from_numpy(rows, binary_data=binary)
+                tensors = _kserve_inputs(InferInput, rows, kwargs, binary)
                 request = InferRequest(
-                    model_name=kwargs.pop("model", MODEL), infer_inputs=[tensor], request_id=kwargs.pop("id", None)
+                    model_name=kwargs.pop("model", MODEL), infer_inputs=tensors, request_id=kwargs.pop("id", None)
                 )
                 metadata = tuple((kwargs.pop("headers", headers) or {}).items())
                 response = await grpc_client.infer(request, headers=metadata)
-                return {"id": response.id or "", **{o.name: o.as_numpy() for o in response.outputs}}
+                return {"id": response.id or "", **{_key(o.name): o.as_numpy() for o in response.outputs}}
 
             calls = {
                 "is_server_live": lambda: grpc_client.is_server_live(headers=tuple((headers or {}).items())),
@@ -175,6 +201,7 @@ def kserve(transport: str, url: str, X: npt.NDArray[np.float32], key: str | None
             }
             close = grpc_client.close
         calls |= {
+            "infer(ids)": lambda: infer(X, ids=ROW_IDS[: len(X)]),
             "error: wrong shape": lambda: infer(np.ascontiguousarray(X[:, :-1])),
             "error: unknown input": lambda: infer(X, input_name="nope"),
             "error: negative value": lambda: infer(-X - 1),

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from benchmarks.oip_clients import ROW_IDS
 from benchmarks.procs import (
     ROOT,
     ServerProcess,
@@ -115,6 +116,8 @@ def test_tritonclient_every_call(
     for call in ("infer(json in, json out)", "infer(json in, binary out)", "infer(binary in, json out)"):
         if transport == "http":
             _check_scores(results, call, model, X)
+    for call in ("infer(ids)", *(["infer(ids, json in)"] if transport == "http" else [])):
+        assert _check_scores(results, call, model, X)["row_ids"] == ROW_IDS[: len(X)], call  # echoed, UTF-8 intact
     explained = _check_scores(results, "infer(explain)", model, X)
     assert model.explainer is not None
     contributions = np.array(explained["contributions"])
@@ -148,6 +151,7 @@ def test_kserve_sdk_every_call(
     assert _check_scores(results, "infer", model, X)["id"] == "k-1"
     _check_scores(results, "infer(binary)" if transport == "rest" else "infer(raw)", model, X)
     _check_scores(results, "infer(one row)", model, X[:1])
+    assert _check_scores(results, "infer(ids)", model, X)["row_ids"] == ROW_IDS[: len(X)]
     rest, n = transport == "rest", len(model.info.features)
     expected = {
         "error: wrong shape": ("400" if rest else "StatusCode.INVALID_ARGUMENT", f"input shape must be [N, {n}]"),
