@@ -39,18 +39,19 @@ class ServedReport:
         return any(v.get("degraded") for v in self.figures["versions"].values())
 
     def line(self) -> str:
-        parts = [
-            f"{version}: realized ROC-AUC {v['realized']['roc_auc']:.3f} on {v['users']} users"
-            + (" DEGRADED" if v.get("degraded") else "")
-            for version, v in self.figures["versions"].items()
-        ]
+        parts = []
+        for version, v in self.figures["versions"].items():
+            test = v["test"].get("roc_auc")
+            against = f" (test {test:.3f})" if test is not None else ""
+            parts.append(f"{version} realized ROC-AUC {v['realized']['roc_auc']:.3f}{against} on {v['users']} users")
         shadow = self.figures.get("shadow")
         if shadow:
             parts.append(
-                f"shadow {shadow['shadow_version']}: {shadow['shadow']['roc_auc']:.3f} vs served "
-                f"{shadow['served']['roc_auc']:.3f} on the same {shadow['users']} users"
+                f"shadow {shadow['shadow_version']} {shadow['shadow']['roc_auc']:.3f} against "
+                f"{shadow['served']['roc_auc']:.3f} served on the same {shadow['users']} users"
             )
-        return "; ".join(parts) + f" -> {self.out}/"
+        verdict = "DEGRADED" if self.degraded else "ok"
+        return f"{verdict}: " + "; ".join(parts) + f" -> {self.out}/"
 
 
 def _files(served: str) -> list[str]:

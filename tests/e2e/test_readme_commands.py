@@ -76,9 +76,11 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         assert status == 200 and 0 <= json.loads(body)["churn_probability"] <= 1
 
     # The README's end-to-end workflow blocks, as written (on this run's venv rather than the clone's .venv, and
-    # the example server's port swapped for a free one): nightly scoring -> outcomes, request log -> drift.
+    # the example server's port swapped for a free one): nightly scoring -> outcomes, request log -> drift,
+    # answers with ids -> outcomes of what was served.
     blocks = workflow_blocks((clone / "README.md").read_text())
-    assert len(blocks) == 2 and "score outcomes" in blocks[0] and "train drift" in blocks[1]
+    assert len(blocks) == 3 and "score outcomes" in blocks[0] and "train drift" in blocks[1]
+    assert "--served" in blocks[2]
     for block in blocks:
         script = block.replace(".venv/bin/python", python).replace("8001", str(free_port()))
         result = subprocess.run(["bash", "-c", script], cwd=clone, capture_output=True, text=True, timeout=600)
@@ -86,6 +88,10 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         assert _shown(block) in result.stdout, (block, result.stdout[-2000:])
     assert (clone / "artifacts" / "outcomes" / "outcomes.md").is_file()
     assert (clone / "artifacts" / "drift" / "data_drift_report.html").is_file()
+    served = json.loads((clone / "artifacts" / "served-outcomes" / "outcomes.json").read_text())
+    nightly = json.loads((clone / "artifacts" / "outcomes" / "outcomes.json").read_text())
+    (version,) = served["versions"]  # the answers the server gave realize what the nightly run's scores realized
+    assert served["versions"][version]["realized"]["roc_auc"] == pytest.approx(nightly["realized"]["roc_auc"], abs=1e-6)
 
     # The benchmark harness's smoke run with its defaults: every scenario runs and reports.
     _run(clone, python, "-m", "benchmarks", "run", "--smoke")

@@ -78,7 +78,7 @@ def test_the_command_reports_and_says_what_is_wrong(
     folder, events = period
     args = ["outcomes", "--served", str(folder / "requests.jsonl"), "--events", str(events), "--out", str(tmp_path)]
     assert main(args) == 0
-    assert "v1: realized ROC-AUC 0.667 on 5 users" in capsys.readouterr().out
+    assert "ok: v1 realized ROC-AUC 0.667 on 5 users" in capsys.readouterr().out
     short = tmp_path / "short.csv"
     short.write_text("user_id,event_time\nu1,2026-02-20T10:00:00\nu1,2026-03-05T10:00:00\n")
     assert main([*args[:3], "--events", str(short), "--out", str(tmp_path)]) == 2
