@@ -252,3 +252,56 @@ scrape_configs:
             stop.set()
             process.terminate()
             process.wait(timeout=30)
+
+
+def _admin(url: str, method: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"content-type": "application/json", "authorization": f"Bearer {key}"}
+    request = urllib.request.Request(url, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return int(response.status), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read())
+
+
+def test_a_shadow_set_over_http_reaches_every_worker(
+    exported: Path, twin_model: Path, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from server.config.keys import hash_key
+
+    admin = "ak-shadow-" + "a" * 32
+    (tmp_path / "keys.txt").write_text(f"{hash_key(admin)} admin ops\n")
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--workers", "2")
+    env = {
+        "PULSE_API_KEYS_FILE": str(tmp_path / "keys.txt"),
+        "PULSE_MODEL_DIR": str(tmp_path_factory.getbasetemp()),  # every model fixture of this run lives under it
+        "PULSE_LOG_LEVEL": "warning",
+    }
+    rows = json.loads((exported.parent / "golden_rows.json").read_text())
+    body = json.dumps([dict(zip(rows["features"], row, strict=True)) for row in rows["inputs"]]).encode()
+    with run_server(command, port, tmp_path / "server.log", env, timeout=60) as server:
+        deadline = time.monotonic() + 30
+        while "pulse_workers 2.0" not in http_get(server.url + "/metrics")[1].decode():  # both up and reporting
+            assert time.monotonic() < deadline, "the second worker did not report within 30 s"
+            time.sleep(0.2)
+        status, answer = _admin(server.url + "/admin/shadow", "POST", admin, {"path": str(twin_model), "sample": 1})
+        assert status == 200, answer
+        assert len(answer["workers"]) == 2 and set(answer["workers"].values()) == {answer["shadow_version"]}
+        request = urllib.request.Request(
+            server.url + "/predict", body, {"content-type": "application/json", "authorization": f"Bearer {admin}"}
+        )
+        for _ in range(40):  # fresh connections: the kernel spreads them over both workers
+            urllib.request.urlopen(request, timeout=10).read()
+        deadline = time.monotonic() + 10
+        while True:
+            metrics = http_get(server.url + "/metrics")[1].decode()
+            found = re.search(r"^pulse_shadow_rows_total (\S+)$", metrics, re.M)
+            if (found and float(found.group(1)) == 40 * len(rows["inputs"])) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert found and float(found.group(1)) == 40 * len(rows["inputs"])  # every row, whichever worker took it
+        assert len(re.findall(r"^pulse_worker_http_requests_total\{", metrics, re.M)) == 2
+        status, answer = _admin(server.url + "/admin/shadow", "DELETE", admin)
+        assert status == 200 and set(answer["workers"].values()) == {""}
