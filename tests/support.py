@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +78,40 @@ def binary_outputs(response: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
         rest = rest[size:]
     assert rest == b""
     return header, tensors
+
+
+@contextlib.contextmanager
+def running_prometheus(target_port: int, folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real Prometheus scraping ``127.0.0.1:target_port`` every second with the repository's alert rules; its
+    HTTP API's base URL and its process, until the block ends."""
+    prometheus = require_tool("prometheus", "apt-get install prometheus")
+    rules = Path(__file__).resolve().parents[1] / "deploy" / "monitoring" / "alerts.yml"
+    config = folder / "prometheus.yml"
+    config.write_text(
+        f"""
+global: {{scrape_interval: 1s, evaluation_interval: 1s}}
+rule_files: ["{rules}"]
+scrape_configs:
+  - job_name: pulse
+    static_configs: [{{targets: ["127.0.0.1:{target_port}"]}}]
+"""
+    )
+    from benchmarks.procs import free_port
+
+    port = free_port()
+    with open(folder / "prometheus.log", "wb") as log:
+        process = subprocess.Popen(
+            [
+                prometheus,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={folder / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"http://127.0.0.1:{port}/api/v1", process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

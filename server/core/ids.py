@@ -67,6 +67,12 @@ def encode_strings(values: list[str]) -> bytes:
     return b"".join(parts)
 
 
+def check_id_tensor(datatype: object, shape: object, rows: int) -> None:
+    """The V2 ``id`` input's type and shape, whichever encoding carried them: BYTES, ``[N]`` or ``[N, 1]``."""
+    if datatype != "BYTES" or shape not in ([rows], [rows, 1]):
+        raise V2Error(f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {datatype!r} {shape!r}")
+
+
 def check_v2_ids(values: list[Any], rows: int) -> list[str]:
     """The V2 ``id`` tensor's values: one non-empty string per row, at most ``MAX_ID_CHARS`` characters each."""
     if len(values) != rows:

@@ -11,7 +11,7 @@ import numpy.typing as npt
 
 from common.model.loader import ModelInfo
 from server.core.errors import V2Error
-from server.core.ids import ID_FIELD, check_v2_ids, decode_strings, encode_strings
+from server.core.ids import ID_FIELD, check_id_tensor, check_v2_ids, decode_strings, encode_strings
 from server.core.served import ServedModel
 from server.core.validation import FLOAT32_MAX, NUMBERS
 
@@ -143,7 +143,7 @@ def _inputs(inputs: list[Any], info: ModelInfo) -> tuple[dict[str, Any], dict[st
         raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES)")
     by_name = {tensor.get("name"): tensor for tensor in inputs}
     id_tensor = by_name.pop(ID_FIELD, None)
-    if len(by_name) != 1:
+    if len(by_name) != 1 or len(by_name) + (id_tensor is not None) != len(inputs):  # one of each, no repeats
         raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES)")
     return next(iter(by_name.values())), id_tensor
 
@@ -169,11 +169,7 @@ def _binary_chunks(inputs: list[dict[str, Any]], binary: bytes) -> dict[str, byt
 
 def _id_values(tensor: dict[str, Any], rows: int, binary: bytes | None) -> list[Any]:
     """The ``id`` tensor's strings: BYTES, shape ``[N]`` or ``[N, 1]``, as JSON data or binary."""
-    shape = tensor.get("shape")
-    if tensor.get("datatype") != "BYTES" or shape not in ([rows], [rows, 1]):
-        raise V2Error(
-            f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {tensor.get('datatype')!r} {shape!r}"
-        )
+    check_id_tensor(tensor.get("datatype"), tensor.get("shape"), rows)
     if binary is not None:
         return decode_strings(binary, rows, "input 'id'")
     data = tensor.get("data")

@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from common.model.loader import ModelInfo
 from server.core.errors import V2Error
-from server.core.ids import ID_FIELD, check_v2_ids, decode_strings, encode_strings
+from server.core.ids import ID_FIELD, check_id_tensor, check_v2_ids, decode_strings, encode_strings
 from server.core.v2 import CONTRIBUTIONS, InferRequest, check_input, check_range
 
 SERVICE = "inference.GRPCInferenceService"
@@ -111,10 +111,7 @@ def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequ
 
 def _grpc_ids(tensor: Any, raw: bytes | None, rows: int) -> list[Any]:
     """The ``id`` tensor's strings, from ``contents.bytes_contents`` or its raw (length-prefixed) entry."""
-    if tensor.datatype != "BYTES" or list(tensor.shape) not in ([rows], [rows, 1]):
-        raise V2Error(
-            f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {tensor.datatype!r} {list(tensor.shape)}"
-        )
+    check_id_tensor(tensor.datatype, list(tensor.shape), rows)
     if raw is not None:
         return decode_strings(raw, rows, "input 'id'")
     try:

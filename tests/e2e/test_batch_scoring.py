@@ -77,6 +77,7 @@ def test_small_chunks_give_the_same_file_as_one_chunk(tmp_path: Path, event_log:
     chunked = score_on_duckdb(event_log, LOG_COLUMNS, behaviour_model, tmp_path / "chunked.parquet", chunk_rows=97)
     assert whole.users == chunked.users > 97 * 5
     assert pq.read_table(tmp_path / "whole.parquet").equals(pq.read_table(tmp_path / "chunked.parquet"))
+    assert whole.estimate is not None and chunked.estimate == pytest.approx(whole.estimate, abs=1e-12)
 
 
 def test_without_a_session_column_sessions_come_from_30_minute_gaps(

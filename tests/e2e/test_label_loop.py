@@ -28,7 +28,7 @@ from benchmarks.procs import free_port, http_get, http_post_json, python_command
 from benchmarks.run import run_wrk
 from common.events import EventColumns
 from score.duckdb_engine import score_on_duckdb
-from tests.support import require_tool
+from tests.support import require_tool, running_prometheus
 from train.simulate import SimulationConfig, simulate_events
 
 pytestmark = pytest.mark.e2e
@@ -177,7 +177,6 @@ def _query(api: str, expr: str) -> list[Any]:
 
 
 def test_every_dashboard_query_has_data_in_a_real_prometheus(exported: Path, twin_model: Path, tmp_path: Path) -> None:
-    prometheus = require_tool("prometheus", "apt-get install prometheus")
     dashboard = json.loads(DASHBOARD.read_text())
     targets = [
         (panel["title"], target["expr"])
@@ -187,17 +186,7 @@ def test_every_dashboard_query_has_data_in_a_real_prometheus(exported: Path, twi
     ]
     assert len(targets) >= 20 and all(panel["gridPos"] for panel in dashboard["panels"])
     _, _, rows = _period(tmp_path, exported, users=300, seed=25)
-    port, prometheus_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        f"""
-global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: ["{ROOT / "deploy" / "monitoring" / "alerts.yml"}"]
-scrape_configs:
-  - job_name: pulse
-    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
-"""
-    )
+    port = free_port()
     env = {
         "PULSE_SHADOW_MODEL": str(twin_model),
         "PULSE_SHADOW_SAMPLE": "0.5",
@@ -222,36 +211,25 @@ scrape_configs:
 
         sender = threading.Thread(target=traffic, daemon=True)
         sender.start()
-        api = f"http://127.0.0.1:{prometheus_port}/api/v1"
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            process = subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with running_prometheus(port, tmp_path) as (api, process):
             deadline = time.monotonic() + 60
             empty: list[str] = [expr for _, expr in targets]
-            while empty:
-                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-                assert time.monotonic() < deadline, f"dashboard queries with no data after 60 s: {empty}"
-                time.sleep(1)
-                try:
-                    empty = [expr for _, expr in targets if not _query(api, expr.replace("$__rate_interval", "10s"))]
-                except OSError:
-                    continue  # Prometheus still starting
-            rules = json.loads(urllib.request.urlopen(api + "/rules", timeout=5).read())["data"]["groups"]
-            names = {rule["name"] for group in rules for rule in group["rules"]}
-            assert "PulseEstimatedRocAucDrop" in names
-        finally:
-            stop.set()
-            process.terminate()
-            process.wait(timeout=30)
+            try:
+                while empty:
+                    assert process.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+                    assert time.monotonic() < deadline, f"dashboard queries with no data after 60 s: {empty}"
+                    time.sleep(1)
+                    try:
+                        empty = [
+                            expr for _, expr in targets if not _query(api, expr.replace("$__rate_interval", "10s"))
+                        ]
+                    except OSError:
+                        continue  # Prometheus still starting
+                rules = json.loads(urllib.request.urlopen(api + "/rules", timeout=5).read())["data"]["groups"]
+                names = {rule["name"] for group in rules for rule in group["rules"]}
+                assert "PulseEstimatedRocAucDrop" in names
+            finally:
+                stop.set()
 
 
 def _admin(url: str, method: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,7 @@ import pytest
 
 from benchmarks.procs import free_port, http_get, http_post_json, python_command, run_server
 from common.events import EventColumns
-from tests.support import require_tool
+from tests.support import running_prometheus
 from train.pipeline import write_features
 from train.simulate import SimulationConfig, simulate_events
 
@@ -99,36 +98,13 @@ def _prometheus_json(url: str) -> Any:
 
 
 def test_a_real_prometheus_sees_the_drift_alert_go_pending(exported: Path, tmp_path: Path) -> None:
-    prometheus = require_tool("prometheus", "apt-get install prometheus")
     rows = _shifted_rows(exported, tmp_path)
-    port, prometheus_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        f"""
-global: {{scrape_interval: 1s, evaluation_interval: 1s}}
-rule_files: ["{ROOT / "deploy" / "monitoring" / "alerts.yml"}"]
-scrape_configs:
-  - job_name: pulse
-    static_configs: [{{targets: ["127.0.0.1:{port}"]}}]
-"""
-    )
+    port = free_port()
     command = python_command("-m", "server", "--model", str(exported), "--port", str(port))
     with run_server(command, port, tmp_path / "server.log") as server:
         for start in range(0, len(rows), 200):
             assert http_post_json(server.url + "/predict", json.dumps(rows[start : start + 200]).encode())[0] == 200
-        api = f"http://127.0.0.1:{prometheus_port}/api/v1"
-        with open(tmp_path / "prometheus.log", "wb") as log:
-            process = subprocess.Popen(
-                [
-                    prometheus,
-                    f"--config.file={config}",
-                    f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                    f"--web.listen-address=127.0.0.1:{prometheus_port}",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        try:
+        with running_prometheus(port, tmp_path) as (api, process):
             deadline = time.monotonic() + 60
             state = None
             while state not in ("pending", "firing"):
@@ -145,6 +121,3 @@ scrape_configs:
             result = _prometheus_json(api + '/query?query=pulse_feature_psi{feature="revenue_per_session"}')
             assert float(result["data"]["result"][0]["value"][1]) > 0.2
             assert not [a for a in alerts if a["labels"]["alertname"] in ("PulseNotReady", "PulseHigh5xxRatio")]
-        finally:
-            process.terminate()
-            process.wait(timeout=30)

@@ -69,6 +69,12 @@ def test_on_a_fresh_period_the_realized_auc_is_the_test_auc(tmp_path: Path, defa
     assert figures["degraded"] is False and result.stdout.startswith("ok: realized ROC-AUC")
     assert "| ROC-AUC |" in (tmp_path / "report" / "outcomes.md").read_text()
     assert (tmp_path / "report" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # What score run expected before any label (CBPE), beside what the labels realized: close on an unshifted period.
+    estimate = json.loads((tmp_path / "predictions.parquet.estimate.json").read_text())
+    assert estimate["estimated"] == figures["estimated"] and estimate["rows"] == figures["users"]
+    assert figures["estimate_error"] == pytest.approx(figures["estimated"]["roc_auc"] - figures["realized"]["roc_auc"])
+    assert abs(figures["estimate_error"]) < 0.03
+    assert "Estimated when scored, before any label (CBPE)" in (tmp_path / "report" / "outcomes.md").read_text()
 
 
 def test_with_reasons_the_report_shows_realized_churn_by_strongest_reason(tmp_path: Path, default_model: Path) -> None:

@@ -17,11 +17,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from common.classification import ScoreGroups
 from common.events import EventColumns
 from common.features import feature_set
 from score.duckdb_engine import score_on_duckdb
 from score.model import ScoreError
-from score.output import RUN_RECORD_FILE
+from score.output import ESTIMATE_FILE, RUN_RECORD_FILE
 from score.spark_engine import open_events, score_on_spark, spark_session
 from tests.unit.test_events import BAD_LOGS
 
@@ -161,6 +162,12 @@ def test_the_command_line_scores_on_spark_and_the_outcome_report_reads_its_folde
     record = json.loads((out / RUN_RECORD_FILE).read_text())
     assert record["engine"] == "spark" and record["features"] == FEATURES
     assert [p.name for p in tmp_path.iterdir()] == ["predictions"]  # no staging folder left behind
+    # The estimate before labels, counted on the cluster, is the one counted from the written scores.
+    groups = ScoreGroups(record["threshold"])
+    groups.add(pq.read_table(out).column("churn_probability").to_numpy())
+    estimated = json.loads((out / ESTIMATE_FILE).read_text())["estimated"]
+    assert estimated == pytest.approx(groups.estimate(), abs=1e-12)
+    assert f"estimated ROC-AUC {estimated['roc_auc']:.3f} before labels" in run.stdout
 
     report = subprocess.run(
         [sys.executable, "-m", "score", "outcomes", "--predictions", str(out), "--events", str(event_log),
