@@ -29,7 +29,7 @@ from server.config.keys import KeyRing, KeysError
 from server.core.errors import ApiError, NotReady
 from server.monitoring.request_log import RequestLog
 from server.monitoring.shadow import Shadow, load_shadow
-from server.ops.control import SHADOW_CONTROL_FILE, Control, read_control, write_control
+from server.ops.control import CONTROL_FILE, SHADOW_CONTROL_FILE, Control, read_control, write_control
 
 if TYPE_CHECKING:
     from server.core.served import ServedModel
@@ -139,7 +139,7 @@ class ModelSwapper:
         return served, control
 
     async def _followed(
-        self, control: Control, record: str = "info", name: str = "model-control.json"
+        self, control: Control, record: str = "info", name: str = CONTROL_FILE
     ) -> dict[str, str]:
         """Each live worker's version once all serve ``control``'s model (``record``: where a worker's snapshot
         names it, ``info`` or ``shadow``); raises if superseded or late."""
