@@ -138,9 +138,7 @@ class ModelSwapper:
             self._install(served, path)
         return served, control
 
-    async def _followed(
-        self, control: Control, record: str = "info", name: str = CONTROL_FILE
-    ) -> dict[str, str]:
+    async def _followed(self, control: Control, record: str = "info", name: str = CONTROL_FILE) -> dict[str, str]:
         """Each live worker's version once all serve ``control``'s model (``record``: where a worker's snapshot
         names it, ``info`` or ``shadow``); raises if superseded or late."""
         metrics = self.state.metrics
