@@ -174,9 +174,9 @@ def test_grpc_requests_are_counted_like_http_ones(
     before = metric(proc.url, "pulse_http_requests_total", route=route, status="200")
     rows_before = metric(proc.url, "pulse_predicted_rows_total")
     _run("triton-grpc", server, rows[1])
-    # infer, infer(model_version), infer(explain): 5 rows each; infer(one row): 1
-    assert metric(proc.url, "pulse_http_requests_total", route=route, status="200") - before == 4
-    assert metric(proc.url, "pulse_predicted_rows_total") - rows_before == 16
+    # infer, infer(model_version), infer(explain), infer(ids): 5 rows each; infer(one row): 1
+    assert metric(proc.url, "pulse_http_requests_total", route=route, status="200") - before == 5
+    assert metric(proc.url, "pulse_predicted_rows_total") - rows_before == 21
     assert metric(proc.url, "pulse_http_requests_total", route=route, status="401") >= 1
 
 
