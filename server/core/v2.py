@@ -139,8 +139,8 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
 
 def _inputs(inputs: list[Any], info: ModelInfo) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The features tensor, and the optional ``id`` tensor (one caller id per row)."""
-    if not inputs or len(inputs) > 2 or not all(type(tensor) is dict for tensor in inputs):
-        raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES)")
+    if not inputs or len(inputs) > 2 or not all(type(t) is dict and type(t.get("name")) is str for t in inputs):
+        raise V2Error(f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES), by name")
     by_name = {tensor.get("name"): tensor for tensor in inputs}
     id_tensor = by_name.pop(ID_FIELD, None)
     if len(by_name) != 1 or len(by_name) + (id_tensor is not None) != len(inputs):  # one of each, no repeats

@@ -4,6 +4,7 @@ and the metric labels (Starlette's matched ``scope["route"]``) all come from :da
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,17 @@ def _v2_fallback(v2_routes: list[Route]) -> Route:
     return Route("/v2/{path:path}", not_found, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
 
 
+def _by_method(handlers: dict[str, Callable[[Request], Awaitable[Response]]]) -> Callable[..., Awaitable[Response]]:
+    """One path's handler: the one for the request's method (HEAD answered by GET's)."""
+    if len(handlers) == 1:
+        return next(iter(handlers.values()))
+
+    async def dispatch(request: Request) -> Response:
+        return await handlers["GET" if request.method == "HEAD" else request.method](request)
+
+    return dispatch
+
+
 def build_routes(state: ServerState) -> list[BaseRoute]:
     """Starlette's route table for :data:`ENDPOINTS`, plus the Swagger UI assets."""
     handlers, v2 = Handlers(state), V2Handlers(state)
@@ -426,7 +438,10 @@ def build_routes(state: ServerState) -> list[BaseRoute]:
             route: Route = V2Route(endpoint.path, v2_names[endpoint.name], methods=[endpoint.method])
             v2_routes.append(route)
         else:
-            route = Route(endpoint.path, getattr(handlers, endpoint.name), methods=[endpoint.method])
+            methods = {e.method: getattr(handlers, e.name) for e in ENDPOINTS if e.path == endpoint.path}
+            if next(e for e in ENDPOINTS if e.path == endpoint.path) is not endpoint:
+                continue  # its path's route is made once, for every method (a 405 then lists them all)
+            route = Route(endpoint.path, _by_method(methods), methods=list(methods))
         routes.append(route)
     routes.append(_v2_fallback(v2_routes))
     routes.append(Mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_bundle.swagger_ui_path))))
