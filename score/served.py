@@ -109,6 +109,8 @@ def report_served_outcomes(
 ) -> ServedReport:
     """Label every logged answer from the later log; write ``outcomes.json``, ``outcomes.md``, ``reliability.png``.
     ``test_metrics``: a model card's test figures per model version, to judge each against."""
+    if not 0.0 <= tolerance <= 1.0:
+        raise ScoreError(f"--tolerance must be between 0 and 1 (got {tolerance})")
     label_days = label_days or DEFAULT_LABEL_DAYS
     if label_days < 1:
         raise ScoreError(f"--label-days must be at least 1 (got {label_days})")

@@ -89,3 +89,12 @@ def test_the_command_reports_and_says_what_is_wrong(
     no_ids.write_text(json.dumps({"ts": AT, "churn_probability": 0.5, "threshold": 0.5, "model_version": "v1"}) + "\n")
     with pytest.raises(ScoreError, match="send an 'id'"):
         report_served_outcomes(str(no_ids), events, COLUMNS, 30, 0.05, tmp_path)
+
+
+def test_bad_settings_are_one_line_each(period: tuple[Path, Path], tmp_path: Path) -> None:
+    folder, events = period
+    log = str(folder / "requests.jsonl")
+    with pytest.raises(ScoreError, match="--tolerance must be between 0 and 1"):
+        report_served_outcomes(log, events, COLUMNS, 30, 2.0, tmp_path)
+    with pytest.raises(ScoreError, match="--label-days must be at least 1"):
+        report_served_outcomes(log, events, COLUMNS, -3, 0.05, tmp_path)
