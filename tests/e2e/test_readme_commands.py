@@ -22,8 +22,8 @@ VENV = Path(sys.executable).parents[1]
 
 
 def workflow_blocks(readme: str) -> list[str]:
-    """The bash blocks of the README's "Two workflows, end to end" section."""
-    section = readme.split("## Two workflows, end to end", 1)[1].split("\n## ", 1)[0]
+    """The bash blocks of the README's "Three workflows, end to end" section."""
+    section = readme.split("## Three workflows, end to end", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```bash\n(.*?)```", section, flags=re.S)
 
 
