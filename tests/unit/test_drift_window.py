@@ -124,3 +124,26 @@ def test_a_large_batch_is_counted_through_a_weighted_sample_that_keeps_its_share
     shares = np.array(counts[0]) / sum(counts[0])
     np.testing.assert_allclose(shares, [0.1, 0.2, 0.3, 0.4], atol=0.1)
     assert abs(sum(counts[0]) - 10_000) <= 10_000 // 128 + 1
+
+
+def test_performance_is_estimated_from_the_windows_scores_and_merges_across_workers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from common.classification import ScoreGroups
+
+    monkeypatch.setattr("server.monitoring.drift.time.time", lambda: 600.0)
+    rng = np.random.default_rng(5)
+    p = rng.beta(2, 3, size=4000)
+    X = rng.uniform(0, 3, size=(4000, 1))
+    one, first, second = _window(), _window(), _window()
+    one.count_batch(X, p)
+    first.count_batch(X[:1500], p[:1500])
+    second.count_batch(X[1500:], p[1500:])
+    exact = ScoreGroups(0.5)
+    exact.add(p)
+    whole = one.estimate([one.snapshot()], 600.0, min_rows=100)
+    assert whole == pytest.approx(exact.estimate(), abs=1e-12)
+    # Two workers' windows add up to one window holding every row.
+    assert one.estimate([first.snapshot(), second.snapshot()], 600.0, 100) == pytest.approx(whole, abs=1e-12)
+    assert one.estimate([one.snapshot()], 600.0, min_rows=5000) is None  # too few rows: no estimate
+    assert one.estimate([one.snapshot()], 600.0 + 3 * 60, 100) is None  # the window moved past them

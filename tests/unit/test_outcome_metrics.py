@@ -60,3 +60,20 @@ def test_calibration_error_weighs_each_bin_by_its_users() -> None:
 def test_roc_auc_refuses_a_single_class() -> None:
     with pytest.raises(ValueError, match="both churners and users who stayed"):
         metrics.roc_auc(np.ones(4, bool), np.linspace(0, 1, 4))
+
+
+def test_the_estimate_before_labels_by_hand() -> None:
+    from common.classification import ScoreGroups, estimated_from_groups
+
+    # Scores 0.2 and 0.9: 1.1 expected churners (0.2 + 0.9) and 0.9 expected stayers (0.8 + 0.1). Each group's
+    # churner mass is set against the stayer mass scored below it, plus half of its own group's (scores in one group
+    # are ties; a group of one counts its user against itself too, which thousands of rows make negligible):
+    # (0.2 x (0 + 0.8 / 2) + 0.9 x (0.8 + 0.1 / 2)) / (1.1 x 0.9).
+    found = estimated_from_groups([1, 1], [0.2, 0.9], flagged_rows=1, flagged_sum=0.9)
+    assert found is not None
+    assert found["roc_auc"] == pytest.approx((0.2 * 0.4 + 0.9 * (0.8 + 0.05)) / (1.1 * 0.9))
+    assert found["precision"] == pytest.approx(0.9) and found["recall"] == pytest.approx(0.9 / 1.1)
+    groups = ScoreGroups(threshold=0.5)
+    groups.add([0.2, 0.9])
+    assert groups.estimate() == pytest.approx(found)
+    assert estimated_from_groups([2], [0.0], 0, 0) is None  # no expected churner: undefined
