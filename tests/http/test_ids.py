@@ -174,3 +174,11 @@ def test_v2_bad_ids_are_the_protocols_400(
     body["inputs"][1]["shape"] = shape
     response = client.post("/v2/models/churn/infer", json=body)
     assert response.status_code == 400 and message in response.json()["error"]
+
+
+def test_a_v2_input_named_by_something_else_than_a_string_is_a_400(client: TestClient, golden: dict[str, Any]) -> None:
+    # Inputs are looked up by name since the id tensor came: an unhashable name once made this a 500.
+    body = _v2(golden, 1, ["a"])
+    body["inputs"][0]["name"] = {}
+    response = client.post("/v2/models/churn/infer", json=body)
+    assert response.status_code == 400 and "by name" in response.json()["error"]

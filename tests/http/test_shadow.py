@@ -103,3 +103,13 @@ def test_a_candidate_with_other_features_or_outside_the_folder_is_refused(
     for bad in ({"path": str(behaviour_model), "sample": 2}, {"path": 3}, {"path": "x", "other": 1}):
         assert client.post("/admin/shadow", json=bad, headers=ADMIN).status_code == 422
     assert "pulse_shadow_info" not in client.get("/metrics").text
+
+
+def test_a_wrong_method_on_the_shadow_route_lists_both_of_its_methods(
+    keyed: tuple[PulseApp, TestClient, Path],
+) -> None:
+    # POST and DELETE share the path: a 405's Allow must name both (schemathesis found only POST there once).
+    _, client, _ = keyed
+    response = client.request("OPTIONS", "/admin/shadow", headers=ADMIN)
+    assert response.status_code == 405
+    assert set(response.headers["allow"].replace(" ", "").split(",")) == {"POST", "DELETE"}
