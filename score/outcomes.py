@@ -64,6 +64,12 @@ def _single(table: pa.Table, column: str) -> Any:
     return values[0]
 
 
+def check_tolerance(tolerance: float) -> None:
+    """How far below the test ROC-AUC a realized one may fall: a share, from 0 to 1."""
+    if not 0.0 <= tolerance <= 1.0:
+        raise ScoreError(f"--tolerance must be between 0 and 1 (got {tolerance})")
+
+
 def realized_labels(
     user_ids: pa.Array, events: Path, columns: EventColumns, cutoff: datetime, label_days: int
 ) -> np.ndarray:
@@ -113,8 +119,7 @@ def report_outcomes(
     out: Path,
 ) -> OutcomeReport:
     """Label, measure, and write ``outcomes.json``, ``outcomes.md`` and ``reliability.png`` into ``out``."""
-    if not 0.0 <= tolerance <= 1.0:
-        raise ScoreError(f"--tolerance must be between 0 and 1 (got {tolerance})")
+    check_tolerance(tolerance)
     table, record = read_predictions(predictions)
     label_days = label_days or record.get("label_days") or DEFAULT_LABEL_DAYS
     if label_days < 1:

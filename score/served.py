@@ -24,9 +24,14 @@ from common import classification
 from common.events import EventColumns, open_event_log
 from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
-from score.outcomes import COMPARED, START_GRACE, realized_figures, reliability_plot
-
-DEFAULT_LABEL_DAYS = 30
+from score.outcomes import (
+    COMPARED,
+    DEFAULT_LABEL_DAYS,
+    START_GRACE,
+    check_tolerance,
+    realized_figures,
+    reliability_plot,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +114,7 @@ def report_served_outcomes(
 ) -> ServedReport:
     """Label every logged answer from the later log; write ``outcomes.json``, ``outcomes.md``, ``reliability.png``.
     ``test_metrics``: a model card's test figures per model version, to judge each against."""
-    if not 0.0 <= tolerance <= 1.0:
-        raise ScoreError(f"--tolerance must be between 0 and 1 (got {tolerance})")
+    check_tolerance(tolerance)
     label_days = label_days or DEFAULT_LABEL_DAYS
     if label_days < 1:
         raise ScoreError(f"--label-days must be at least 1 (got {label_days})")
