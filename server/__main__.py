@@ -1,14 +1,13 @@
 """``python -m server --model artifacts/model.onnx --host 127.0.0.1 --port 8000 [--workers N]``.
 
-Flags override the ``PULSE_*`` environment; the settings are read once here and handed to uvicorn's config,
-which carries them (pickled with the app factory) into every worker process.
+Flags override the ``PULSE_*`` environment; the settings are read once here and handed to every worker process
+(pickled with the worker's entry point).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import logging.config
 import shutil
 import sys
@@ -106,61 +105,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(settings: Settings, model: Model, config: dict[str, Any]) -> int:
-    import uvicorn
+    from server.http.fast.listener import bind_socket
+    from server.http.worker import run_worker, worker_process
 
-    from server.http.app import create_app
-
-    settings = _http_mode(settings)
-    protocol: object = "auto"  # stock: uvicorn's own httptools protocol (h11 without httptools)
     if settings.http == "fast":
-        settings, protocol = _fast_protocol(settings)
-    uvicorn_config = uvicorn.Config(
-        # One worker serves the model loaded above; each of N worker processes loads its own session.
-        create_app(settings, model) if settings.workers == 1 else functools.partial(create_app, settings),
-        factory=settings.workers > 1,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        loop="auto",  # uvloop when installed (the serve extra installs it)
-        http=protocol,  # type: ignore[arg-type]
-        ws="none",  # no WebSocket route: an upgrade request is answered as plain HTTP, never held open
-        lifespan="on",
-        log_config=config,
-        access_log=settings.access_log,
-        server_header=False,
-        proxy_headers=False,  # nothing here reads the client's address; the middleware cost every request
-        timeout_graceful_shutdown=settings.graceful_timeout_seconds,
-        ssl_certfile=settings.tls_cert,
-        ssl_keyfile=settings.tls_key,
-    )
-    server = uvicorn.Server(uvicorn_config)
-    if settings.workers == 1:
-        server.run()
-        return 0 if server.started else 3
-    from server.ops.supervisor import SwappingSupervisor
-
-    SwappingSupervisor(uvicorn_config, sockets=[uvicorn_config.bind_socket()], settings=settings).run()
-    return 0
-
-
-def _http_mode(settings: Settings) -> Settings:
-    """The settings with the HTTP mode that will run: fast unless asked for stock or the guard refuses it."""
-    if settings.http == "fast":
-        from server.http.fast.guard import fast_path_unavailable
-
-        reason = fast_path_unavailable()
-        if reason is not None:
-            logger.warning("http mode stock (PULSE_HTTP=fast asked): %s", reason)
-            return dataclasses.replace(settings, http="stock")
+        settings = _with_probe_room(settings)
     logger.info("http mode %s", settings.http)
-    return settings
+    try:
+        sock = bind_socket(settings.host, settings.port)
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if settings.workers == 1:  # one worker serves the model loaded above, in this process
+        return run_worker(settings, [sock], model)
+    from server.ops.supervisor import Supervisor
+
+    return Supervisor(settings, worker_process, (settings, config), [sock]).run()
 
 
-def _fast_protocol(settings: Settings) -> tuple[Settings, object]:
-    """uvicorn's ``http`` option in fast mode: our guarded connection path (limits, coalesced scoring), with
-    ``PULSE_MAX_CONNECTIONS`` lowered to leave probes room under the descriptor ceiling."""
+def _with_probe_room(settings: Settings) -> Settings:
+    """``PULSE_MAX_CONNECTIONS`` lowered, if need be, to leave probes room under the descriptor ceiling."""
     from server.http.fast.framing import connection_ceiling
-    from server.http.fast.protocol import GuardedProtocol
 
     ceiling = connection_ceiling()  # workers inherit the raised descriptor limit
     if settings.max_connections > ceiling - PROBE_ROOM:
@@ -171,11 +136,11 @@ def _fast_protocol(settings: Settings) -> tuple[Settings, object]:
             ceiling - PROBE_ROOM,
         )
         settings = dataclasses.replace(settings, max_connections=max(1, ceiling - PROBE_ROOM))
-    return settings, functools.partial(GuardedProtocol, settings=settings, ceiling=ceiling)
+    return settings
 
 
 def check_tls(settings: Settings) -> None:
-    """Both TLS files or neither, each readable; uvicorn loads them in every worker."""
+    """Both TLS files or neither, each readable; every worker loads them."""
     if (settings.tls_cert is None) != (settings.tls_key is None):
         raise SettingsError("PULSE_TLS_CERT and PULSE_TLS_KEY go together: set both, or neither for plain HTTP")
     for variable, path in (("PULSE_TLS_CERT", settings.tls_cert), ("PULSE_TLS_KEY", settings.tls_key)):

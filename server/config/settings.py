@@ -19,7 +19,7 @@ DEFAULT_MAX_BATCH = 1000
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 MIB = 1024 * 1024
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
-HTTP_MODES = ("fast", "stock")  # our connection path over uvicorn's internals, or uvicorn's own protocol
+HTTP_MODES = ("fast", "stock")  # our own listener and connection path, or uvicorn serving the ASGI app
 
 
 class SettingsError(ValueError):
@@ -76,7 +76,7 @@ class Settings:
     host: str = _setting("127.0.0.1", str)
     port: int = _setting(8000, int, 0, 65535)
     workers: int = _setting(1, int, 1, 256)
-    http: str = _setting("fast", _http_mode)  # fast falls back to stock on a uvicorn it was not built for
+    http: str = _setting("fast", _http_mode)
     grpc_port: int | None = _setting(None, _optional_int, 1, 65535)  # the V2 gRPC service (off when unset)
     max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
     max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)

@@ -30,7 +30,7 @@ from server.core.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, Cli
 from server.http import asgi
 from server.http.asgi import CLOSE_HEADER, JSON_HEADER
 from server.http.documents import serve_model
-from server.http.fast.coalesce import COALESCER_KEY, Coalescer
+from server.http.fast.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 from server.http.routes import KEY_SCOPES, build_routes, key_scope
 from server.monitoring.drift import DRAIN_SECONDS
 from server.monitoring.log_file import Rotation
@@ -38,7 +38,7 @@ from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
 from server.monitoring.shadow import load_shadow
 from server.ops.control import read_control
-from server.ops.shutdown import DrainOnSigterm
+from server.ops.shutdown import DrainOnSignal
 from server.ops.swap import ModelSwapper
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
 from server.pipeline.head import RequestHead
@@ -186,8 +186,9 @@ class PulseApp:
         state.request_log = state.metrics.request_log = request_log
         metrics = state.metrics
         metrics.ready = lambda: state.ready
-        drain = DrainOnSigterm(settings.drain_seconds, self._begin_drain)
-        drain.install()
+        drain = DrainOnSignal(settings.drain_seconds, self._begin_drain)
+        if settings.http == "stock":  # uvicorn owns the signals there; our own listener drains on its own
+            drain.install()
         if settings.api_keys_file is not None:
             state.keys = KeyRing.load(settings.api_keys_file)
         state.serve(serve_model(model, settings, request_log))
@@ -207,6 +208,7 @@ class PulseApp:
             connection_state: dict[str, object] = {METRICS_KEY: metrics}
             if settings.http == "fast":
                 connection_state[COALESCER_KEY] = Coalescer(self.pipeline, asyncio.get_running_loop())
+                connection_state[DRAIN_KEY] = self._begin_drain
             yield connection_state
         finally:
             state.draining = True
@@ -217,6 +219,7 @@ class PulseApp:
             reloads()
             request_log.close()
             metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
+            logger.info("shutdown complete")
 
     def _initial_model(self) -> tuple[Model, int]:
         """The model to start on, and the control record's generation it is: with several workers, the one the

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 TURN_BODY_BYTES = 64 * 1024  # bodies answered per event-loop turn: a 1000-row batch, or hundreds of single rows
 COALESCER_KEY = "pulse.coalescer"  # lifespan state: how a worker's connections reach its coalescer
+DRAIN_KEY = "pulse.drain"  # lifespan state: what the worker calls when a signal asks it to stop
 
 
 class Responder(Protocol):
@@ -36,21 +37,9 @@ class Responder(Protocol):
     def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None: ...
 
 
-class _Event:
-    """uvicorn sets a cycle's ``message_event`` when the connection is lost; nothing waits on this one."""
-
-    __slots__ = ()
-
-    def set(self) -> None:
-        pass
-
-
-NO_EVENT = _Event()
-
-
 class PendingRequest:
-    """One request on the connection's own path; it stands where uvicorn keeps a connection's current request
-    cycle, with the attributes uvicorn's protocol reads there."""
+    """One request on the connection's own path (or a probe, or a request shed before its body), from its head to
+    its answer."""
 
     __slots__ = (
         "chunks",
@@ -68,8 +57,6 @@ class PendingRequest:
         "shed",
         "started",
     )
-
-    message_event = NO_EVENT
 
     def __init__(
         self,

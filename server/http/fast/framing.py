@@ -1,42 +1,61 @@
-"""How the connection path frames what it writes: whole answers as HTTP/1.1 bytes, refusals, the descriptor ceiling."""
+"""How the connection writes HTTP/1.1: status lines rendered once, one ``date`` header a second, whole answers as
+bytes, refusals, the descriptor ceiling."""
 
 from __future__ import annotations
 
+import email.utils
+import http
 import resource
-
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE
-from uvicorn.server import ServerState
+import time
 
 from server.pipeline.answer import Answer
 
 DESCRIPTOR_RESERVE = 32  # descriptors kept for the model, logs, metrics snapshots and the listening socket
 
+STATUS_LINE = {
+    status.value: b"HTTP/1.1 %d %s\r\n" % (status.value, status.phrase.encode()) for status in http.HTTPStatus
+}
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    """The status line of ``status``, one not in the registry included (an ASGI app may send any 3-digit code)."""
+    return STATUS_LINE.get(status) or b"HTTP/1.1 %d \r\n" % status
+
 
 class Refusal(Exception):
-    """Raised inside a parser callback to stop parsing; answered by :meth:`GuardedProtocol.refuse`."""
+    """Raised inside a parser callback to stop parsing; answered by :meth:`Connection.refuse`."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(message)
         self.status, self.reason, self.message = status, reason, message
 
 
-_default_headers: tuple[object, bytes] = (None, b"")
+class DateHeader:
+    """The ``date`` header field as bytes, rendered at most once a second (RFC 9110 6.6.1 asks for one per
+    response; its resolution is a second)."""
+
+    __slots__ = ("_second", "field")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self.field = b""
+
+    def current(self) -> bytes:
+        second = int(time.time())
+        if second != self._second:
+            self._second = second
+            self.field = b"date: %s\r\n" % email.utils.formatdate(second, usegmt=True).encode()
+        return self.field
 
 
-def default_headers(server_state: ServerState) -> bytes:
-    """uvicorn's default headers (its ``date``, renewed every second), as bytes, rebuilt only when renewed."""
-    global _default_headers
-    found, rendered = _default_headers
-    if found is not server_state.default_headers:
-        rendered = b"".join(b"%s: %s\r\n" % (name, value) for name, value in server_state.default_headers)
-        _default_headers = (server_state.default_headers, rendered)
-    return rendered
+DATE = DateHeader()
 
 
-def framed(answer: Answer, close: bool, default: bytes) -> bytes:
-    """``answer`` as HTTP/1.1 bytes: the status line, uvicorn's default headers, the answer's, the body."""
+def framed(answer: Answer, close: bool) -> bytes:
+    """``answer`` as HTTP/1.1 bytes: the status line, the date, the answer's headers, the body."""
     fields = b"".join(b"%s: %s\r\n" % field for field in answer.headers(close))
-    return b"".join([STATUS_LINE[answer.status], default, fields, b"\r\n", answer.body])
+    return b"".join((status_line(answer.status), DATE.current(), fields, b"\r\n", answer.body))
 
 
 def connection_ceiling() -> int:
