@@ -40,6 +40,7 @@ class AsgiCycle:
         "body",
         "chunked",
         "connection",
+        "delivered",
         "disconnected",
         "expect_100_continue",
         "head_only",
@@ -63,6 +64,7 @@ class AsgiCycle:
         self.head_only = scope["method"] == "HEAD"
         self.body = bytearray()
         self.more_body = True
+        self.delivered = False  # the body's last message was received by the app
         self.disconnected = False
         self.started = False  # the app was called (a pipelined request waits for the one before it)
         self.response_started = False
@@ -115,7 +117,12 @@ class AsgiCycle:
         if self.expect_100_continue and not self.connection.transport.is_closing():
             self.expect_100_continue = False
             self.connection.write(CONTINUE)
-        while not self.disconnected and not self.response_complete and self.more_body and not self.body:
+        # Once the whole body is delivered, the next receive waits for the client to leave (or the response to end).
+        while (
+            not self.disconnected
+            and not self.response_complete
+            and (self.delivered or self.more_body and not self.body)
+        ):
             self.connection.resume_reading("body")
             self.message_event.clear()
             await self.message_event.wait()
@@ -123,6 +130,7 @@ class AsgiCycle:
             return {"type": "http.disconnect"}
         body, self.body = bytes(self.body), bytearray()
         self.connection.resume_reading("body")
+        self.delivered = not self.more_body
         return {"type": "http.request", "body": body, "more_body": self.more_body}
 
     async def send(self, message: dict[str, Any]) -> None:
