@@ -15,6 +15,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from common.model.files import ModelError, ModelFileError, read_model_bytes
+from common.model.onnx_graph import without_output
 from common.model.reference import Column, DriftReferenceError, read_reference
 from common.model.treeshap import (
     CHUNK_ROWS,
@@ -82,24 +83,34 @@ class Model:
     explain_unavailable = "the model file carries no 'tree_covers'; export it again with `python -m export`"
     drift_columns: list[Column] | None = None  # reference bins for live drift, when the file carries them
 
-    def __init__(self, session: ort.InferenceSession, info: ModelInfo, n_classes: int) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        info: ModelInfo,
+        n_classes: int,
+        plain: ort.InferenceSession | None = None,
+    ) -> None:
         self.info = info
         self.n_classes = n_classes
         self.metadata: dict[str, str] = {}  # the file's metadata_props, as read (for tools beyond the server)
         self._session = session
-        self._run = session.run
+        # Plain calls run the file's graph without its explainer (``plain``, when it has one): the explainer's If
+        # node costs every call of the whole graph ~1 us even when it takes the empty branch.
+        scorer = plain or session
+        self._run = scorer.run
+        self._run_explained = session.run
         self._outputs = [info.probability_output]
         self._input = info.input_name
         self._positive = info.positive_index
         # One-row calls go through buffers bound once: no per-call tensor or output allocation (~40% faster).
         self._one_in = np.zeros((1, len(info.features)), dtype=np.float32)
         self._one_out = np.zeros((1, n_classes), dtype=np.float32)
-        self._binding = session.io_binding()
+        self._binding = scorer.io_binding()
         self._binding.bind_cpu_input(self._input, self._one_in)
         self._binding.bind_output(
             self._outputs[0], "cpu", 0, np.float32, list(self._one_out.shape), self._one_out.ctypes.data
         )
-        self._run_bound = session.run_with_iobinding
+        self._run_bound = scorer.run_with_iobinding
 
     def predict_one(self, values: list[float]) -> np.float32:
         """P(churn) for one row given as a list in feature order.
@@ -126,7 +137,7 @@ class Model:
                 # batch size, and an explained answer must carry the plain answer's probability.
                 parts = [self.explain(X[i : i + CHUNK_ROWS])[1] for i in range(0, len(X), CHUNK_ROWS)]
                 return self.predict_proba(X), np.concatenate(parts)
-            probabilities, contributions = self._run(
+            probabilities, contributions = self._run_explained(
                 [self._outputs[0], CONTRIBUTIONS_OUTPUT], {self._input: X, EXPLAIN_INPUT: _TRUE}
             )
             return probabilities, contributions.astype(np.float64)
@@ -324,6 +335,19 @@ def _prove_graph_explainer(model: Model, rows: npt.NDArray[np.float32] | None) -
         )
 
 
+def _plain_session(session: ort.InferenceSession, data: bytes, threads: int) -> ort.InferenceSession | None:
+    """A session over the file's graph without its explainer, when it has one (``None``: score with ``session``).
+    Its probabilities are the full graph's bit for bit: the same forest node on the same input."""
+    if CONTRIBUTIONS_OUTPUT not in {output.name for output in session.get_outputs()}:
+        return None
+    try:
+        plain = without_output(data, CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT)
+        return ort.InferenceSession(plain, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # an unexpected layout (OnnxFormatError) or onnxruntime's own family: the full graph
+        logger.warning("model graph kept whole for plain calls: %s", str(exc)[:200])
+        return None
+
+
 def load_model(
     path: Path, expected_sha256: str = "", threads: int = 1, max_bytes: int = 1 << 40, follow_symlinks: bool = True
 ) -> Model:
@@ -345,7 +369,7 @@ def model_from_bytes(data: bytes, threads: int = 1, source: str = "model") -> Mo
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"{source} is not a loadable ONNX model: {message[:200]}") from exc
     info, n_classes = _read_info(session, digest, len(data))
-    model = Model(session, info, n_classes)
+    model = Model(session, info, n_classes, _plain_session(session, data, threads))
     meta = session.get_modelmeta().custom_metadata_map
     model.metadata = meta
     _check_golden_rows(model, meta)

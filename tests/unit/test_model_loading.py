@@ -6,10 +6,14 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-from common.model.loader import ModelError, load_model
+from common.model.loader import ModelError, load_model, session_options
+from common.model.onnx_graph import without_output
+from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT
 
 
 @pytest.fixture
@@ -145,3 +149,23 @@ def test_predict_proba_has_scikit_learns_meaning(model_copy: Path) -> None:
     assert proba.shape == (7, model.n_classes) == (7, 2)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
     assert np.array_equal(proba[:, 1], model.churn_probability(rows))
+
+
+def test_plain_calls_run_the_graph_without_its_explainer(exported: Path) -> None:
+    data = exported.read_bytes()
+    plain = onnx.load_from_string(without_output(data, CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT))
+    onnx.checker.check_model(plain)
+    full = onnx.load_from_string(data)
+    assert "If" in {node.op_type for node in full.graph.node}
+    assert "If" not in {node.op_type for node in plain.graph.node}
+    assert [i.name for i in plain.graph.input] == ["features"] and not plain.graph.initializer
+    assert CONTRIBUTIONS_OUTPUT not in {o.name for o in plain.graph.output}
+
+    model = load_model(exported)
+    X = np.random.default_rng(3).uniform(0, 50, (500, 5)).astype(np.float32)
+    whole = ort.InferenceSession(data, session_options(1), providers=["CPUExecutionProvider"])  # as the model's
+    expected = whole.run(["probabilities"], {"features": X})[0]
+    np.testing.assert_array_equal(model.predict_proba(X), expected)  # the same forest node: bit for bit
+    explained, _ = model.explain(X)
+    np.testing.assert_array_equal(explained, expected)
+    assert model.predict_one(X[0].tolist()) == expected[0, 1]
