@@ -82,10 +82,6 @@ class PendingRequest:
         self.probe = False  # a probe, answered by the connection itself once its message is complete
         self.on_response: Callable[[], None] | None = None  # called once its response is written
 
-    @property
-    def size(self) -> int:
-        return sum(map(len, self.chunks))
-
 
 class Coalescer:
     """This worker's queue of complete request bodies, answered together once per event-loop turn."""
@@ -136,7 +132,7 @@ class Coalescer:
         taken = size = 0
         for request in self._pending:
             taken += 1
-            size += request.size
+            size += request.reserved  # its declared length, held until it is answered
             if size >= TURN_BODY_BYTES:
                 break
         turn, self._pending = self._pending[:taken], self._pending[taken:]

@@ -52,10 +52,33 @@ class DateHeader:
 DATE = DateHeader()
 
 
+MAX_TEMPLATES = 256  # kinds of answer kept rendered (a V2 binary answer's header length makes kinds of its own)
+_Template = tuple[bytes, bytes, bytes]  # before the date, between the date and the length, after the length
+_templates: dict[tuple[int, bytes, tuple[tuple[bytes, bytes], ...], bool], _Template] = {}
+
+
 def framed(answer: Answer, close: bool) -> bytes:
-    """``answer`` as HTTP/1.1 bytes: the status line, the date, the answer's headers, the body."""
-    fields = b"".join(b"%s: %s\r\n" % field for field in answer.headers(close))
-    return b"".join((status_line(answer.status), DATE.current(), fields, b"\r\n", answer.body))
+    """``answer`` as HTTP/1.1 bytes: the status line, the date, the answer's headers, the body. Everything but the
+    date and the length is rendered once per kind of answer (a handful: 200 JSON, 200 binary, the errors)."""
+    close = close or answer.close
+    key = (answer.status, answer.content_type, answer.extra, close)
+    template = _templates.get(key)
+    if template is None:
+        template = _template(answer, close)
+        if len(_templates) < MAX_TEMPLATES:
+            _templates[key] = template
+    before, between, after = template
+    body = answer.body
+    return b"%s%s%s%d%s%s" % (before, DATE.current(), between, len(body), after, body)
+
+
+def _template(answer: Answer, close: bool) -> _Template:
+    extra = b"".join(b"%s: %s\r\n" % field for field in answer.extra_headers(close))
+    return (
+        status_line(answer.status),
+        b"content-type: %s\r\ncontent-length: " % answer.content_type,
+        b"\r\n" + extra + b"\r\n",
+    )
 
 
 def connection_ceiling() -> int:

@@ -30,6 +30,7 @@ from server.ops.shutdown import STOP_SIGNALS
 logger = logging.getLogger("server")
 
 BACKLOG = 2048  # pending connections the kernel queues per listening socket (uvicorn's default)
+SWEEP_SECONDS = 0.05  # how late a deadline may act (the shortest is PULSE_HEADER_TIMEOUT_SECONDS's 0.1 s)
 STARTUP_FAILED = 3  # the exit status of a worker whose lifespan start-up failed
 
 
@@ -50,6 +51,16 @@ class Worker:
         self.ceiling = connection_ceiling()
         self.connections: set[Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+
+    async def sweep(self) -> None:
+        """Expire the connections' deadlines (head, body, keep-alive), ``SWEEP_SECONDS`` apart: one timer for the
+        worker instead of one armed and cancelled per request."""
+        loop = self.loop
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            now = loop.time()
+            for connection in list(self.connections):
+                connection.expire_by(now)
 
     @property
     def busy(self) -> bool:
@@ -153,6 +164,7 @@ async def _serve(settings: Settings, app: Any, sockets: list[socket.socket]) -> 
         await loop.create_server(lambda: Connection(worker), sock=sock, ssl=context, backlog=BACKLOG)
         for sock in sockets
     ]
+    sweeper = loop.create_task(worker.sweep())
     logger.info("listening on %s://%s:%d", worker.scheme, *worker.address)
     stopping = asyncio.Event()
     stop_now = asyncio.Event()
@@ -178,6 +190,7 @@ async def _serve(settings: Settings, app: Any, sockets: list[socket.socket]) -> 
         for number in STOP_SIGNALS:
             loop.remove_signal_handler(number)
     await _stop(worker, servers, settings.graceful_timeout_seconds)
+    sweeper.cancel()
     await lifespan.shutdown()
     return 0
 

@@ -91,7 +91,7 @@ class Connection(asyncio.Protocol):
         self._parsed_head_bytes = 0  # of the head being parsed: names, values and their separators
         self._host_count = 0
         self._probes_only = False
-        self._deadline: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None  # loop time at which _deadline_reason expires
         self._deadline_reason = ""
         self._lingering = False
         self._upgraded = False
@@ -115,13 +115,13 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        for exchange in {self.active, self.parsing, *self.waiting} - {None}:
+        for exchange in {self.active, self.parsing, *self.waiting}:
             if type(exchange) is PendingRequest:
                 # A body that will never be answered: its budget back, and its bytes freed now.
                 self.coalescer.release(exchange)
                 exchange.chunks.clear()
                 exchange.disconnected = True
-            elif exchange is not None:
+            elif isinstance(exchange, AsgiCycle):
                 exchange.lost()
         self.waiting.clear()
         self.writable.set()  # a response waiting for room hears that the client is gone
@@ -157,8 +157,9 @@ class Connection(asyncio.Protocol):
         if self.active is None and self.parsing is None:
             self.transport.close()
             return
-        for exchange in {self.active, self.parsing, *self.waiting} - {None}:
-            exchange.keep_alive = False  # type: ignore[union-attr]
+        for exchange in {self.active, self.parsing, *self.waiting}:
+            if exchange is not None:
+                exchange.keep_alive = False
 
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._upgraded:
@@ -293,7 +294,7 @@ class Connection(asyncio.Protocol):
         if type(parsing) is PendingRequest:
             if not parsing.shed:
                 parsing.chunks.append(body)
-        elif parsing is not None and not parsing.response_complete:
+        elif isinstance(parsing, AsgiCycle) and not parsing.response_complete:
             parsing.append(body)
 
     def on_message_complete(self) -> None:
@@ -309,7 +310,7 @@ class Connection(asyncio.Protocol):
                 self.respond(parsing, answer, coalescer.state.draining)
             else:
                 self.coalescer.submit(parsing)
-        elif parsing is not None:
+        elif isinstance(parsing, AsgiCycle):
             parsing.end_body()
             if parsing.response_complete and self.active is None:
                 self._next()  # its answer went out before its body was in
@@ -430,15 +431,19 @@ class Connection(asyncio.Protocol):
         last.on_response = answered_then_refuse
 
     def _arm(self, seconds: float, reason: str) -> None:
-        self._disarm()
-        self._deadline = self.loop.call_later(seconds, self._expire, reason)
+        # A time and a reason: the worker's sweep (Worker.sweep) expires it, so arming costs no timer handle.
+        self._deadline = self.loop.time() + seconds
         self._deadline_reason = reason
 
     def _disarm(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-            self._deadline_reason = ""
+        self._deadline = None
+        self._deadline_reason = ""
+
+    def expire_by(self, now: float) -> None:
+        """Act on this connection's deadline if it has passed by ``now`` (the worker's sweep calls it)."""
+        deadline = self._deadline
+        if deadline is not None and deadline <= now:
+            self._expire(self._deadline_reason)
 
     def _expire(self, reason: str) -> None:
         self._deadline = None
