@@ -41,7 +41,7 @@ class RequestHead:
             if field is not None:
                 if getattr(head, field) is not None and head.repeated is None:
                     head.repeated = name
-                setattr(head, field, value)
+                setattr(head, field, value.rstrip(b" \t"))  # RFC 9110 5.5: not part of the value (every server)
             elif name == b"transfer-encoding":
                 head.transfer_encoding = True
         return head
