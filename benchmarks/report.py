@@ -11,11 +11,12 @@ STOCK = " stock"  # the suffix benchmarks.run gives a scenario measured on the s
 
 SERVER_LABELS = {
     "ours": "ML-PulseChecker",
-    "ours_stock": "ML-PulseChecker, stock mode (uvicorn's own protocol)",
+    "ours_stock": "ML-PulseChecker, stock mode (uvicorn serving the ASGI app)",
     "ours_shadow": "ML-PulseChecker with a shadow model on 10% of requests",
     "original": "original design (FastAPI + pydantic + DataFrame + sklearn)",
     "bare_starlette": "bare Starlette route (orjson parse, constant)",
-    "raw_asgi": "raw ASGI callable (orjson parse, constant)",
+    "raw_asgi": "raw ASGI callable on uvicorn (orjson parse, constant)",
+    "python_floor": "Python floor: uvloop + httptools + orjson, no ASGI (parse, constant)",
 }
 
 
@@ -57,6 +58,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"ours / bare Starlette **{_ratio(us, single['bare_starlette']['rps'])}** "
         f"(p99 {single['ours']['p99_us']['median'] / single['bare_starlette']['p99_us']['median']:.2f}× the bare "
         f"route's), ours / raw ASGI **{_ratio(us, single['raw_asgi']['rps'])}**, "
+        f"ours / the Python floor **{_ratio(us, single['python_floor']['rps'])}**; "
+        f"{single['ours']['rows_per_call']['median']:.1f} rows per onnxruntime call under {c['wrk_connections']} "
+        "connections; "
         f"1000-row batches over HTTP / in-process onnxruntime rows/s: `/predict` (JSON objects) "
         f"**{batch_1000:.2f}×**, `/predict` (JSON columns) **{columns_1000:.2f}×**, V2 infer with a JSON tensor "
         f"**{v2_1000:.2f}×**, with the binary tensor extension **{binary_1000:.2f}×** (JSON answer) and "
@@ -107,7 +111,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         *(_explain_lines(results) if "explain_rows_per_s_1000" in floor else []),
         "",
         f"Conditions: {c['cpu']} ({c['cores']} cores), {c['date']}, commit {c['commit']}. Each server alone on "
-        f"core {c['server_core']} with {c['workers']} uvicorn worker (uvloop, httptools, no access log), "
+        f"core {c['server_core']} with {c['workers']} worker (uvloop, httptools, no access log), "
         f"onnxruntime {c['ort_threads']} thread; load generator on core {c['load_core']}. "
         f"{c['rounds']} interleaved rounds of {c['seconds_per_run']:g} s per run, median (min–max); warm-up: "
         f"{c['warmup']}. Python {c['python']}, onnxruntime {c['onnxruntime']}, starlette {c['starlette']}, "

@@ -1,6 +1,6 @@
 """``python -m benchmarks run``: our server side by side with the original design and the framework's ceilings.
 
-Each server runs alone on core 0 (one uvicorn worker); wrk or locust runs on core 1. Every figure is the median
+Each server runs alone on core 0 (one worker); wrk or locust runs on core 1. Every figure is the median
 of interleaved rounds with the min-max spread, because the machine is shared and noisy.
 """
 
@@ -15,6 +15,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -86,6 +87,7 @@ def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
         ),
         "bare_starlette": python_command("-m", "benchmarks.reference.bare_starlette", "--port", p),
         "raw_asgi": python_command("-m", "benchmarks.reference.raw_asgi", "--port", p),
+        "python_floor": python_command("-m", "benchmarks.reference.python_floor", "--port", p),
     }
 
 
@@ -157,6 +159,18 @@ def run_grpc_load(target: str, bodies: Sequence[bytes], seconds: float, workdir:
     stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
     stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
     return stats
+
+
+def scoring_calls(url: str) -> tuple[float, float]:
+    """(rows scored, onnxruntime calls) so far, from the server's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in ("pulse_predicted_rows_total", "pulse_model_compute_seconds_count"):
+            found[name] = float(value)
+    return found["pulse_predicted_rows_total"], found["pulse_model_compute_seconds_count"]
 
 
 def grpc_bodies(batches: list[np.ndarray]) -> list[bytes]:
@@ -427,7 +441,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             server = servers[name]
             run_wrk(server.url, path, bodies, args.warmup, workdir, headers)
             usage = Usage(server.pid)
+            calls = scoring_calls(server.url) if name.startswith("ours") else None
             stats = run_wrk(server.url, path, bodies, args.seconds, workdir, headers)
+            if calls is not None:  # how many rows each onnxruntime call scored: the coalescing at work
+                rows, count = (after - before for after, before in zip(scoring_calls(server.url), calls, strict=True))
+                stats["rows_per_call"] = rows / max(count, 1)
             raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
 
         def measure_grpc(key: str, bodies: list[bytes]) -> None:
@@ -474,6 +492,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 for metric in ("rps", "p50_us", "p95_us", "p99_us", "cpu_percent", "rss_mb")
             }
             entry["errors"] = sum(r["errors"] + r["non_2xx"] for r in runs)
+            if all("rows_per_call" in r for r in runs):
+                entry["rows_per_call"] = _summary([r["rows_per_call"] for r in runs])
             if key != "single":
                 n_rows = int(key.removesuffix(STOCK).split("[")[1].rstrip("]"))
                 entry["rows_per_s"] = _summary([r["rps"] * n_rows for r in runs])
