@@ -171,3 +171,21 @@ def test_a_kept_connection_serves_request_after_request(server: ServerProcess) -
             sock.sendall(_post(b"/predict", ROW))
             status, _, body = _read_one(sock)
             assert status == 200 and b"churn_probability" in body
+
+
+def test_the_access_log_has_a_line_per_answer_by_every_path(exported: Path, tmp_path: Path) -> None:
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(exported), "--port", str(port))
+    with run_server(command, port, tmp_path / "server.log", {"PULSE_ACCESS_LOG": "true"}) as proc:
+        data = (
+            _post(b"/predict", ROW)  # the connection's own path
+            + b"GET /metadata HTTP/1.1\r\nhost: x\r\n\r\n"  # the application's
+            + b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n"
+        )
+        assert [status for status, _, _ in _exchange(proc, data)] == [200, 200, 200]
+        deadline = time.monotonic() + 5
+        while proc.log().count('HTTP/1.1" 200') < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log = proc.log()
+    for line in ('"POST /predict HTTP/1.1" 200', '"GET /metadata HTTP/1.1" 200', '"GET /health HTTP/1.1" 200'):
+        assert line in log, log

@@ -129,3 +129,17 @@ def test_the_rule_reports_a_planted_violation_of_each_kind(tmp_path: Path) -> No
     assert any(line.startswith("server.pipeline.a imports starlette") for line in found)
     assert any("cycle" in line and "server.pipeline.a" in line and "server.pipeline.b" in line for line in found)
     assert len(found) == 4
+
+
+def test_the_server_uses_uvicorn_through_its_public_api_only() -> None:
+    # uvicorn's submodules (protocols, server, supervisors, ...) are its internals: a release may change them, and a
+    # server built on them stops working when a user upgrades. The fast mode uses no uvicorn at all.
+    graph = imports_of(ROOT, ("server",))
+    private = sorted(
+        f"{module} imports {name}"
+        for module, names in graph.items()
+        for name in names
+        if name.startswith("uvicorn.") and name not in ("uvicorn.Config", "uvicorn.Server", "uvicorn.run")
+    )
+    assert private == []
+    assert [module for module, names in graph.items() if "uvicorn" in names] == ["server.http.worker"]

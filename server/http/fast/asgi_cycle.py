@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from server.core.errors import INTERNAL_ERROR_BODY
 from server.http.fast.framing import CONTINUE, DATE, status_line
 
-if TYPE_CHECKING:
-    from server.http.fast.protocol import Connection
+
+class Connection(Protocol):
+    """What a request needs of its connection (``server.http.fast.protocol.Connection``)."""
+
+    transport: asyncio.Transport
+    write_paused: bool
+    writable: asyncio.Event
+
+    def write(self, data: bytes) -> None: ...
+    def pause_reading(self, reason: str) -> None: ...
+    def resume_reading(self, reason: str) -> None: ...
+    def answered(self, exchange: Any, keep_alive: bool) -> None: ...
+
 
 logger = logging.getLogger("server.http")
+access_logger = logging.getLogger("server.access")
 
 BODY_HIGH_WATER = 64 * 1024  # request body bytes buffered before the connection stops reading until the app reads
 INTERNAL_ERROR_HEAD = b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n" % len(
@@ -37,6 +49,7 @@ class AsgiCycle:
     """One request and its response, between the connection and the ASGI app."""
 
     __slots__ = (
+        "access",
         "body",
         "chunked",
         "connection",
@@ -72,6 +85,7 @@ class AsgiCycle:
         self.chunked = False
         self.message_event = asyncio.Event()
         self.on_response: Any = None  # called once the response is complete (a refusal waiting behind it)
+        self.access: str | None = None  # the access log's client and request line (PULSE_ACCESS_LOG)
 
     # The connection's side ----------------------------------------------------------------------------------------
     def append(self, chunk: bytes) -> None:
@@ -145,6 +159,8 @@ class AsgiCycle:
                 raise ProtocolViolation(f"expected http.response.start, got {kind!r}")
             self.response_started = True
             connection.write(self._head(message["status"], message.get("headers", ())))
+            if self.access is not None:
+                access_logger.info("%s %d", self.access, message["status"])
         elif not self.response_complete:
             if kind != "http.response.body":
                 raise ProtocolViolation(f"expected http.response.body, got {kind!r}")

@@ -42,6 +42,7 @@ class PendingRequest:
     its answer."""
 
     __slots__ = (
+        "access",
         "chunks",
         "connection",
         "disconnected",
@@ -81,6 +82,7 @@ class PendingRequest:
         self.shed = False  # refused (503) for overload: its body is read and dropped
         self.probe = False  # a probe, answered by the connection itself once its message is complete
         self.on_response: Callable[[], None] | None = None  # called once its response is written
+        self.access: str | None = None  # the access log's client and request line (PULSE_ACCESS_LOG)
 
 
 class Coalescer:

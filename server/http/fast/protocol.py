@@ -36,7 +36,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import httptools
@@ -50,9 +50,12 @@ from server.pipeline.answer import OVERLOADED, PROBE_PATHS, Answer
 from server.pipeline.head import RequestHead
 
 if TYPE_CHECKING:
-    from server.http.fast.listener import Worker
+    from server.config.settings import Settings
+    from server.http.fast.coalesce import Coalescer
+    from server.monitoring.metrics import Metrics
 
 logger = logging.getLogger("server.http")
+access_logger = logging.getLogger("server.access")  # a line per answer with PULSE_ACCESS_LOG
 
 KEY_SCOPE = "predict"  # the API key scope the pipeline's routes need
 LINGER_SECONDS = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
@@ -60,6 +63,22 @@ KEEP_ALIVE_SECONDS = 5.0  # an idle kept-alive connection is closed after this l
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
 
 Exchange = PendingRequest | AsgiCycle  # one request on the connection, from its head to its answer
+
+
+class Worker(Protocol):
+    """What a connection shares with the others of its worker (``server.http.fast.listener.Worker``)."""
+
+    settings: Settings
+    loop: asyncio.AbstractEventLoop
+    metrics: Metrics
+    coalescer: Coalescer
+    app: Any
+    app_state: dict[str, Any]
+    address: tuple[str, int]
+    scheme: str
+    ceiling: int
+    connections: set[Connection]
+    tasks: set[asyncio.Task[None]]
 
 
 class Connection(asyncio.Protocol):
@@ -88,6 +107,7 @@ class Connection(asyncio.Protocol):
         self._max_head_bytes = settings.max_header_bytes
         self._max_headers = settings.max_headers
         self._max_in_flight = settings.max_in_flight
+        self._access_log = settings.access_log
         self._parsed_head_bytes = 0  # of the head being parsed: names, values and their separators
         self._host_count = 0
         self._probes_only = False
@@ -246,6 +266,8 @@ class Connection(asyncio.Protocol):
             shed = PendingRequest(self, keep_alive and not self.expect_100_continue, time.perf_counter())
             shed.shed = True
             self.active = self.parsing = shed
+            if self._access_log:
+                shed.access = self._request_line()
             self._count("overloaded", 503)
             self.respond(shed, OVERLOADED, False, complete=False)
             return
@@ -255,11 +277,15 @@ class Connection(asyncio.Protocol):
             probe = PendingRequest(self, keep_alive and not self._probes_only, time.perf_counter())
             probe.probe = True
             self.active = self.parsing = probe
+            if self._access_log:
+                probe.access = self._request_line()
             return
         if idle and parsed.query is None and not self.expect_100_continue:
             native = self._native_request(method, path, keep_alive)
             if native is not None:
                 self.active = self.parsing = native
+                if self._access_log:
+                    native.access = self._request_line()
                 return
         try:
             decoded = unquote(path.decode("ascii"))
@@ -282,6 +308,8 @@ class Connection(asyncio.Protocol):
         }
         cycle = AsgiCycle(self, scope, keep_alive and not self._probes_only, self.expect_100_continue)
         self.parsing = cycle
+        if self._access_log:
+            cycle.access = self._request_line()
         if idle:
             self.active = cycle
             self._start(cycle)
@@ -342,6 +370,12 @@ class Connection(asyncio.Protocol):
             return None  # the ASGI door answers the 503
         return PendingRequest(self, keep_alive, time.perf_counter(), route, length, head.header_length)
 
+    def _request_line(self) -> str:
+        """The access log's start of a line: the client and the request line (PULSE_ACCESS_LOG)."""
+        client = "%s:%d" % self.client if self.client else "-"
+        method = self.parser.get_method().decode("latin-1")
+        return f'{client} - "{method} {self.url.decode("latin-1")} HTTP/{self.parser.get_http_version()}"'
+
     def _start(self, cycle: AsgiCycle) -> None:
         cycle.started = True
         worker = self.worker
@@ -357,6 +391,8 @@ class Connection(asyncio.Protocol):
             return
         keep_alive = request.keep_alive and not close and not answer.close
         self.transport.write(framed(answer, not keep_alive))
+        if request.access is not None:
+            access_logger.info("%s %d", request.access, answer.status)
         if not keep_alive:
             self.transport.close()
         elif complete:
