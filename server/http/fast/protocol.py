@@ -372,7 +372,7 @@ class Connection(asyncio.Protocol):
 
     def _request_line(self) -> str:
         """The access log's start of a line: the client and the request line (PULSE_ACCESS_LOG)."""
-        client = "%s:%d" % self.client if self.client else "-"
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "-"
         method = self.parser.get_method().decode("latin-1")
         return f'{client} - "{method} {self.url.decode("latin-1")} HTTP/{self.parser.get_http_version()}"'
 
