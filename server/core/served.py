@@ -45,17 +45,12 @@ class ServedModel:
         self._stayed_tail = b',"churn":false,' + constant
 
     def render_one(self, p: Any, ident: Id | None = None) -> bytes:
+        """One result from its constant parts: only the probability (and the id) is serialized per request."""
+        tail = self._churned_tail if p >= self.threshold else self._stayed_tail
+        probability = orjson.dumps(p, option=ORJSON_NUMPY)
         if ident is not None:
-            return b'{"id":' + orjson.dumps(ident) + b"," + self.render_one(p)[1:]
-        return orjson.dumps(
-            {
-                "churn_probability": p,
-                "churn": p >= self.threshold,
-                "threshold": self.threshold,
-                "model_version": self.version,
-            },
-            option=ORJSON_NUMPY,
-        )
+            return b'{"id":' + orjson.dumps(ident) + b',"churn_probability":' + probability + tail
+        return b'{"churn_probability":' + probability + tail
 
     def render_columns(self, proba: npt.NDArray[np.float32], ids: list[Id | None] | None = None) -> bytes:
         """The columnar answer to a columnar batch: one list per result field (the ids first, when sent)."""

@@ -54,6 +54,13 @@ class Histogram:
         self.counts[bisect_left(self.buckets, value)] += 1
         self.total += value
 
+    def observe_all(self, values: Sequence[float]) -> None:
+        """``observe`` for each of ``values`` (a turn's requests at once)."""
+        counts, buckets = self.counts, self.buckets
+        for value in values:
+            counts[bisect_left(buckets, value)] += 1
+        self.total += sum(values)
+
     def add(self, other: Histogram) -> None:
         self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.total += other.total
@@ -94,6 +101,13 @@ class Metrics:
         self.requests[(route, status)] += 1
         self.latency[route].observe(seconds)
 
+    def observe_answers(self, route: str, statuses: Sequence[int], seconds: Sequence[float]) -> None:
+        """``observe_request`` for the requests of one route answered together (one turn's)."""
+        requests = self.requests
+        for status in statuses:
+            requests[(route, status)] += 1
+        self.latency[route].observe_all(seconds)
+
     def observe_scoring(self, route: str, rows: int, read_parse: float, inference: float, render: float) -> None:
         """One inference request's stages, its inference time one onnxruntime call of its own."""
         self.observe_stages(route, read_parse, inference, render)
@@ -105,6 +119,16 @@ class Metrics:
         read_hist.observe(read_parse)
         inference_hist.observe(inference)
         render_hist.observe(render)
+
+    def observe_stages_all(
+        self, route: str, read_parse: Sequence[float], inference: float, render: Sequence[float]
+    ) -> None:
+        """``observe_stages`` for requests scored in one call: their inference stage is that call's time."""
+        read_hist, inference_hist, render_hist = self._stage_histograms(route)
+        read_hist.observe_all(read_parse)
+        inference_hist.counts[bisect_left(inference_hist.buckets, inference)] += len(read_parse)
+        inference_hist.total += inference * len(read_parse)
+        render_hist.observe_all(render)
 
     def observe_call(self, seconds: float, rows: int) -> None:
         """One onnxruntime call and the rows it scored."""

@@ -32,18 +32,28 @@ class RequestHead:
     header_length: bytes | None = None
     transfer_encoding: bool = False
     repeated: bytes | None = None  # the first single-valued header sent more than once: the request is ambiguous
+    hosts: int = 0  # Host fields (RFC 9112 wants exactly one in HTTP/1.1)
+    expects_continue: bool = False  # Expect: 100-continue
+    size: int = 0  # bytes of the fields: names, values and their separators
 
     @classmethod
     def scan(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
         head = cls()
+        size = 0
         for name, value in headers:
+            size += len(name) + len(value) + 4
             field = _SINGLE.get(name)
             if field is not None:
                 if getattr(head, field) is not None and head.repeated is None:
                     head.repeated = name
                 setattr(head, field, value.rstrip(b" \t"))  # RFC 9110 5.5: not part of the value (every server)
+            elif name == b"host":
+                head.hosts += 1
             elif name == b"transfer-encoding":
                 head.transfer_encoding = True
+            elif name == b"expect":
+                head.expects_continue = value.strip().lower() == b"100-continue"
+        head.size = size
         return head
 
     def check_single(self) -> None:

@@ -148,11 +148,15 @@ class Pipeline:
         except Exception:
             logger.exception("unexpected error in %s", " or ".join(sorted({r.route for r in requests})))
             answers = [a if a is not None else INTERNAL_ERROR for a in answers]
-        metrics = self.state.metrics
         done = time.perf_counter()
+        by_route: dict[str, tuple[list[int], list[float]]] = {}
         for request, answer in zip(requests, answers, strict=True):
             assert answer is not None
-            metrics.observe_request(request.route, answer.status, done - request.started)
+            statuses, seconds = by_route.setdefault(request.route, ([], []))
+            statuses.append(answer.status)
+            seconds.append(done - request.started)
+        for route, (statuses, seconds) in by_route.items():
+            self.state.metrics.observe_answers(route, statuses, seconds)
         return answers  # type: ignore[return-value]  # every slot is filled above
 
     def _answer(self, served: ServedModel, requests: list[Request], answers: list[Answer | None]) -> None:

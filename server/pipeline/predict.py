@@ -79,6 +79,7 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
     inference = scored - call_started
     metrics.observe_call(inference, len(proba))
     payloads, start = [], 0
+    read_parse, render = [], []
     for request in parsed:
         rows = request.rows
         ids = request.ids
@@ -92,8 +93,10 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
             payloads.append(served.render_batch(proba[start : start + len(rows)], ids))
             start += len(rows)
         rendered = time.perf_counter()
-        metrics.observe_stages(ROUTE, request.parsed_at - request.started, inference, rendered - scored)
+        read_parse.append(request.parsed_at - request.started)
+        render.append(rendered - scored)
         scored = rendered
+    metrics.observe_stages_all(ROUTE, read_parse, inference, render)
     if drift is not None:
         if X is None:
             drift.add(single, proba[0])

@@ -108,8 +108,6 @@ class Connection(asyncio.Protocol):
         self._max_headers = settings.max_headers
         self._max_in_flight = settings.max_in_flight
         self._access_log = settings.access_log
-        self._parsed_head_bytes = 0  # of the head being parsed: names, values and their separators
-        self._host_count = 0
         self._probes_only = False
         self._deadline: float | None = None  # loop time at which _deadline_reason expires
         self._deadline_reason = ""
@@ -219,38 +217,30 @@ class Connection(asyncio.Protocol):
     # Parser callbacks -----------------------------------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.url = b""
-        self.expect_100_continue = False
         self.headers = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # The count, the size and the Host rule; a head that arrived whole in one read is measured here, one still
-        # arriving in data_received.
-        name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace, which RFC 9110 5.5 leaves out of a value
-        if name == b"host":
-            self._host_count += 1
-        elif name == b"expect" and value.lower() == b"100-continue":
-            self.expect_100_continue = True
-        self.headers.append((name, value))
-        self._parsed_head_bytes += len(name) + len(value) + 4
-        if self._parsed_head_bytes > self._max_head_bytes:
-            raise Refusal(431, "header_too_large", f"request head exceeds {self._max_head_bytes} bytes")
-        if len(self.headers) > self._max_headers:
-            raise Refusal(431, "too_many_headers", f"more than {self._max_headers} header fields")
+        # llhttp keeps a value's trailing whitespace, which RFC 9110 5.5 leaves out. The head's size and count are
+        # checked once it is complete (a head still arriving is measured in data_received).
+        self.headers.append((name.lower(), value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
         if self._deadline is not None:
             self._disarm()
-        hosts, head_bytes = self._host_count, self._parsed_head_bytes + len(self.url)
-        self._host_count = self._parsed_head_bytes = self._head_bytes = 0
-        if head_bytes > self._max_head_bytes:
+        self._head_bytes = 0
+        head = RequestHead.scan(self.headers)
+        if head.size + len(self.url) > self._max_head_bytes:
             raise Refusal(431, "header_too_large", f"request head exceeds {self._max_head_bytes} bytes")
+        if len(self.headers) > self._max_headers:
+            raise Refusal(431, "too_many_headers", f"more than {self._max_headers} header fields")
         parser = self.parser
-        if hosts != 1 and parser.get_http_version() == "1.1":
-            raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {hosts}")
+        version = parser.get_http_version()
+        if head.hosts != 1 and version == "1.1":
+            raise Refusal(400, "bad_host", f"an HTTP/1.1 request needs exactly one Host header, got {head.hosts}")
+        self.expect_100_continue = head.expects_continue
         try:
             parsed = httptools.parse_url(self.url)
         except httptools.HttpParserInvalidURLError:
@@ -259,7 +249,7 @@ class Connection(asyncio.Protocol):
         if self._probes_only and path not in PROBE_PATHS:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
         idle = self.active is None
-        keep_alive = parser.should_keep_alive() and parser.get_http_version() != "1.0"
+        keep_alive = version != "1.0" and parser.should_keep_alive()
         if idle and self._max_in_flight and path not in PROBE_PATHS and self._overloaded():
             # Answered now, before the body: the body is then read and dropped on a kept connection (closed when
             # the client waits for 100-continue, as it may send no body at all).
@@ -281,7 +271,7 @@ class Connection(asyncio.Protocol):
                 probe.access = self._request_line()
             return
         if idle and parsed.query is None and not self.expect_100_continue:
-            native = self._native_request(method, path, keep_alive)
+            native = self._native_request(method, path, keep_alive, head)
             if native is not None:
                 self.active = self.parsing = native
                 if self._access_log:
@@ -294,7 +284,7 @@ class Connection(asyncio.Protocol):
         scope = {
             "type": "http",
             "asgi": ASGI_VERSION,
-            "http_version": parser.get_http_version(),
+            "http_version": version,
             "server": self.worker.address,
             "client": self.client,
             "scheme": self.worker.scheme,
@@ -349,7 +339,7 @@ class Connection(asyncio.Protocol):
         return len(self.worker.tasks) + self.coalescer.queued >= self._max_in_flight
 
     # The connection's own path: /predict and V2 infer -----------------------------------------------------------
-    def _native_request(self, method: bytes, path: bytes, keep_alive: bool) -> PendingRequest | None:
+    def _native_request(self, method: bytes, path: bytes, keep_alive: bool, head: RequestHead) -> PendingRequest | None:
         """This request on the connection's own path, its body's length reserved in the worker's body budget: a
         pipeline request (``POST /predict``, V2 infer) that the pipeline admits, with a Content-Length within the
         limit. ``None``: the ASGI door answers it, and refuses what is wrong with it, with the same pipeline."""
@@ -357,8 +347,9 @@ class Connection(asyncio.Protocol):
         route = pipeline.route_of(method, path)
         if route is None:
             return None
-        head = RequestHead.scan(self.headers)
-        if head.transfer_encoding or pipeline.key_error(KEY_SCOPE, path.decode("latin-1"), head) is not None:
+        if head.transfer_encoding or (
+            pipeline.state.keys is not None and pipeline.key_error(KEY_SCOPE, path.decode("latin-1"), head) is not None
+        ):
             return None
         try:
             length = pipeline.check_head(route, head)
