@@ -49,11 +49,11 @@ class ServedReport:
             test = v["test"].get("roc_auc")
             against = f" (test {test:.3f})" if test is not None else ""
             parts.append(f"{version} realized ROC-AUC {v['realized']['roc_auc']:.3f}{against} on {v['users']} users")
-        shadow = self.figures.get("shadow")
-        if shadow:
+        for shadow in self.figures.get("shadows", []):
             parts.append(
                 f"shadow {shadow['shadow_version']} {shadow['shadow']['roc_auc']:.3f} against "
-                f"{shadow['served']['roc_auc']:.3f} served on the same {shadow['users']} users"
+                f"{shadow['served']['roc_auc']:.3f} served by {shadow['served_version']} on the same "
+                f"{shadow['users']} users"
             )
         verdict = "DEGRADED" if self.degraded else "ok"
         return f"{verdict}: " + "; ".join(parts) + f" -> {self.out}/"
@@ -67,6 +67,10 @@ def _files(served: str) -> list[str]:
     return files
 
 
+# An id as text whatever type the reader gave its column (integers, strings, or JSON when a log holds both).
+USER_ID = "json_extract_string(to_json(id), '$')"
+
+
 def read_answers(served: str) -> duckdb.DuckDBPyConnection:
     """A connection with an ``answers`` view: the latest answer per (id, model version) of the logs at ``served``
     (a file or a glob: the rotated files and the current one)."""
@@ -74,7 +78,10 @@ def read_answers(served: str) -> duckdb.DuckDBPyConnection:
     con.execute("SET TimeZone = 'UTC'")
     try:
         con.execute(
-            "CREATE TABLE lines AS SELECT * FROM read_json($files, format='newline_delimited', union_by_name=true)",
+            # Every line read to infer the types: ids may be integers in the first thousands of lines and strings
+            # later (both are caller ids), which a sample would type as integers and then fail on.
+            "CREATE TABLE lines AS SELECT * FROM read_json($files, format='newline_delimited', union_by_name=true,"
+            " sample_size=-1)",
             {"files": _files(served)},
         )
     except duckdb.Error as exc:
@@ -94,10 +101,10 @@ def read_answers(served: str) -> duckdb.DuckDBPyConnection:
     )
     con.execute(
         f"""CREATE VIEW answers AS
-            SELECT CAST(id AS VARCHAR) AS user_id, CAST(ts AS TIMESTAMP) AS answered, churn_probability, threshold,
+            SELECT {USER_ID} AS user_id, CAST(ts AS TIMESTAMP) AS answered, churn_probability, threshold,
                    model_version, {shadow}
             FROM lines WHERE id IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY CAST(id AS VARCHAR), model_version ORDER BY ts DESC) = 1"""
+            QUALIFY row_number() OVER (PARTITION BY {USER_ID}, model_version ORDER BY ts DESC) = 1"""
     )
     return con
 
@@ -145,18 +152,27 @@ def report_served_outcomes(
             "degraded": "roc_auc" in test and realized["roc_auc"] < test["roc_auc"] - tolerance,
             "reliability": classification.reliability(churned[rows], probability[rows]),
         }
+    # One comparison per (served version, shadow version): each candidate judged on the rows it scored, beside the
+    # model that answered them, at that model's threshold (review M5: they were pooled under the first candidate).
     shadow_scores = table.column("shadow_probability").to_pylist()
-    shadowed = np.array([p is not None for p in shadow_scores])
-    if shadowed.any():
-        shadow_p = np.array([p for p in shadow_scores if p is not None], dtype=np.float64)
-        at = float(threshold[shadowed][0])
-        figures["shadow"] = {
-            "shadow_version": next(v for v in table.column("shadow_model_version").to_pylist() if v is not None),
-            "users": int(shadowed.sum()),
-            "threshold": at,
-            "served": realized_figures(churned[shadowed], probability[shadowed], at),
-            "shadow": realized_figures(churned[shadowed], shadow_p, at),
-        }
+    shadow_versions = table.column("shadow_model_version").to_pylist()
+    figures["shadows"] = []
+    for served_version, shadow_version in sorted({(v, s) for v, s in zip(versions, shadow_versions, strict=True) if s}):
+        rows = np.array(
+            [v == served_version and s == shadow_version for v, s in zip(versions, shadow_versions, strict=True)]
+        )
+        shadow_p = np.array([p for p, keep in zip(shadow_scores, rows, strict=True) if keep], dtype=np.float64)
+        at = float(threshold[rows][0])
+        figures["shadows"].append(
+            {
+                "served_version": served_version,
+                "shadow_version": shadow_version,
+                "users": int(rows.sum()),
+                "threshold": at,
+                "served": realized_figures(churned[rows], probability[rows], at),
+                "shadow": realized_figures(churned[rows], shadow_p, at),
+            }
+        )
     write_text_atomic(out / "outcomes.json", json.dumps(figures, indent=2) + "\n")
     main = max(figures["versions"], key=lambda v: figures["versions"][v]["users"])
     plotted = figures["versions"][main]
@@ -210,13 +226,12 @@ def render_markdown(figures: dict[str, Any]) -> str:
             f"{'–' if test is None else f'{test:.3f}'} | {r['precision']:.3f} | {r['recall']:.3f} | "
             f"{r['calibration_error']:.3f} |"
         )
-    shadow = figures.get("shadow")
-    if shadow:
+    for shadow in figures.get("shadows", []):
         s, m = shadow["shadow"], shadow["served"]
         lines += [
             "",
-            f"Shadow `{shadow['shadow_version']}` against the served model on the same {shadow['users']} users "
-            f"(decisions at the served threshold {shadow['threshold']:.4f}):",
+            f"Shadow `{shadow['shadow_version']}` against `{shadow['served_version']}`, which served the same "
+            f"{shadow['users']} users (decisions at the served threshold {shadow['threshold']:.4f}):",
             "",
             "| model | ROC-AUC | precision | recall | F1 | Brier |",
             "|---|---|---|---|---|---|",

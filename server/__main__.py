@@ -15,11 +15,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from common.model.loader import Model, ModelError, load_model
+from common.model.loader import Model, ModelError, load_model, read_model_bytes
 from server.config.keys import KeyRing, KeysError
 from server.config.settings import Settings, SettingsError
 from server.monitoring.log_file import RequestLogError, check_request_log_path
 from server.monitoring.shadow import check_shadow
+from server.ops.control import pin_model
 from server.ops.logs import logging_config
 
 logger = logging.getLogger("server")
@@ -98,7 +99,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: metrics folder {folder!r} (PULSE_METRICS_DIR): {exc.strerror}", file=sys.stderr)
         return 2
     try:
+        if settings.workers > 1 and settings.metrics_dir is not None:
+            data = read_model_bytes(settings.model_path, model.info.sha256, settings.max_model_bytes)
+            pin_model(settings.metrics_dir, data, model.info.sha256)
         return _serve(settings, model, config)
+    except ModelError as exc:  # the file changed between the check and the copy
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     finally:
         if made_here is not None:
             shutil.rmtree(made_here, ignore_errors=True)

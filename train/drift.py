@@ -82,10 +82,10 @@ def reference_probabilities(artifacts: Path, reference: pd.DataFrame) -> pd.Seri
     model = artifacts / "model.onnx"
     if not model.is_file():
         return None
-    import onnxruntime as ort
+    from common.model.loader import load_model  # the one way every tool opens a model (checks, no warnings)
 
-    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    proba = session.run(["probabilities"], {"features": reference.to_numpy(np.float32)})[0][:, 1]
+    served = load_model(model)
+    proba = served.churn_probability(reference[list(served.info.features)].to_numpy(np.float32))
     return pd.Series(proba, name=PROBABILITY)
 
 

@@ -129,7 +129,7 @@ def select_forest_params(
         oof, aucs, nodes = _cross_validate(params, X, y, cv, random_state)
         results.append({**params, "cv_roc_auc": float(np.mean(aucs)), "mean_nodes": float(np.mean(nodes))})
         oof_by_point.append(oof)
-        logger.info(
+        logger.debug(  # one line per grid point at DEBUG; the chosen point's line below is the stage's summary
             "cv %d/%d %s roc_auc=%.4f nodes=%.0f",
             i,
             len(points),
@@ -141,7 +141,14 @@ def select_forest_params(
     eligible = [i for i, r in enumerate(results) if r["cv_roc_auc"] >= best_auc - auc_tolerance]
     chosen = min(eligible, key=lambda i: (results[i]["mean_nodes"], -results[i]["cv_roc_auc"]))
     params = {k: results[chosen][k] for k in grid}
-    logger.info("chosen %s cv_roc_auc=%.4f (best %.4f)", params, results[chosen]["cv_roc_auc"], best_auc)
+    logger.info(
+        "cross-validated %d grid points x %d folds; chosen %s cv_roc_auc=%.4f (best %.4f)",
+        len(points),
+        cv_folds,
+        params,
+        results[chosen]["cv_roc_auc"],
+        best_auc,
+    )
     return params, results, oof_by_point[chosen]
 
 

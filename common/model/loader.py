@@ -53,7 +53,7 @@ class ModelInfo:
     positive_index: int
     test_metrics: dict[str, Any]
     node_count: int | None
-    example: dict[str, float]  # a real input row (the first golden row), for the API docs
+    example: dict[str, float]  # a valid input row that is nobody's, for the API docs
 
 
 def session_options(threads: int) -> ort.SessionOptions:
@@ -244,12 +244,11 @@ def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> tuple[M
     if positive != int(positive):
         raise ModelError(f"model metadata 'positive_class_index' = {positive} is not a whole number")
 
-    golden = _golden_rows(meta, len(features))
-    first = golden[0][0].tolist() if golden is not None else [0.0] * len(features)
+    minimums = tuple(float(schema.get(f, {}).get("minimum", float("-inf"))) for f in features)
     info = ModelInfo(
         feature_set=meta.text("feature_set", ""),
         features=tuple(features),
-        minimums=tuple(float(schema.get(f, {}).get("minimum", float("-inf"))) for f in features),
+        minimums=minimums,
         descriptions=tuple(str(schema.get(f, {}).get("description", "")) for f in features),
         units=tuple(str(schema.get(f, {}).get("unit", "")) for f in features),
         threshold=threshold,
@@ -262,9 +261,18 @@ def _read_info(session: ort.InferenceSession, sha256: str, size: int) -> tuple[M
         positive_index=int(positive),
         test_metrics=meta.json("test_metrics", {}),
         node_count=meta.json("node_count", None),
-        example=dict(zip(features, map(float, first), strict=True)),
+        example=_example(features, minimums),
     )
     return info, n_classes
+
+
+def _example(features: list[str], minimums: tuple[float, ...]) -> dict[str, float]:
+    """A valid input row for the API docs that is nobody's: one above each feature's minimum (review L10: the first
+    golden row, a real test-set user's features, was published in the open /openapi.json)."""
+    return {
+        name: (minimum if math.isfinite(minimum) else 0.0) + 1.0
+        for name, minimum in zip(features, minimums, strict=True)
+    }
 
 
 def _check_golden_rows(model: Model, meta: dict[str, str]) -> None:

@@ -37,6 +37,52 @@ def _printable(value: Any, depth: int) -> Any:
     return _printable(repr(value), depth)
 
 
+SHOWN_CHARS = 80  # an error message quotes at most this much of a client's value
+SHOWN_ITEMS = 8  # ... and looks at most this many items of a list or an object, this deep
+SHOWN_DEPTH = 3
+
+
+def shown(value: Any) -> str:
+    """A client's value as an error message quotes it (``repr``-like), bounded however deep, long or wide it is:
+    the one printer for client values, so a message never costs more than its size, nor raises."""
+    text = repr(_bounded(value, SHOWN_DEPTH))
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
+def _bounded(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return value if len(value) <= SHOWN_CHARS else value[:SHOWN_CHARS] + "..."
+    if value is None or isinstance(value, bool | float) or (isinstance(value, int) and -(10**20) < value < 10**20):
+        return value
+    if isinstance(value, int):
+        return _Text(f"<a number of {len(str(abs(value)))} digits>" if value.bit_length() < 10_000 else "<a number>")
+    if depth <= 0:
+        return _Text("...")
+    if isinstance(value, dict):
+        items = [(_bounded(str(key), 0), _bounded(item, depth - 1)) for key, item in _first(value.items())]
+        return dict(items) if len(value) <= SHOWN_ITEMS else {**dict(items), _Text("..."): _Text("...")}
+    if isinstance(value, list | tuple):
+        items = [_bounded(item, depth - 1) for item in _first(value)]
+        return items if len(value) <= SHOWN_ITEMS else [*items, _Text("...")]
+    return _Text(type(value).__name__)
+
+
+def _first(items: Any) -> list[Any]:
+    found: list[Any] = []
+    for item in items:
+        if len(found) == SHOWN_ITEMS:
+            break
+        found.append(item)
+    return found
+
+
+class _Text(str):
+    """Printed as it is, not quoted."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 class ApiError(Exception):
     status_code = 400
     closes_connection = False  # answered before the body was read: the connection cannot carry another request
@@ -92,6 +138,15 @@ class ValidationFailed(ApiError):
 
 class NotReady(ApiError):
     status_code = 503
+
+
+class InternalError(ApiError):
+    """500 for one request that failed in a way no check foresaw; the cause goes to the log, never to the client."""
+
+    status_code = 500
+
+    def __init__(self) -> None:
+        super().__init__("Internal Server Error")
 
 
 class Overloaded(ApiError):

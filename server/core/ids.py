@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from server.core.errors import V2Error, field_error
+from server.core.errors import V2Error, field_error, shown
 
 ID_FIELD = "id"
 MAX_ID_CHARS = 256
@@ -32,6 +32,15 @@ def id_problem(value: Any) -> tuple[str, str] | None:
     except UnicodeEncodeError:  # a lone surrogate, which the stdlib JSON parser lets through
         return "Input should be valid Unicode", "id_unicode"
     return None
+
+
+def request_id(value: Any) -> str | None:
+    """A V2 request's own ``id`` (JSON, binary or gRPC), bounded like a row's: ``None`` when absent or empty."""
+    if value is None or value == "":
+        return None
+    if type(value) is not str or id_problem(value) is not None:
+        raise V2Error(f"request 'id' must be a string of 1 to {MAX_ID_CHARS} characters of valid Unicode")
+    return value
 
 
 def id_error(loc: list[str | int], value: Any) -> dict[str, Any] | None:
@@ -70,7 +79,9 @@ def encode_strings(values: list[str]) -> bytes:
 def check_id_tensor(datatype: object, shape: object, rows: int) -> None:
     """The V2 ``id`` input's type and shape, whichever encoding carried them: BYTES, ``[N]`` or ``[N, 1]``."""
     if datatype != "BYTES" or shape not in ([rows], [rows, 1]):
-        raise V2Error(f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {datatype!r} {shape!r}")
+        raise V2Error(
+            f"input 'id' must be BYTES of shape [{rows}] (one id per row), got {shown(datatype)} {shown(shape)}"
+        )
 
 
 def check_v2_ids(values: list[Any], rows: int) -> list[str]:

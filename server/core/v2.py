@@ -10,8 +10,15 @@ import numpy as np
 import numpy.typing as npt
 
 from common.model.loader import ModelInfo
-from server.core.errors import V2Error
-from server.core.ids import ID_FIELD, check_id_tensor, check_v2_ids, decode_strings, encode_strings
+from server.core.errors import V2Error, shown
+from server.core.ids import (
+    ID_FIELD,
+    check_id_tensor,
+    check_v2_ids,
+    decode_strings,
+    encode_strings,
+    request_id as checked_request_id,
+)
 from server.core.served import ServedModel
 from server.core.validation import FLOAT32_MAX, NUMBERS
 
@@ -56,11 +63,11 @@ def model_config(name: str, info: ModelInfo, n_outputs: int) -> dict[str, Any]:
 def served_or_error(served: ServedModel | None, served_name: str, name: str, version: str | None) -> ServedModel:
     """The served model when a request names it (and its version, if it names one); else the protocol's error."""
     if name != served_name:
-        raise V2Error(f"model {name!r} not found; this server serves {served_name!r}", 404)
+        raise V2Error(f"model {shown(name)} not found; this server serves {served_name!r}", 404)
     if served is None:
         raise V2Error("model not loaded yet", 503)
     if version and version != served.info.version:
-        raise V2Error(f"model {name!r} has no version {version!r}; it serves {served.info.version!r}", 404)
+        raise V2Error(f"model {shown(name)} has no version {shown(version)}; it serves {served.info.version!r}", 404)
     return served
 
 
@@ -98,28 +105,26 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     shape = check_input(tensor.get("name"), tensor.get("datatype"), tensor.get("shape"), info, max_batch)
     parameters = body.get("parameters") or {}
     if type(parameters) is not dict:
-        raise V2Error(f"request 'parameters' must be an object, got {parameters!r}")
+        raise V2Error(f"request 'parameters' must be an object, got {shown(parameters)}")
     explain = parameters.get("explain", False)
     if type(explain) is not bool:
-        raise V2Error(f"request parameter 'explain' must be true or false, got {explain!r}", 422)
+        raise V2Error(f"request parameter 'explain' must be true or false, got {shown(explain)}", 422)
     all_binary = parameters.get("binary_data_output", False)
     if type(all_binary) is not bool:
-        raise V2Error(f"request parameter 'binary_data_output' must be true or false, got {all_binary!r}")
+        raise V2Error(f"request parameter 'binary_data_output' must be true or false, got {shown(all_binary)}")
     outputs = body.get("outputs") or []
     if type(outputs) is not list:
-        raise V2Error(f"'outputs' must be a list of objects naming outputs, got {outputs!r}")
-    request_id = body.get("id")
-    if request_id is not None and not (type(request_id) is str and _encodable(request_id)):
-        raise V2Error("request 'id' must be a string")
+        raise V2Error(f"'outputs' must be a list of objects naming outputs, got {shown(outputs)}")
+    request_id = checked_request_id(body.get("id"))
     names = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
     binary_outputs = set(names) if all_binary else set()
     for output in outputs:
         if type(output) is not dict or output.get("name") not in names:
-            raise V2Error(f"unknown output {output!r}; the model's outputs are {', '.join(map(repr, names))}")
+            raise V2Error(f"unknown output {shown(output)}; the model's outputs are {', '.join(map(repr, names))}")
         output_parameters = output.get("parameters") or {}
         wanted = output_parameters.get("binary_data", all_binary) if type(output_parameters) is dict else None
         if type(wanted) is not bool:
-            raise V2Error(f"output parameter 'binary_data' must be true or false, got {wanted!r}")
+            raise V2Error(f"output parameter 'binary_data' must be true or false, got {shown(wanted)}")
         if wanted:
             binary_outputs.add(output["name"])
         else:
@@ -158,7 +163,7 @@ def _binary_chunks(inputs: list[dict[str, Any]], binary: bytes) -> dict[str, byt
             continue
         if type(size) is not int or size < 0 or at + size > len(binary):
             raise V2Error(
-                f"input {tensor.get('name')!r} binary_data_size {size!r} does not fit the {len(binary)} bytes"
+                f"input {shown(tensor.get('name'))} binary_data_size {shown(size)} does not fit the {len(binary)} bytes"
             )
         chunks[tensor["name"]] = binary[at : at + size]
         at += size
@@ -184,9 +189,9 @@ def check_input(name: object, datatype: object, shape: object, info: ModelInfo, 
     """The one input tensor's shape, its name, type and shape checked, whichever encoding carried them (JSON or
     protobuf)."""
     if name != info.input_name:
-        raise V2Error(f"unknown input {name!r}; the model's input is {info.input_name!r}")
+        raise V2Error(f"unknown input {shown(name)}; the model's input is {info.input_name!r}")
     if datatype != "FP32":
-        raise V2Error(f"input datatype must be 'FP32', got {datatype!r}")
+        raise V2Error(f"input datatype must be 'FP32', got {shown(datatype)}")
     n_features = len(info.features)
     if (
         type(shape) is not list
@@ -195,18 +200,10 @@ def check_input(name: object, datatype: object, shape: object, info: ModelInfo, 
         or shape[1] != n_features
         or shape[0] < 1
     ):
-        raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shape!r}")
+        raise V2Error(f"input shape must be [N, {n_features}] with N >= 1, got {shown(shape)}")
     if shape[0] > max_batch:
         raise V2Error(f"batch of {shape[0]} rows exceeds the limit of {max_batch}", 413)
     return shape
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate, which the stdlib JSON parser lets through
-        return False
-    return True
 
 
 def _json_values(tensor: dict[str, Any], shape: list[int]) -> npt.NDArray[np.float64]:
@@ -229,7 +226,7 @@ def _binary_values(tensor: dict[str, Any], shape: list[int], binary: bytes) -> n
     if "data" in tensor or size != len(binary) or size != expected:
         raise V2Error(
             f"binary input must carry parameters.binary_data_size = {expected} (N x features x 4 bytes) "
-            f"and no 'data'; got binary_data_size {size!r} and {len(binary)} bytes"
+            f"and no 'data'; got binary_data_size {shown(size)} and {len(binary)} bytes"
         )
     return np.frombuffer(binary, dtype="<f4").reshape(shape)
 
@@ -257,7 +254,9 @@ def split_binary_body(body: bytes, header_length: str) -> tuple[bytes, bytes]:
     # ASCII digits only ('²'.isdigit() is true, int('²') fails), and few of them (int() refuses 4,300+).
     a_length = header_length.isascii() and header_length.isdigit() and len(header_length) <= 18
     if not a_length or int(header_length) > len(body):
-        raise V2Error(f"Inference-Header-Content-Length {header_length!r} does not fit a body of {len(body)} bytes")
+        raise V2Error(
+            f"Inference-Header-Content-Length {shown(header_length)} does not fit a body of {len(body)} bytes"
+        )
     return body[: int(header_length)], body[int(header_length) :]
 
 

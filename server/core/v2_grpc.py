@@ -16,8 +16,15 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.message import DecodeError, Message
 
 from common.model.loader import ModelInfo
-from server.core.errors import V2Error
-from server.core.ids import ID_FIELD, check_id_tensor, check_v2_ids, decode_strings, encode_strings
+from server.core.errors import V2Error, shown
+from server.core.ids import (
+    ID_FIELD,
+    check_id_tensor,
+    check_v2_ids,
+    decode_strings,
+    encode_strings,
+    request_id as checked_request_id,
+)
 from server.core.v2 import CONTRIBUTIONS, InferRequest, check_input, check_range
 
 SERVICE = "inference.GRPCInferenceService"
@@ -105,8 +112,10 @@ def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequ
     outputs = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
     for output in message.outputs:
         if output.name not in outputs:
-            raise V2Error(f"unknown output {output.name!r}; the model's outputs are {', '.join(map(repr, outputs))}")
-    return InferRequest(X, message.id or None, explain, frozenset(outputs), ids)
+            raise V2Error(
+                f"unknown output {shown(output.name)}; the model's outputs are {', '.join(map(repr, outputs))}"
+            )
+    return InferRequest(X, checked_request_id(message.id), explain, frozenset(outputs), ids)
 
 
 def _grpc_ids(tensor: Any, raw: bytes | None, rows: int) -> list[Any]:

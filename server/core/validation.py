@@ -202,7 +202,11 @@ class RowParser:
         if len(ids) != rows:
             message = f"Every column should have the same length, got {len(ids)} ids for {rows} rows"
             raise ValidationFailed([field_error(["body", ID_FIELD], message, "columns_length")])
-        found = [error for i, ident in enumerate(ids) if (error := id_error(["body", ID_FIELD, i], ident))]
+        found = [
+            error
+            for i, ident in enumerate(ids)
+            if ident is not None and (error := id_error(["body", ID_FIELD, i], ident))  # null: that row has no id
+        ]
         if found:
             raise ValidationFailed(found[:MAX_REPORTED_ERRORS])
         X = self.parse_columns(columns)
@@ -236,7 +240,7 @@ class RowParser:
                 return values
             except (_Invalid, KeyError):
                 pass
-        if ID_FIELD in row and id_problem(row[ID_FIELD]) is None:
+        if ID_FIELD in row and (row[ID_FIELD] is None or id_problem(row[ID_FIELD]) is None):  # null: no id
             rest = {k: v for k, v in row.items() if k != ID_FIELD}
             plain = self.parse_one(rest)
             assert not isinstance(plain, Identified)  # the id was taken out

@@ -37,7 +37,7 @@ from server.monitoring.log_file import Rotation
 from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
 from server.monitoring.shadow import load_shadow
-from server.ops.control import read_control
+from server.ops.control import SHADOW_CONTROL_FILE, read_control
 from server.ops.shutdown import DrainOnSignal
 from server.ops.swap import ModelSwapper
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
@@ -178,10 +178,14 @@ class PulseApp:
         request_log = RequestLog(
             settings.request_log, settings.request_log_sample, settings.request_log_queue, rotation
         )
-        if settings.shadow_model is not None:
-            request_log.shadow = load_shadow(
-                settings.shadow_model, "", model, settings.shadow_sample, settings.max_model_bytes
-            )
+        if settings.shadow_model is not None and read_control(settings.metrics_dir, SHADOW_CONTROL_FILE) is None:
+            # The configured shadow, unless an admin has set or removed one since (the tick follows that record).
+            try:  # a shadow never takes a worker down: a restarted worker must not crash-loop on a file now gone
+                request_log.shadow = load_shadow(
+                    settings.shadow_model, "", model, settings.shadow_sample, settings.max_model_bytes
+                )
+            except ModelError as exc:
+                logger.error("configured shadow model not loaded; serving without it: %s", exc)
         request_log.start()
         state.request_log = state.metrics.request_log = request_log
         metrics = state.metrics

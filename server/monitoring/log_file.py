@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import re
 import stat
 import time
 from dataclasses import dataclass
@@ -56,7 +57,9 @@ def rotated_files(path: Path) -> list[Path]:
         except OSError:
             return 0, file.name
 
-    return sorted(path.parent.glob(f"{path.stem}.*{path.suffix}"), key=written)
+    # Only the names rotation makes (<stem>.<UTC time>[-n]<suffix>): an operator's requests.backup.jsonl is theirs.
+    made = re.compile(rf"{re.escape(path.stem)}\.\d{{8}}T\d{{9}}Z(-\d+)?{re.escape(path.suffix)}")
+    return sorted((file for file in path.parent.iterdir() if made.fullmatch(file.name)), key=written)
 
 
 class LogFile:

@@ -113,12 +113,27 @@ class RequestLog:
         return found
 
     def close(self, timeout: float = 5.0) -> None:
-        """Write what is queued, then stop the thread."""
+        """Write what is queued within ``timeout`` seconds, then stop the thread; what is still queued then is
+        counted as dropped (review M7: it died with the thread, uncounted)."""
+        deadline = time.monotonic() + timeout
         try:
             self._queue.put(None, timeout=timeout)
         except queue.Full:
+            pass
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if not self._thread.is_alive():
             return
-        self._thread.join(timeout)
+        left = 0
+        while True:
+            try:
+                entry = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if entry is not None:
+                left += len(entry.X) if entry.log else 0
+        self.dropped += left
+        if left:
+            logger.warning("request log closed with %d rows unwritten (counted as dropped)", left)
 
     def _run(self) -> None:
         while True:
@@ -157,8 +172,9 @@ def format_lines(entry: _Entry, candidate: npt.NDArray[np.float32] | None) -> by
         record: dict[str, Any] = {"ts": stamp}
         if entry.ids is not None and entry.ids[i] is not None:
             record["id"] = entry.ids[i]
-        if entry.request_id is not None:
+        if i == 0 and entry.request_id is not None:  # once per request: its first row's line carries it
             record["request_id"] = entry.request_id
+            record["request_rows"] = len(entry.X)
         record.update(zip(model.features, row, strict=True))
         record["churn_probability"] = p
         record["churn"] = p >= model.threshold

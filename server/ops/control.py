@@ -18,7 +18,10 @@ from pathlib import Path
 
 import orjson
 
+from common.io import atomic_path
+
 CONTROL_FILE = "model-control.json"
+PINNED_PREFIX = "served-"  # the served model's verified bytes, pinned for workers started later
 SHADOW_CONTROL_FILE = "shadow-control.json"  # the same, for the shadow model (an empty path: no shadow)
 LOCK_FILE = ".model-control.lock"
 
@@ -78,5 +81,15 @@ def clear_folder(folder: Path) -> None:
     """Remove what an earlier run left in a reused metrics folder: its workers' snapshots and its control record
     (a new run serves its configured model, and counts from zero)."""
     records = [folder / CONTROL_FILE, folder / SHADOW_CONTROL_FILE, *folder.glob(".*-control.json.*")]
-    for stale in [*folder.glob("worker-*.json*"), *records]:
+    for stale in [*folder.glob("worker-*.json*"), *folder.glob(f"{PINNED_PREFIX}*.onnx"), *records]:
         stale.unlink(missing_ok=True)
+
+
+def pin_model(folder: Path, data: bytes, sha256: str) -> Control:
+    """The verified model's bytes copied into the folder under their sha256, and the control record naming that
+    copy: a worker started later (the supervisor's replacement for one that died) loads exactly what every other
+    worker loaded, whatever is at the configured path by then (review M2)."""
+    copy = folder / f"{PINNED_PREFIX}{sha256[:16]}.onnx"
+    with atomic_path(copy) as tmp:
+        tmp.write_bytes(data)
+    return write_control(folder, copy, sha256, force=False)

@@ -28,7 +28,7 @@ from common.model.loader import Model, ModelError, ModelFileError, load_model
 from server.config.keys import KeyRing, KeysError
 from server.core.errors import ApiError, NotReady
 from server.monitoring.request_log import RequestLog
-from server.monitoring.shadow import Shadow, load_shadow
+from server.monitoring.shadow import Shadow, check_shadow, load_shadow
 from server.ops.control import CONTROL_FILE, SHADOW_CONTROL_FILE, Control, read_control, write_control
 
 if TYPE_CHECKING:
@@ -108,6 +108,14 @@ class ModelSwapper:
         return self._serve(model)
 
     def _install(self, served: ServedModel, path: Path) -> None:
+        request_log = self.state.request_log
+        shadow = request_log.shadow if request_log is not None else None
+        if request_log is not None and shadow is not None:
+            try:  # a forced swap may change the features: a shadow that no longer fits would score wrong rows
+                check_shadow(served.model, shadow.model)
+            except ModelError as exc:
+                request_log.shadow = None
+                logger.error("shadow %s removed with the swap: %s", shadow.version, exc)
         self.state.serve(served)
         self.state.metrics.flush()
         info = served.info
@@ -212,6 +220,8 @@ class ModelSwapper:
             shadow = None
             if control.sha256:
                 shadow = await self._load_shadow(control.path, control.sha256, control.sample)
+            if self.shadow_generation != control.generation:
+                return  # a newer record was taken while this one loaded (an admin call here): this one is stale
             self._request_log().shadow = shadow
         finally:
             self._following_shadow = False

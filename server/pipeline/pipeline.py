@@ -14,7 +14,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from server.core.errors import INTERNAL_ERROR_BODY, ApiError, Forbidden, NotReady, Unauthorized, UnsupportedMediaType
+from server.core.errors import (
+    ApiError,
+    Forbidden,
+    InternalError,
+    NotReady,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
@@ -31,7 +38,6 @@ logger = logging.getLogger(__name__)
 PREDICT_ROUTE = ROUTE
 ROUTES = (PREDICT_ROUTE, INFER_ROUTE, GRPC_INFER_ROUTE)
 V2_ROUTES = frozenset({INFER_ROUTE, GRPC_INFER_ROUTE})  # their errors in the protocol's body
-INTERNAL_ERROR = Answer(500, INTERNAL_ERROR_BODY)
 
 
 @dataclass(slots=True)
@@ -138,16 +144,15 @@ class Pipeline:
 
     def answer(self, requests: list[Request]) -> list[Answer]:
         """The answers to complete requests, in order; each counted in the metrics. Valid ``/predict`` rows of all
-        of them are scored in one onnxruntime call; a bad body gets its own 4xx and cannot fail its neighbours."""
+        of them are scored in one onnxruntime call. Whatever goes wrong with one request, expected (a 4xx) or not
+        (a 500, logged), is confined to it: its neighbours get the answers they would get alone."""
         answers: list[Answer | None] = [None] * len(requests)
-        try:
-            served = self.state.served
-            if served is None:
-                raise NotReady("model not loaded yet")
+        served = self.state.served
+        if served is None:
+            refusal = NotReady("model not loaded yet")
+            answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
+        else:
             self._answer(served, requests, answers)
-        except Exception:
-            logger.exception("unexpected error in %s", " or ".join(sorted({r.route for r in requests})))
-            answers = [a if a is not None else INTERNAL_ERROR for a in answers]
         done = time.perf_counter()
         by_route: dict[str, tuple[list[int], list[float]]] = {}
         for request, answer in zip(requests, answers, strict=True):
@@ -191,6 +196,25 @@ class Pipeline:
                 together.append(ParsedRequest(index, rows, request.started, time.perf_counter(), ids))
             except ApiError as exc:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
-        if together:
-            for parsed, body in zip(together, score_together(served, metrics, together), strict=True):
-                answers[parsed.index] = Answer(200, body)
+            except Exception:
+                answers[index] = _unexpected(request)
+        if not together:
+            return
+        try:
+            bodies = score_together(served, metrics, together)
+        except Exception:  # the shared call failed: each request alone, so that only the one at fault fails
+            logger.exception("scoring %d requests together failed; scoring each alone", len(together))
+            for parsed in together:
+                try:
+                    answers[parsed.index] = Answer(200, score_together(served, metrics, [parsed])[0])
+                except Exception:
+                    answers[parsed.index] = _unexpected(requests[parsed.index])
+            return
+        for parsed, body in zip(together, bodies, strict=True):
+            answers[parsed.index] = Answer(200, body)
+
+
+def _unexpected(request: Request) -> Answer:
+    """A 500 for ``request`` alone, in its route's error format; the cause goes to the log."""
+    logger.exception("unexpected error answering %s", request.route)
+    return error_answer(InternalError(), v2=request.route in V2_ROUTES)

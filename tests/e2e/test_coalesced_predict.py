@@ -92,7 +92,10 @@ def test_concurrent_requests_get_their_own_rows_score_and_a_bad_one_fails_alone(
     expected = model.churn_probability(X)
     got = np.array([json.loads(answer)["churn_probability"] for _, answer in good], dtype=np.float32)
     assert len(good) + len(bad) == clients * per_client
-    np.testing.assert_array_equal(got, expected)  # each answer is its own row's score, exactly
+    # Each answer is its own row's score, exactly: with one onnxruntime thread per worker (PULSE_ORT_THREADS=1, the
+    # default) a forest's sums do not depend on how many rows share the call; with more threads they may differ in
+    # the last bit between batch sizes (review L1; docs/configuration.md says so).
+    np.testing.assert_array_equal(got, expected)
     assert all(status == 422 and b"total_events" in answer for status, answer in bad)
     assert calls < len(good)  # rows of concurrent requests shared onnxruntime calls
 

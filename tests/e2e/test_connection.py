@@ -189,3 +189,16 @@ def test_the_access_log_has_a_line_per_answer_by_every_path(exported: Path, tmp_
         log = proc.log()
     for line in ('"POST /predict HTTP/1.1" 200', '"GET /metadata HTTP/1.1" 200', '"GET /health HTTP/1.1" 200'):
         assert line in log, log
+
+
+def test_a_pipelined_request_whose_body_comes_later_is_answered(server: ServerProcess) -> None:
+    # Behind another request, the connection stops reading; once that one is answered it must read this one's body.
+    second = _post(b"/predict", ROW, b"connection: close")
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=10) as sock:
+        sock.sendall(b"GET /metadata HTTP/1.1\r\nhost: x\r\n\r\n" + second[:-10])
+        time.sleep(0.3)
+        sock.sendall(second[-10:])
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    assert [status for status, _, _ in _parse(received)] == [200, 200]

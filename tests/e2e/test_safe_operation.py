@@ -365,3 +365,24 @@ def test_a_lone_tls_file_or_a_bad_keys_file_stops_start_up_with_one_line(exporte
         )
         lines = run.stderr.strip().splitlines()
         assert run.returncode == 2 and len(lines) == 1 and fragment in lines[0], run.stderr
+
+
+def test_a_restarted_worker_loads_the_verified_model_not_the_file_now_at_the_path(
+    exported: Path, twin_model: Path, tmp_path: Path
+) -> None:
+    """Review M2: a worker the supervisor restarted loaded whatever file was at the model path by then."""
+    model_path = _copy_model(exported, tmp_path / "serving" / "model.onnx")
+    port = free_port()
+    command = python_command("-m", "server", "--model", str(model_path), "--port", str(port), "--workers", "2")
+    with run_server(command, port, tmp_path / "server.log", {"PULSE_LOG_LEVEL": "warning"}, timeout=60) as server:
+        _wait_for_workers(server, 2)
+        _copy_model(twin_model, model_path)  # a new export over the served file, its sidecar too; no swap asked
+        workers = worker_processes(server.pid)
+        workers[0].kill()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            alive = {child.pid for child in worker_processes(server.pid)}
+            if len(alive) == 2 and workers[0].pid not in alive and sum(_served_sha256(server).values()) == 2.0:
+                break
+            time.sleep(0.2)
+        assert _served_sha256(server) == {_sha256(exported): 2.0}

@@ -141,3 +141,10 @@ def test_openapi_lists_exactly_the_route_table(client: TestClient) -> None:
     v2_output = spec["components"]["schemas"]["V2Response"]["properties"]["outputs"]["items"]
     n_classes = client.get("/v2/models/churn").json()["outputs"][0]["shape"][1]
     assert f"[N, {n_classes}]" in v2_output["description"]
+
+
+def test_the_openapi_example_is_a_valid_row_that_is_nobodys(client: TestClient, golden: dict[str, Any]) -> None:
+    """Review L10: the example was the first golden row, a real test-set user's features, in an open document."""
+    example = client.get("/openapi.json").json()["components"]["schemas"]["ChurnFeatures"]["example"]
+    assert all(list(example.values()) != row for row in golden["inputs"])
+    assert client.post("/predict", json=example).status_code == 200

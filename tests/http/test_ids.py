@@ -131,7 +131,11 @@ def test_v2_takes_an_id_tensor_and_answers_an_id_output(
     assert answer["id"] == "req-1"
     assert answer["outputs"][-1] == {"name": "id", "datatype": "BYTES", "shape": [2], "data": ["u1", "u2"]}
     lines = _lines(log, before + 2)[before:]
-    assert [(line["id"], line["request_id"]) for line in lines] == [("u1", "req-1"), ("u2", "req-1")]
+    # The request's own id once, on its first row's line, with how many lines are its: never copied per row.
+    assert [(line["id"], line.get("request_id"), line.get("request_rows")) for line in lines] == [
+        ("u1", "req-1", 2),
+        ("u2", None, None),
+    ]
 
 
 def test_v2_binary_ids_in_and_out(client: TestClient, golden: dict[str, Any]) -> None:
@@ -182,3 +186,59 @@ def test_a_v2_input_named_by_something_else_than_a_string_is_a_400(client: TestC
     body["inputs"][0]["name"] = {}
     response = client.post("/v2/models/churn/infer", json=body)
     assert response.status_code == 400 and "by name" in response.json()["error"]
+
+
+@pytest.mark.parametrize("length, status", [(256, 200), (257, 400), (5_000, 400)])
+def test_the_v2_request_id_is_bounded_like_a_row_id(
+    client: TestClient, golden: dict[str, Any], length: int, status: int
+) -> None:
+    response = client.post("/v2/models/churn/infer", json={**_v2(golden, 1, ["u1"]), "id": "r" * length})
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert "256 characters" in response.json()["error"] and len(response.content) < 200
+
+
+def test_the_grpc_request_id_is_bounded_too(golden: dict[str, Any], exported: Path) -> None:
+    from common.model.loader import load_model
+    from server.core.errors import V2Error
+    from server.core.v2_grpc import ModelInferRequest, parse_grpc_infer
+
+    info = load_model(exported).info
+    for length, refused in ((256, False), (257, True)):
+        message: Any = ModelInferRequest(model_name="churn", id="r" * length)
+        message.inputs.add(name="features", datatype="FP32", shape=[1, len(info.features)])
+        message.inputs[0].contents.fp32_contents.extend(golden["inputs"][0])
+        if refused:
+            with pytest.raises(V2Error, match="256 characters"):
+                parse_grpc_infer(message, info, 10)
+        else:
+            assert parse_grpc_infer(message, info, 10).id == "r" * 256
+
+
+def test_a_requests_log_grows_with_its_rows_not_with_its_id(
+    logged: tuple[TestClient, Path], golden: dict[str, Any]
+) -> None:
+    """Review H2: a request id copied into every row's line made a 44 KB request write 20 MB of log."""
+    client, log = logged
+    rows = 50
+    grown = []
+    for request_id in ("r", "r" * 256):
+        before = log.stat().st_size if log.exists() else 0
+        lines_before = len(_lines(log, 0)) if log.exists() else 0
+        body = {**_v2(golden, rows, [f"u{i}" for i in range(rows)]), "id": request_id}
+        body["inputs"][0]["data"] = (golden["inputs"] * rows)[:rows]
+        assert client.post("/v2/models/churn/infer", json=body).status_code == 200
+        _lines(log, lines_before + rows)
+        grown.append(log.stat().st_size - before)
+    assert grown[1] - grown[0] == 255  # the longer request id, once for the 50 rows
+
+
+def test_a_null_id_means_no_id_in_every_shape(client: TestClient, golden: dict[str, Any]) -> None:
+    """Review L11: ``"id": null`` was accepted on a batch row and a 422 on a single row or in a column list."""
+    row = golden["rows"][0]
+    plain = client.post("/predict", json=row).json()
+    assert client.post("/predict", json={"id": None, **row}).json() == plain
+    assert client.post("/predict", json=[{"id": None, **row}]).json() == [plain]
+    columns = {name: [row[name], row[name]] for name in golden["features"]}
+    answer = client.post("/predict", json={"id": [None, "b"], **columns})
+    assert answer.status_code == 200 and answer.json()["id"] == [None, "b"]

@@ -3,6 +3,7 @@ answers (which it never changes), compared in /metrics and in the request log.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -113,3 +114,66 @@ def test_a_wrong_method_on_the_shadow_route_lists_both_of_its_methods(
     response = client.request("OPTIONS", "/admin/shadow", headers=ADMIN)
     assert response.status_code == 405
     assert set(response.headers["allow"].replace(" ", "").split(",")) == {"POST", "DELETE"}
+
+
+def test_a_forced_swap_to_other_features_removes_the_shadow(
+    keyed: tuple[PulseApp, TestClient, Path], twin_model: Path, behaviour_model: Path
+) -> None:
+    """Review M4: the old shadow went on scoring rows of the new features (permuted or failing)."""
+    app, client, _ = keyed
+    assert client.post("/admin/shadow", json={"path": str(twin_model), "sample": 1.0}, headers=ADMIN).status_code == 200
+    swapped = client.post("/admin/model", json={"path": str(behaviour_model), "force": True}, headers=ADMIN)
+    assert swapped.status_code == 200, swapped.text
+    assert app.state.request_log is not None and app.state.request_log.shadow is None
+    assert "pulse_shadow_info" not in client.get("/metrics", headers=ADMIN).text
+
+
+def test_a_configured_shadow_that_is_gone_never_stops_a_worker(exported: Path, tmp_path: Path) -> None:
+    """Review M3: a restarted worker whose PULSE_SHADOW_MODEL was removed failed its start-up, again and again."""
+    settings = Settings(model_path=exported, shadow_model=tmp_path / "gone.onnx")
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.get("/ready").status_code == 200
+        assert client.post("/predict", json=_rows(exported)[0]).status_code == 200
+        assert "pulse_shadow_info" not in client.get("/metrics").text
+
+
+def test_a_shadow_record_loaded_late_never_overwrites_a_newer_admin_call(
+    exported: Path, twin_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review M1: a worker still loading an older record's candidate (A) set it after its own admin call set B, and
+    kept A for good while the record and the other workers said B."""
+    import time as clock
+
+    import server.ops.swap as swap_module
+    from server.ops.control import SHADOW_CONTROL_FILE, write_control
+
+    real = swap_module.load_shadow
+
+    def slow_for_a(path: Path, *args: object) -> object:
+        if path == twin_model:
+            clock.sleep(0.5)  # in a thread (the swapper loads off the event loop)
+        return real(path, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(swap_module, "load_shadow", slow_for_a)
+    keys = tmp_path / "keys"
+    keys.write_text(f"{hash_key(ADMIN_KEY)} admin ops\n")
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    settings = Settings(model_path=exported, api_keys_file=keys, model_dir=tmp_path.parent, metrics_dir=folder)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        swapper = app.state.swapper
+        assert swapper is not None and client.portal is not None
+        write_control(folder, twin_model, load_model(twin_model).info.sha256, False, 1.0, SHADOW_CONTROL_FILE)
+
+        async def follow_a_then_admin_b() -> str:
+            swapper.poll_control()  # starts following the record (A), slowly
+            await asyncio.sleep(0.1)
+            shadow, _ = await swapper.admin_shadow(exported, "", 1.0)  # B, while A still loads
+            await asyncio.sleep(0.8)  # A's load has finished by now
+            assert shadow is not None
+            return shadow.version
+
+        admin_version = client.portal.call(follow_a_then_admin_b)
+        assert app.state.request_log is not None and app.state.request_log.shadow is not None
+        assert app.state.request_log.shadow.version == admin_version == load_model(exported).info.version

@@ -56,7 +56,7 @@ def test_deployment_probes_and_limits() -> None:
 
 
 def test_the_pod_outlives_drain_and_graceful_shutdown() -> None:
-    """Kubernetes sends SIGKILL after terminationGracePeriodSeconds: it must cover the drain, then uvicorn's
+    """Kubernetes sends SIGKILL after terminationGracePeriodSeconds: it must cover the drain, then the
     graceful shutdown, plus a margin for the process to exit."""
     from server.config.settings import Settings
 

@@ -16,11 +16,13 @@ COLUMNS = EventColumns(session=None, revenue=None)
 AT = "2026-03-01T00:00:00.000Z"
 
 
-def _line(ident: object, p: float, ts: str = AT, shadow: float | None = None, version: str = "v1") -> str:
+def _line(
+    ident: object, p: float, ts: str = AT, shadow: float | None = None, version: str = "v1", candidate: str = "v2"
+) -> str:
     record = {"ts": ts, "id": ident, "f": 1.0, "churn_probability": p, "churn": p >= 0.5, "threshold": 0.5}
     record["model_version"] = version
     if shadow is not None:
-        record |= {"shadow_probability": shadow, "shadow_model_version": "v2"}
+        record |= {"shadow_probability": shadow, "shadow_model_version": candidate}
     return json.dumps(record)
 
 
@@ -65,8 +67,8 @@ def test_realized_figures_of_the_answers_given(period: tuple[Path, Path], tmp_pa
     assert v1["realized"]["precision"] == pytest.approx(2 / 3) and v1["realized"]["recall"] == pytest.approx(2 / 3)
     assert v1["realized"]["confusion_matrix"] == [[1, 1], [1, 2]]
     # The shadow on the same users: churners 0.7, 0.8, 0.9 against stayers 0.2, 0.1: every pair ordered right.
-    shadow = report.figures["shadow"]
-    assert shadow["users"] == 5 and shadow["shadow_version"] == "v2"
+    (shadow,) = report.figures["shadows"]
+    assert shadow["users"] == 5 and shadow["shadow_version"] == "v2" and shadow["served_version"] == "v1"
     assert shadow["shadow"]["roc_auc"] == 1.0 and shadow["served"]["roc_auc"] == pytest.approx(4 / 6)
     assert (tmp_path / "out" / "outcomes.md").read_text().count("| shadow |") == 1
     assert (tmp_path / "out" / "reliability.png").read_bytes().startswith(b"\x89PNG")
@@ -98,3 +100,31 @@ def test_bad_settings_are_one_line_each(period: tuple[Path, Path], tmp_path: Pat
         report_served_outcomes(log, events, COLUMNS, 30, 2.0, tmp_path)
     with pytest.raises(ScoreError, match="--label-days must be at least 1"):
         report_served_outcomes(log, events, COLUMNS, -3, 0.05, tmp_path)
+
+
+def test_integer_ids_then_string_ids_read_as_one_column(tmp_path: Path) -> None:
+    """Review M6: a log whose first ~20k ids are integers and a later one a string failed the whole report."""
+    from score.served import read_answers
+
+    log = tmp_path / "requests.jsonl"
+    log.write_text("\n".join([*(_line(i, 0.5) for i in range(30_000)), _line("user-abc", 0.7)]) + "\n")
+    con = read_answers(str(log))
+    assert con.execute("SELECT count(*) FROM answers").fetchone() == (30_001,)
+    found = con.execute("SELECT user_id, churn_probability FROM answers WHERE user_id IN ('user-abc', '29999')")
+    assert sorted(found.fetchall()) == [("29999", 0.5), ("user-abc", 0.7)]
+
+
+def test_each_shadow_candidate_is_judged_on_its_own_rows(period: tuple[Path, Path], tmp_path: Path) -> None:
+    """Review M5: users 1-4 shadowed by s1 (right) and 5-8 by s2 (inverted) were pooled: s1 0.5."""
+    _, events = period
+    log = tmp_path / "requests.jsonl"
+    # u1, u3, u4 churned; u2, u5 came back (the period's later log). s1 orders them right, s2 wrongly.
+    right = {"u1": 0.9, "u2": 0.1, "u3": 0.8, "u4": 0.7, "u5": 0.2}
+    lines = [_line(user, 0.5, shadow=p, candidate="s1") for user, p in right.items()]
+    lines += [_line(user, 0.5, shadow=1 - p, version="v9", candidate="s2") for user, p in right.items()]
+    log.write_text("\n".join(lines) + "\n")
+    report = report_served_outcomes(str(log), events, COLUMNS, 30, 0.05, tmp_path / "out")
+    by_candidate = {s["shadow_version"]: s for s in report.figures["shadows"]}
+    assert by_candidate["s1"]["served_version"] == "v1" and by_candidate["s2"]["served_version"] == "v9"
+    assert by_candidate["s1"]["shadow"]["roc_auc"] == 1.0 and by_candidate["s2"]["shadow"]["roc_auc"] == 0.0
+    assert by_candidate["s1"]["users"] == by_candidate["s2"]["users"] == 5

@@ -408,6 +408,8 @@ class Connection(asyncio.Protocol):
         """Start the next pipelined request, or read the next one."""
         if self.waiting:
             self.active = cycle = self.waiting.popleft()
+            if not self.waiting:  # the last one parsed may still be waiting for the rest of its body
+                self.resume_reading("pipeline")
             self._start(cycle)
             return
         self.resume_reading("pipeline")
