@@ -80,8 +80,9 @@ def read_answers(served: str) -> duckdb.DuckDBPyConnection:
         con.execute(
             # Every line read to infer the types: ids may be integers in the first thousands of lines and strings
             # later (both are caller ids), which a sample would type as integers and then fail on.
+            # A line cut short by a full disk (the server ends it and counts its rows as dropped) is skipped.
             "CREATE TABLE lines AS SELECT * FROM read_json($files, format='newline_delimited', union_by_name=true,"
-            " sample_size=-1)",
+            " sample_size=-1, ignore_errors=true)",
             {"files": _files(served)},
         )
     except duckdb.Error as exc:

@@ -10,6 +10,7 @@ oldest rotated files beyond that many.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -82,7 +83,25 @@ class LogFile:
         if self._due(len(data)):
             self._rotate()
             self._open()
-        os.write(self._fd, data)
+        self._write_all(data)
+
+    def _write_all(self, data: bytes) -> None:
+        """Every byte of ``data``, however many writes it takes (review L5: a short write, on a nearly full disk or
+        at ``RLIMIT_FSIZE``, left a cut line that the next append joined). A write that fails midway ends the cut
+        line with a newline, so the entries after it start lines of their own; the caller counts the rows lost."""
+        assert self._fd is not None
+        view = memoryview(data)
+        while view:
+            try:
+                written = os.write(self._fd, view)
+                if written == 0:
+                    raise OSError(errno.ENOSPC, "no room to write the request log")
+            except OSError:
+                if len(view) < len(data):
+                    with contextlib.suppress(OSError):
+                        os.write(self._fd, b"\n")
+                raise
+            view = view[written:]
 
     def close(self) -> None:
         if self._fd is not None:

@@ -146,3 +146,40 @@ def test_lines_still_queued_at_close_are_counted_as_dropped(tmp_path: Path, monk
     time.sleep(0.2)  # the entry the writer held when close() gave up is written (and counted) by now
     counters = log.counters()
     assert counters["dropped"] > 0 and counters["written"] + counters["dropped"] == 200
+
+
+def test_a_short_write_is_completed_and_a_failed_one_leaves_whole_lines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review L5: os.write's count was not checked; a cut line joined the next one and spoiled the whole file."""
+    import errno
+    import os
+
+    import server.monitoring.log_file as log_file_module
+
+    real_write = os.write
+    seen: dict[bytes, int] = {}
+
+    def flaky(fd: int, data: bytes) -> int:
+        data = bytes(data)
+        key = b'"id":0' if b'"id":0' in data else b'"id":1' if b'"id":1' in data else b""
+        seen[key] = seen.get(key, 0) + 1
+        if key == b'"id":0' and seen[key] == 1:  # a short write: half of the first entry, the rest next call
+            return real_write(fd, data[: len(data) // 2])
+        if key == b'"id":1' and seen[key] == 1:  # the second entry: 10 bytes, then the disk is full
+            return real_write(fd, data[:10])
+        if key == b'"id":1':
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(log_file_module.os, "write", flaky)
+    log = RequestLog(tmp_path / "requests.jsonl", sample=1.0, max_queue=10)
+    log.start()
+    for i in range(3):
+        log.submit(*_rows(1), TAG, ids=[i])
+        time.sleep(0.1)  # one entry at a time, in order
+    log.close()
+    lines = (tmp_path / "requests.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["id"] == 0, lines  # completed by a second write
+    assert json.loads(lines[-1])["id"] == 2, lines  # after the cut line, a line of its own
+    assert log.counters()["written"] == 2 and log.counters()["dropped"] == 1
