@@ -96,7 +96,15 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     # The benchmark harness's smoke run with its defaults: every scenario runs and reports.
     _run(clone, python, "-m", "benchmarks", "run", "--smoke")
     results = json.loads((clone / "benchmarks" / "results" / "latest.json").read_text())
-    assert set(results["single"]) == {"ours", "ours_stock", "ours_shadow", "original", "bare_starlette", "raw_asgi"}
+    assert set(results["single"]) == {
+        "ours",
+        "ours_stock",
+        "ours_shadow",
+        "original",
+        "bare_starlette",
+        "raw_asgi",
+        "python_floor",
+    }
     for name, entry in [*results["single"].items(), *results["ours"].items()]:
         assert entry["rps"]["median"] > 0 and entry["errors"] == 0, (name, entry["errors"])
     assert set(results["ours"]) == {
