@@ -84,7 +84,8 @@ async def serve(pipeline: Pipeline, route: str, scope: Scope, receive: Receive, 
             head = RequestHead.scan(scope["headers"])
             length = pipeline.check_head(route, head)
             body = await read_body(receive, length, state.settings.max_body_bytes, state.body_budget)
-            request = Request(route, scope["query_string"], body, started, head.header_length)
+            version = pipeline.version_named(scope["path"].encode())
+            request = Request(route, scope["query_string"], body, started, head.header_length, version)
             if len(body) > GATED_BODY_BYTES:
                 async with state.batch_gate:
                     (answer,) = pipeline.answer([request])

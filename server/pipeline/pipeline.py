@@ -23,7 +23,7 @@ from server.core.errors import (
     UnsupportedMediaType,
 )
 from server.core.served import ServedModel
-from server.core.v2 import INFER_ROUTE
+from server.core.v2 import INFER_ROUTE, served_or_error
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
 from server.pipeline.answer import Answer, error_answer
@@ -49,6 +49,7 @@ class Request:
     body: bytes
     started: float
     header_length: bytes | None = None  # V2 binary tensor extension: the JSON part's length
+    version: str | None = None  # the model version a versioned V2 path named: 404 if another is served by now
 
 
 class Pipeline:
@@ -73,6 +74,12 @@ class Pipeline:
             served = self.state.served
             if served is not None and path[len(self.versions_path) : -6] == served.info.version.encode():
                 return INFER_ROUTE
+        return None
+
+    def version_named(self, path: bytes) -> str | None:
+        """The model version a V2 infer path names (``/v2/models/<name>/versions/<version>/infer``), if any."""
+        if path.startswith(self.versions_path) and path.endswith(b"/infer"):
+            return path[len(self.versions_path) : -6].decode("latin-1")
         return None
 
     def probe(self, path: bytes, started: float) -> Answer:
@@ -169,6 +176,8 @@ class Pipeline:
         together: list[ParsedRequest] = []
         for index, request in enumerate(requests):
             try:
+                if request.version is not None:  # checked at the head, again now: a swap may have landed since
+                    served_or_error(served, self.model_name, self.model_name, request.version)
                 if request.route == INFER_ROUTE:
                     answers[index] = answer_infer(
                         served,

@@ -78,3 +78,23 @@ def test_a_poisoned_turn_over_http_keeps_its_neighbours_whole(app: PulseApp) -> 
     with TestClient(app, raise_server_exceptions=False) as client:
         response = client.post(INFER_ROUTE.replace("{model_name}", "churn"), content=DEEP_PARAMETERS)
     assert response.status_code == 400 and "error" in response.json()
+
+
+def test_a_versioned_infer_answered_after_a_swap_is_the_protocols_404(app: PulseApp) -> None:
+    """Review L9: the path's version was checked when the head arrived; a swap landing while the body uploaded had
+    the new model answer a request that named the old one."""
+    served = app.state.served
+    assert served is not None
+    body = ('{"inputs":[' + TENSOR + "]}").encode()
+    now = time.perf_counter()
+    same, swapped = app.pipeline.answer(
+        [
+            Request(INFER_ROUTE, b"", body, now, version=served.info.version),
+            Request(INFER_ROUTE, b"", body, now, version="rf-the-one-before"),
+        ]
+    )
+    assert same.status == 200
+    assert swapped.status == 404 and b"has no version 'rf-the-one-before'" in swapped.body
+    path = b"/v2/models/churn/versions/rf-the-one-before/infer"
+    assert app.pipeline.version_named(path) == "rf-the-one-before"
+    assert app.pipeline.version_named(b"/v2/models/churn/infer") is None

@@ -57,6 +57,7 @@ class PendingRequest:
         "route",
         "shed",
         "started",
+        "version",
     )
 
     def __init__(
@@ -67,6 +68,7 @@ class PendingRequest:
         route: str = PREDICT_ROUTE,
         reserved: int = 0,
         header_length: bytes | None = None,
+        version: str | None = None,
     ) -> None:
         self.connection = connection
         self.keep_alive = keep_alive
@@ -74,6 +76,7 @@ class PendingRequest:
         self.route = route  # a pipeline route
         self.reserved = reserved  # bytes of the worker's body budget held for this body until it is answered
         self.header_length = header_length  # V2 binary tensor extension: the JSON header's length
+        self.version = version  # the model version a versioned V2 path named
         self.chunks: list[bytes] = []
         self.more_body = True
         self.response_started = False
@@ -119,7 +122,7 @@ class Coalescer:
             body = b"".join(request.chunks)
             request.chunks.clear()  # the connection keeps its last request until the next one
             taken.append(request)
-            requests.append(Request(request.route, b"", body, request.started, request.header_length))
+            requests.append(Request(request.route, b"", body, request.started, request.header_length, request.version))
         try:
             answers = self.pipeline.answer(requests) if requests else []
             close = self.state.draining

@@ -48,6 +48,7 @@ from server.http.fast.coalesce import PendingRequest
 from server.http.fast.framing import Refusal, framed
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, Answer
 from server.pipeline.head import RequestHead
+from server.pipeline.pipeline import PREDICT_ROUTE
 
 if TYPE_CHECKING:
     from server.config.settings import Settings
@@ -359,7 +360,8 @@ class Connection(asyncio.Protocol):
             return None
         if not pipeline.state.body_budget.reserve(length):
             return None  # the ASGI door answers the 503
-        return PendingRequest(self, keep_alive, time.perf_counter(), route, length, head.header_length)
+        version = pipeline.version_named(path) if route != PREDICT_ROUTE else None
+        return PendingRequest(self, keep_alive, time.perf_counter(), route, length, head.header_length, version)
 
     def _request_line(self) -> str:
         """The access log's start of a line: the client and the request line (PULSE_ACCESS_LOG)."""
