@@ -105,6 +105,9 @@ class AsgiCycle:
     async def run(self, app: Any) -> None:
         try:
             await app(self.scope, self.receive, self.send)
+        except asyncio.CancelledError:  # the worker's graceful period is over: it is cut off, not failed
+            self.keep_alive = False
+            raise
         except BaseException as exc:
             logger.error("exception in ASGI application", exc_info=exc)
             self._fail()
