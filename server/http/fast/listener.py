@@ -184,14 +184,14 @@ async def _serve(settings: Settings, app: Any, sockets: list[socket.socket]) -> 
 
     for number in STOP_SIGNALS:
         loop.add_signal_handler(number, on_signal, number)
-    try:
+    try:  # the handlers stay until the end: another Ctrl-C during the shutdown changes nothing (it is bounded)
         await stop_now.wait()
+        await _stop(worker, servers, settings.graceful_timeout_seconds)
+        sweeper.cancel()
+        await lifespan.shutdown()
     finally:
         for number in STOP_SIGNALS:
             loop.remove_signal_handler(number)
-    await _stop(worker, servers, settings.graceful_timeout_seconds)
-    sweeper.cancel()
-    await lifespan.shutdown()
     return 0
 
 
