@@ -78,6 +78,11 @@ class Settings:
     workers: int = _setting(1, int, 1, 256)
     http: str = _setting("fast", _http_mode)
     grpc_port: int | None = _setting(None, _optional_int, 1, 65535)  # the V2 gRPC service (off when unset)
+    grpc_max_streams: int = _setting(100, int, 1, 1_000_000)  # concurrent gRPC calls per HTTP/2 connection
+    grpc_max_concurrent_rpcs: int = _setting(1000, int, 1, 1_000_000)  # gRPC calls per worker, probes included
+    grpc_max_connection_idle_seconds: float = _setting(300.0, _finite_float, 1, 10**7)  # then GOAWAY
+    grpc_max_connection_age_seconds: float = _setting(1800.0, _finite_float, 1, 10**7)  # then GOAWAY: rebalance
+    grpc_reflection: bool = _setting(True, _bool)  # server reflection (grpcurl, Postman); describes the API only
     max_batch: int = _setting(DEFAULT_MAX_BATCH, int, 1, 1_000_000)
     max_body_bytes: int = _setting(DEFAULT_MAX_BODY_BYTES, int, 1, 1 << 31)
     max_header_bytes: int = _setting(32 * 1024, int, 1024, 1 << 24)  # request line + headers, as nginx's 4 x 8 KB

@@ -1,14 +1,48 @@
-"""Per-worker bounds on the work requests may hold: the memory of bodies being read, and how many large bodies are
-scored back to back before the event loop polls its sockets again."""
+"""Per-worker bounds on the work requests may hold: how many are in flight, the memory of bodies being read, and how
+many large bodies are scored back to back before the event loop polls its sockets again. Each bound is written once
+here; every door (the connection's own path, the ASGI app, gRPC) asks the same object."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import MutableMapping
+from typing import TYPE_CHECKING
 
 from server.core.errors import Overloaded
 
+if TYPE_CHECKING:
+    from server.monitoring.metrics import Metrics
+
 GATED_BODY_BYTES = 16 * 1024  # bodies this large (about 100 rows) go through the BatchGate
+
+
+class Admission:
+    """``PULSE_MAX_IN_FLIGHT``: the requests this worker holds, whichever door they came by, from their arrival to
+    their answer. A door admits a request before it reads its body and releases it once the answer is written (or
+    its client is gone); one too many is refused at once, never queued. Probes are never asked about: they are
+    answered whatever the load."""
+
+    __slots__ = ("limit", "metrics")
+
+    def __init__(self, limit: int, metrics: Metrics) -> None:
+        self.limit = limit  # 0: no bound
+        self.metrics = metrics  # the in-flight gauge is this object's to keep
+
+    @property
+    def held(self) -> int:
+        return self.metrics.in_flight
+
+    def admit(self) -> bool:
+        """Hold one more request if the bound allows it; a refusal is counted (``overloaded``, 503)."""
+        metrics = self.metrics
+        if self.limit and metrics.in_flight >= self.limit:
+            metrics.rejected[("overloaded", 503)] += 1
+            return False
+        metrics.in_flight += 1
+        return True
+
+    def release(self, n: int = 1) -> None:
+        self.metrics.in_flight -= n
 
 
 class BodyBudget:

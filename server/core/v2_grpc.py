@@ -30,10 +30,14 @@ from server.core.v2 import CONTRIBUTIONS, InferRequest, check_input, check_range
 SERVICE = "inference.GRPCInferenceService"
 INFER_ROUTE = f"/{SERVICE}/ModelInfer"  # its metrics label: the gRPC method's path
 
+# The protocol's compiled descriptor (reflection describes the service from it too: server.grpc.services).
+PROTO_FILES = tuple(
+    descriptor_pb2.FileDescriptorSet.FromString(
+        (Path(__file__).parent / "proto" / "open_inference.binpb").read_bytes()
+    ).file
+)
 _POOL = descriptor_pool.DescriptorPool()
-for _file in descriptor_pb2.FileDescriptorSet.FromString(
-    (Path(__file__).parent / "proto" / "open_inference.binpb").read_bytes()
-).file:
+for _file in PROTO_FILES:
     _POOL.Add(_file)
 
 

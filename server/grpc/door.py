@@ -1,16 +1,24 @@
 """The gRPC door onto the pipeline: the Open Inference Protocol's ``inference.GRPCInferenceService`` on
-``PULSE_GRPC_PORT``, in each worker's event loop beside HTTP.
+``PULSE_GRPC_PORT``, in each worker's event loop beside HTTP, with the standard health and reflection services.
 
-``ModelInfer`` hands the serialized request to :meth:`Pipeline.answer` as it is (the pipeline parses, validates,
-scores, explains, logs, counts and feeds drift, exactly as for HTTP) and sends back the bytes it answers; an error
-answer becomes the gRPC status its HTTP status means, with the same message. The other calls answer from the
-served model as the HTTP routes do. API keys come as the ``authorization`` metadata; ``PULSE_MAX_IN_FLIGHT`` sheds
-as on HTTP; the message size limit is ``PULSE_MAX_BODY_BYTES``. With N workers, each listens on the port
+``ModelInfer`` is held to the rules HTTP requests are held to, by the same objects: the worker's
+:class:`~server.core.limits.Admission` (``PULSE_MAX_IN_FLIGHT``, counted over every door, held from the call's start
+to its answer: one too many is ``RESOURCE_EXHAUSTED`` at once, before its message is decoded), the body budget
+(``PULSE_MAX_PENDING_BODY_BYTES``), the keys. Its message then joins the worker's coalescer
+(:mod:`server.pipeline.coalesce`): the calls of an event-loop turn, with the HTTP requests of that turn, go to the
+pipeline together, which parses, validates, scores, explains, logs, counts and feeds drift exactly as for HTTP and
+hands back the serialized answer. While the worker drains, new calls get ``UNAVAILABLE`` and the health service
+says ``NOT_SERVING``.
+
+Errors are statuses a gRPC client branches on, never a traceback: ``INVALID_ARGUMENT`` for a bad request,
+``RESOURCE_EXHAUSTED`` for one too large or one too many, ``UNAVAILABLE`` while not ready or draining,
+``INTERNAL`` with a generic message (the cause goes to the log). With N workers, each listens on the port
 (SO_REUSEPORT) and the kernel spreads connections over them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -19,17 +27,21 @@ from typing import Any
 import grpc
 import orjson
 
-from server.core.errors import V2Error
-from server.core.limits import GATED_BODY_BYTES
+from server.config.settings import Settings
+from server.core.errors import ApiError, InternalError, NotReady, Overloaded, V2Error
 from server.core.v2 import SERVER_METADATA, model_config, model_metadata, served_or_error
 from server.core.v2_grpc import INFER_ROUTE, SERVICE, from_dict, message_class
+from server.grpc.services import StandardServices
 from server.pipeline.answer import Answer, error_answer
+from server.pipeline.coalesce import Coalescer, PendingRequest
 from server.pipeline.head import RequestHead
-from server.pipeline.pipeline import Pipeline, Request
+from server.pipeline.pipeline import Pipeline
 
 logger = logging.getLogger(__name__)
 
-# The gRPC status of each HTTP status the pipeline answers (the rest of 4xx: INVALID_ARGUMENT).
+# The gRPC status of each HTTP status the pipeline answers (the rest of 4xx: INVALID_ARGUMENT). A 503 from the
+# pipeline means no model is served yet; the door's own refusals (shed, no memory for the message) are
+# RESOURCE_EXHAUSTED, as gRPC's own limits are.
 STATUS_CODES = {
     401: grpc.StatusCode.UNAUTHENTICATED,
     403: grpc.StatusCode.PERMISSION_DENIED,
@@ -38,29 +50,64 @@ STATUS_CODES = {
     500: grpc.StatusCode.INTERNAL,
     503: grpc.StatusCode.UNAVAILABLE,
 }
-OVERLOADED = "too many requests in flight; retry shortly"
+SHED = Overloaded("too many requests in flight; retry shortly")
+NO_BODY_MEMORY = Overloaded("too many request bodies being read; retry shortly")
+DRAINING = NotReady("this worker is shutting down; retry on another")
+
+# Keepalive enforcement: a client may ping at most once per MIN_PING_INTERVAL_MS (without calls in flight too);
+# more often, twice, and the connection gets GOAWAY (too_many_pings): a ping flood costs the worker nothing.
+MIN_PING_INTERVAL_MS = 10_000
+MAX_PING_STRIKES = 2
+
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class GrpcCall(PendingRequest):
+    """One ``ModelInfer`` call in the coalescer's queue; its answer is handed back through ``answered``."""
+
+    __slots__ = ("answered",)
+
+    def __init__(self, door: GrpcDoor, started: float, answered: asyncio.Future[Answer]) -> None:
+        super().__init__(door, True, started, INFER_ROUTE)
+        self.answered = answered
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """The gRPC server's channel arguments: each bound the door promises, from the settings."""
+    return [
+        ("grpc.so_reuseport", 1),
+        ("grpc.max_receive_message_length", settings.max_body_bytes),
+        ("grpc.max_send_message_length", -1),
+        ("grpc.max_metadata_size", settings.max_header_bytes),
+        ("grpc.max_concurrent_streams", settings.grpc_max_streams),
+        ("grpc.http2.min_ping_interval_without_data_ms", MIN_PING_INTERVAL_MS),
+        ("grpc.http2.max_ping_strikes", MAX_PING_STRIKES),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle_seconds * 1000)),
+        ("grpc.max_connection_age_ms", int(settings.grpc_max_connection_age_seconds * 1000)),
+        ("grpc.max_connection_age_grace_ms", settings.graceful_timeout_seconds * 1000),
+    ]
 
 
 class GrpcDoor:
     """One worker's gRPC server over its pipeline."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, coalescer: Coalescer) -> None:
         self.pipeline = pipeline
+        self.coalescer = coalescer
         self.state = pipeline.state
         self.model_name = self.state.settings.model_name
         self.server: grpc.aio.Server | None = None
+        self.services = StandardServices(SERVICE)
+        self._stopping: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.state.settings
         server = grpc.aio.server(
-            options=[
-                ("grpc.so_reuseport", 1),
-                ("grpc.max_receive_message_length", settings.max_body_bytes),
-                ("grpc.max_send_message_length", -1),
-            ]
+            options=server_options(settings), maximum_concurrent_rpcs=settings.grpc_max_concurrent_rpcs
         )
         server.add_generic_rpc_handlers((self._handlers(),))
+        self.services.add_to(server, reflection_on=settings.grpc_reflection)
         address = f"{settings.host}:{settings.grpc_port}"
         if settings.tls_cert is not None and settings.tls_key is not None:
             credentials = grpc.ssl_server_credentials([(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())])
@@ -69,12 +116,81 @@ class GrpcDoor:
             server.add_insecure_port(address)
         await server.start()
         self.server = server
+        await self.services.serving(self.state.ready)
         logger.info("gRPC %s on %s", SERVICE, address)
 
-    async def stop(self, grace: float) -> None:
-        if self.server is not None:
-            await self.server.stop(grace)
+    def drain(self) -> None:
+        """The worker begins to drain: NOT_SERVING from now on (new calls already get UNAVAILABLE), and after the
+        drain period the server stops, giving the calls under way the graceful period, as HTTP does."""
+        settings = self.state.settings
+        loop = asyncio.get_running_loop()
+        loop.create_task(self.services.shutting_down())
+        if self._stopping is None:
+            self._stopping = loop.create_task(self._stop_after(settings.drain_seconds))
 
+    async def stop(self) -> None:
+        """Stop now (or finish the stop a drain began): the worker is shutting down."""
+        if self._stopping is None:
+            await self.services.shutting_down()
+            self._stopping = asyncio.create_task(self._stop_after(0.0))
+        await self._stopping
+
+    async def _stop_after(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        if self.server is not None:
+            await self.server.stop(self.state.settings.graceful_timeout_seconds)
+
+    # ModelInfer: bytes in, bytes out (the pipeline reads and writes the messages) ------------------------------
+    async def _infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        started = time.perf_counter()
+        state, coalescer = self.state, self.coalescer
+        refusal = self._refusal(INFER_ROUTE, "predict", context)
+        if refusal is not None:
+            await _abort(context, self.pipeline.refuse(INFER_ROUTE, refusal, started), refusal)
+        call = GrpcCall(self, started, asyncio.get_running_loop().create_future())
+        call.admitted = True
+        try:
+            if not state.body_budget.reserve(len(body)):
+                state.metrics.rejected[("body_memory", 503)] += 1
+                await _abort(context, self.pipeline.refuse(INFER_ROUTE, NO_BODY_MEMORY, started), NO_BODY_MEMORY)
+            call.reserved = len(body)
+            call.chunks.append(body)
+            coalescer.submit(call)
+            try:
+                answer = await call.answered
+            except asyncio.CancelledError:  # the client went away: its turn skips it
+                call.disconnected = True
+                raise
+        finally:
+            coalescer.release(call)
+        if answer.status != 200:
+            await _abort(context, answer)
+        return answer.body
+
+    def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None:
+        """The coalescer's answer to a call (see :class:`~server.pipeline.coalesce.Responder`)."""
+        assert isinstance(request, GrpcCall)
+        if not request.answered.done():
+            request.answered.set_result(answer)
+
+    def _refusal(self, route: str, needed: str | None, context: grpc.aio.ServicerContext) -> ApiError | None:
+        """Why a call is refused before its message is read: the worker is draining, its key does not grant
+        ``needed``, or it is one too many in flight (then it holds a place in the admission when ``None``). Probes
+        (``needed`` is ``None``) are none of these."""
+        if needed is None:
+            return None
+        state = self.state
+        if state.draining:
+            state.metrics.rejected[("draining", 503)] += 1
+            return DRAINING
+        if state.keys is not None:
+            headers = [(key.encode(), str(value).encode()) for key, value in context.invocation_metadata() or ()]
+            error = self.pipeline.authorize(needed, route, RequestHead.scan(headers))
+            if error is not None:
+                return V2Error.of(error)
+        return None if state.admission.admit() else SHED
+
+    # The other calls: answered from the served model, as the HTTP routes are -----------------------------------
     def _handlers(self) -> grpc.GenericRpcHandler:
         def typed(name: str, handler: Handler, scope: str | None) -> grpc.RpcMethodHandler:
             request, response = message_class(f"{name}Request"), message_class(f"{name}Response")
@@ -93,64 +209,32 @@ class GrpcDoor:
                 "ModelReady": typed("ModelReady", self._model_ready, "predict"),
                 "ModelMetadata": typed("ModelMetadata", self._model_metadata, "predict"),
                 "ModelConfig": typed("ModelConfig", self._model_config, "predict"),
-                # Bytes in, bytes out: the pipeline reads and writes the messages.
                 "ModelInfer": grpc.unary_unary_rpc_method_handler(self._infer),
             },
         )
 
-    def _refusal(self, route: str, needed: str | None, context: grpc.aio.ServicerContext) -> V2Error | None:
-        """The key check and the in-flight limit, as the HTTP doors apply them (probes are neither shed nor keyed)."""
-        if needed is None:
-            return None
-        if self.state.keys is not None:
-            headers = [(key.encode(), str(value).encode()) for key, value in context.invocation_metadata() or ()]
-            error = self.pipeline.authorize(needed, route, RequestHead.scan(headers))
-            if error is not None:
-                return V2Error.of(error)
-        return V2Error(OVERLOADED, 503) if self.pipeline.overloaded() else None
-
     def _guarded(self, route: str, handler: Handler, needed: str | None) -> Handler:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            metrics = self.state.metrics
-            error = self._refusal(route, needed, context)
+            refusal = self._refusal(route, needed, context)
+            if refusal is not None:
+                await _abort(context, self.pipeline.refuse(route, refusal, started), refusal)
             status = 200
-            metrics.in_flight += 1
             try:
-                if error is not None:
-                    raise error
                 return await handler(request, context)
             except V2Error as exc:
                 status = exc.status_code
                 await _abort(context, error_answer(exc, v2=True))
-            except Exception:
+            except Exception:  # never a traceback for the client: a generic INTERNAL, the cause in the log
                 status = 500
-                raise
+                logger.exception("unexpected error answering %s", route)
+                await _abort(context, error_answer(InternalError(), v2=True))
             finally:
-                metrics.in_flight -= 1
-                metrics.observe_request(route, status, time.perf_counter() - started)
+                if needed is not None:
+                    self.state.admission.release()
+                self.state.metrics.observe_request(route, status, time.perf_counter() - started)
 
         return call
-
-    async def _infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        started = time.perf_counter()
-        state, pipeline = self.state, self.pipeline
-        error = self._refusal(INFER_ROUTE, "predict", context)
-        if error is not None:
-            await _abort(context, pipeline.refuse(INFER_ROUTE, error, started))
-        state.metrics.in_flight += 1
-        try:
-            request = Request(INFER_ROUTE, b"", body, started)
-            if len(body) > GATED_BODY_BYTES:  # as on HTTP: large batches take turns, probes go between them
-                async with state.batch_gate:
-                    (answer,) = pipeline.answer([request])
-            else:
-                (answer,) = pipeline.answer([request])
-        finally:
-            state.metrics.in_flight -= 1
-        if answer.status != 200:
-            await _abort(context, answer)
-        return answer.body
 
     async def _live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return from_dict("ServerLiveResponse", {"live": True})
@@ -175,8 +259,12 @@ class GrpcDoor:
         return from_dict("ModelConfigResponse", document)
 
 
-async def _abort(context: grpc.aio.ServicerContext, answer: Answer) -> None:
-    """End the call with the gRPC status the answer's HTTP status means, and its message."""
-    code = STATUS_CODES.get(answer.status, grpc.StatusCode.INVALID_ARGUMENT)
+async def _abort(context: grpc.aio.ServicerContext, answer: Answer, refusal: ApiError | None = None) -> None:
+    """End the call with the gRPC status the answer's HTTP status means (the door's own overload refusals:
+    RESOURCE_EXHAUSTED), and its message."""
+    if isinstance(refusal, Overloaded):
+        code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    else:
+        code = STATUS_CODES.get(answer.status, grpc.StatusCode.INVALID_ARGUMENT)
     document = orjson.loads(answer.body)  # {"error": ...}, or the plain 500's {"detail": ...}
     await context.abort(code, str(document.get("error") or document.get("detail")))

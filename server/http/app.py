@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 import orjson
 from starlette.applications import Starlette
@@ -30,7 +31,6 @@ from server.core.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, Cli
 from server.http import asgi
 from server.http.asgi import CLOSE_HEADER, JSON_HEADER
 from server.http.documents import serve_model
-from server.http.fast.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 from server.http.routes import KEY_SCOPES, build_routes, key_scope
 from server.monitoring.drift import DRAIN_SECONDS
 from server.monitoring.log_file import Rotation
@@ -41,9 +41,13 @@ from server.ops.control import SHADOW_CONTROL_FILE, read_control
 from server.ops.shutdown import DrainOnSignal
 from server.ops.swap import ModelSwapper
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
+from server.pipeline.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import Pipeline
 from server.pipeline.state import ServerState
+
+if TYPE_CHECKING:
+    from server.grpc.door import GrpcDoor
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,7 @@ class PulseApp:
         )
         self.pipeline = Pipeline(self.state)
         self._preloaded = model
+        self._grpc_door: GrpcDoor | None = None  # PULSE_GRPC_PORT's, once the lifespan has started it
         self.starlette = Starlette(
             routes=build_routes(self.state),
             lifespan=self._lifespan,
@@ -97,8 +102,6 @@ class PulseApp:
         )
         # No redirect from /path/ to /path: Starlette builds its Location from the client's Host header.
         self.starlette.router.redirect_slashes = False
-        # PULSE_MAX_IN_FLIGHT in stock mode; the fast mode's connections shed before a request reaches the app.
-        self._sheds = settings.http == "stock" and settings.max_in_flight > 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,20 +111,24 @@ class PulseApp:
             answer = self.pipeline.probe(scope["path"].encode(), time.perf_counter())
             await asgi.send_answer(send, answer, self.state.draining)
             return
-        if self._sheds and self._shed(scope):
+        # PULSE_MAX_IN_FLIGHT, from here to the answer (a probe's HEAD is never refused). In fast mode the requests
+        # the connection answers itself never reach the app: it admits them, by the same rule.
+        probe = scope["path"].encode() in PROBE_PATHS
+        admission = self.state.admission
+        if not probe and not admission.admit():
             await asgi.send_answer(send, OVERLOADED, self.state.draining)
             return
-        if self.state.keys is not None and not await self._authorized(scope, send):
-            return
-        route = self.pipeline.route_of(scope["method"].encode(), scope["path"].encode())
-        if route is not None:
-            await asgi.serve(self.pipeline, route, scope, receive, send)
-        else:
-            await self._counted(scope, receive, send)
-
-    def _shed(self, scope: Scope) -> bool:
-        """Whether this request is one too many in flight (a probe's HEAD never is); counted when it is."""
-        return scope["path"].encode() not in PROBE_PATHS and self.pipeline.overloaded()
+        try:
+            if self.state.keys is not None and not await self._authorized(scope, send):
+                return
+            route = self.pipeline.route_of(scope["method"].encode(), scope["path"].encode())
+            if route is not None:
+                await asgi.serve(self.pipeline, route, scope, receive, send)
+            else:
+                await self._counted(scope, receive, send)
+        finally:
+            if not probe:
+                admission.release()
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
         """With API keys on: whether the request's key has the scope its route needs; if not, answer 401/403."""
@@ -149,7 +156,6 @@ class PulseApp:
                     message["headers"] = [*message.get("headers", []), CLOSE_HEADER]
             await send(message)
 
-        metrics.in_flight += 1
         try:
             await self.starlette(scope, receive, send_with_status)
         except ClientDisconnected:
@@ -160,7 +166,6 @@ class PulseApp:
                 await send_with_status({"type": "http.response.start", "status": 500, "headers": [JSON_HEADER]})
                 await send({"type": "http.response.body", "body": INTERNAL_ERROR_BODY})
         finally:
-            metrics.in_flight -= 1
             if status != CLIENT_CLOSED:
                 route = scope.get("route")
                 label = route.path if route is not None else UNMATCHED_ROUTE
@@ -199,25 +204,25 @@ class PulseApp:
         state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log), generation)
         reloads = _on_sighup(swapper.on_sighup)
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
-        grpc_door = None
+        coalescer = Coalescer(self.pipeline, asyncio.get_running_loop())
         if settings.grpc_port is not None:
             from server.grpc.door import GrpcDoor  # grpc is imported only when its port is asked for
 
-            grpc_door = GrpcDoor(self.pipeline)
-            await grpc_door.start()
+            self._grpc_door = GrpcDoor(self.pipeline, coalescer)
+            await self._grpc_door.start()
         logger.info("ready in %.3fs model=%s", time.perf_counter() - started, settings.model_path)
         try:
             # Lifespan state, read by each connection (server.http.fast.protocol): where it counts its refusals,
             # and where it hands small /predict requests to be scored together.
             connection_state: dict[str, object] = {METRICS_KEY: metrics}
             if settings.http == "fast":
-                connection_state[COALESCER_KEY] = Coalescer(self.pipeline, asyncio.get_running_loop())
+                connection_state[COALESCER_KEY] = coalescer
                 connection_state[DRAIN_KEY] = self._begin_drain
             yield connection_state
         finally:
             state.draining = True
-            if grpc_door is not None:  # HTTP has drained by now: the calls under way get as long to finish
-                await grpc_door.stop(settings.graceful_timeout_seconds)
+            if self._grpc_door is not None:  # stopping since the drain began, if one did: bounded by the same budget
+                await self._grpc_door.stop()
             flusher.cancel()
             drain.restore()
             reloads()
@@ -245,6 +250,8 @@ class PulseApp:
 
     def _begin_drain(self) -> None:
         self.state.draining = True
+        if self._grpc_door is not None:
+            self._grpc_door.drain()
 
 
 def _on_sighup(handler: Callable[[], None]) -> Callable[[], None]:

@@ -78,26 +78,22 @@ async def serve(pipeline: Pipeline, route: str, scope: Scope, receive: Receive, 
     """Answer one pipeline request that came in as ASGI."""
     started = time.perf_counter()
     state = pipeline.state
-    state.metrics.in_flight += 1
     try:
-        try:
-            head = RequestHead.scan(scope["headers"])
-            length = pipeline.check_head(route, head)
-            body = await read_body(receive, length, state.settings.max_body_bytes, state.body_budget)
-            version = pipeline.version_named(scope["path"].encode())
-            request = Request(route, scope["query_string"], body, started, head.header_length, version)
-            if len(body) > GATED_BODY_BYTES:
-                async with state.batch_gate:
-                    (answer,) = pipeline.answer([request])
-            else:
+        head = RequestHead.scan(scope["headers"])
+        length = pipeline.check_head(route, head)
+        body = await read_body(receive, length, state.settings.max_body_bytes, state.body_budget)
+        version = pipeline.version_named(scope["path"].encode())
+        request = Request(route, scope["query_string"], body, started, head.header_length, version)
+        if len(body) > GATED_BODY_BYTES:
+            async with state.batch_gate:
                 (answer,) = pipeline.answer([request])
-        except ApiError as exc:
-            answer = pipeline.refuse(route, exc, started)
-        except ClientDisconnected:
-            return
-        await send_answer(send, answer, state.draining)
-    finally:
-        state.metrics.in_flight -= 1
+        else:
+            (answer,) = pipeline.answer([request])
+    except ApiError as exc:
+        answer = pipeline.refuse(route, exc, started)
+    except ClientDisconnected:
+        return
+    await send_answer(send, answer, state.draining)
 
 
 def answer_response(answer: Answer) -> Response:

@@ -88,15 +88,6 @@ class Pipeline:
         self.state.metrics.observe_request(path.decode(), answer.status, time.perf_counter() - started)
         return answer
 
-    def overloaded(self) -> bool:
-        """Whether one more request would be one too many in flight (``PULSE_MAX_IN_FLIGHT``); counted when it is.
-        Doors never ask it for a probe."""
-        limit, metrics = self.state.settings.max_in_flight, self.state.metrics
-        if limit == 0 or metrics.in_flight < limit:
-            return False
-        metrics.rejected[("overloaded", 503)] += 1
-        return True
-
     def authorize(self, needed: str | None, path: str, head: RequestHead) -> ApiError | None:
         """With API keys on: ``None`` when the request's key grants ``needed``, else the 400/401/403 to answer,
         counted as a refusal. Every route asks this, whichever door it came in by."""

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from typing import Any
 
 from server.config.settings import Settings
-from server.http.fast.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 from server.http.fast.framing import connection_ceiling
 from server.http.fast.protocol import Connection
 from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.ops.shutdown import STOP_SIGNALS
+from server.pipeline.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 
 logger = logging.getLogger("server")
 

@@ -25,7 +25,7 @@ overload 503 close the connection. Nothing here runs per request unless a limit 
 
 The connection is the fast door onto the request pipeline (``server.pipeline``): a ``POST /predict`` or V2 infer
 request with a declared length, alone on its connection, never becomes an ASGI request. Its body goes to this
-worker's :class:`~server.http.fast.coalesce.Coalescer`, which hands every request of the same event-loop turn to
+worker's :class:`~server.pipeline.coalesce.Coalescer`, which hands every request of the same event-loop turn to
 the pipeline together and each answer back to :meth:`Connection.respond`. Everything else is an ASGI request
 (:class:`~server.http.fast.asgi_cycle.AsgiCycle`) for the application.
 """
@@ -44,16 +44,16 @@ import orjson
 
 from server.core.errors import ApiError
 from server.http.fast.asgi_cycle import AsgiCycle
-from server.http.fast.coalesce import PendingRequest
 from server.http.fast.framing import Refusal, framed
 from server.pipeline.answer import OVERLOADED, PROBE_PATHS, Answer
+from server.pipeline.coalesce import PendingRequest
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import PREDICT_ROUTE
 
 if TYPE_CHECKING:
     from server.config.settings import Settings
-    from server.http.fast.coalesce import Coalescer
     from server.monitoring.metrics import Metrics
+    from server.pipeline.coalesce import Coalescer
 
 logger = logging.getLogger("server.http")
 access_logger = logging.getLogger("server.access")  # a line per answer with PULSE_ACCESS_LOG
@@ -107,7 +107,6 @@ class Connection(asyncio.Protocol):
         self._head_bytes = 0  # read since the last head ended
         self._max_head_bytes = settings.max_header_bytes
         self._max_headers = settings.max_headers
-        self._max_in_flight = settings.max_in_flight
         self._access_log = settings.access_log
         self._probes_only = False
         self._deadline: float | None = None  # loop time at which _deadline_reason expires
@@ -251,17 +250,6 @@ class Connection(asyncio.Protocol):
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
         idle = self.active is None
         keep_alive = version != "1.0" and parser.should_keep_alive()
-        if idle and self._max_in_flight and path not in PROBE_PATHS and self._overloaded():
-            # Answered now, before the body: the body is then read and dropped on a kept connection (closed when
-            # the client waits for 100-continue, as it may send no body at all).
-            shed = PendingRequest(self, keep_alive and not self.expect_100_continue, time.perf_counter())
-            shed.shed = True
-            self.active = self.parsing = shed
-            if self._access_log:
-                shed.access = self._request_line()
-            self._count("overloaded", 503)
-            self.respond(shed, OVERLOADED, False, complete=False)
-            return
         method = parser.get_method()
         if idle and path in PROBE_PATHS and method == b"GET" and parsed.query is None:
             # Answered as soon as its message is complete, in this read: never behind queued batch turns.
@@ -277,6 +265,13 @@ class Connection(asyncio.Protocol):
                 self.active = self.parsing = native
                 if self._access_log:
                     native.access = self._request_line()
+                if not self.coalescer.state.admission.admit():
+                    # PULSE_MAX_IN_FLIGHT: answered now, before the body, which is then read and dropped.
+                    self.coalescer.release(native)
+                    native.shed = True
+                    self.respond(native, OVERLOADED, False, complete=False)
+                    return
+                native.admitted = True
                 return
         try:
             decoded = unquote(path.decode("ascii"))
@@ -333,11 +328,6 @@ class Connection(asyncio.Protocol):
             parsing.end_body()
             if parsing.response_complete and self.active is None:
                 self._next()  # its answer went out before its body was in
-
-    def _overloaded(self) -> bool:
-        """More requests in flight in this worker than PULSE_MAX_IN_FLIGHT (probes are always answered; a request
-        pipelined behind another waits its turn as usual, so that answers keep their order)."""
-        return len(self.worker.tasks) + self.coalescer.queued >= self._max_in_flight
 
     # The connection's own path: /predict and V2 infer -----------------------------------------------------------
     def _native_request(self, method: bytes, path: bytes, keep_alive: bool, head: RequestHead) -> PendingRequest | None:

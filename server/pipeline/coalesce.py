@@ -1,8 +1,9 @@
-"""The connection door's queue: complete ``/predict`` and V2 infer bodies, answered together once per event-loop turn.
+"""The worker's queue of complete pipeline requests, answered together once per event-loop turn.
 
-A ``/predict`` or V2 infer request with a declared Content-Length within the limits (JSON, or the V2 binary tensor
-extension; no query string, no Content-Encoding) does not become an ASGI task: its connection
-(``server.http.fast.protocol``) collects the body and hands it here. Every request handed over during one event-loop
+Two doors hand requests here. A ``/predict`` or V2 infer request with a declared Content-Length within the limits
+(JSON, or the V2 binary tensor extension; no query string, no Content-Encoding) does not become an ASGI task: its
+connection (``server.http.fast.protocol``) collects the body and hands it here. A gRPC ``ModelInfer`` call
+(``server.grpc.door``) hands its message here and awaits its answer. Every request handed over during one event-loop
 turn goes to the pipeline together at the end of that turn (``loop.call_soon``), so the valid ``/predict`` rows of
 all of them are scored in one onnxruntime call; each answer is written to its own connection. A request that
 arrives alone is answered in the same turn: nothing waits on a timer.
@@ -32,7 +33,7 @@ DRAIN_KEY = "pulse.drain"  # lifespan state: what the worker calls when a signal
 
 
 class Responder(Protocol):
-    """What the connection offers the coalescer: write one whole answer, then carry on with the connection."""
+    """What a door offers the coalescer: deliver one whole answer (a connection writes it and carries on)."""
 
     def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None: ...
 
@@ -43,6 +44,7 @@ class PendingRequest:
 
     __slots__ = (
         "access",
+        "admitted",
         "chunks",
         "connection",
         "disconnected",
@@ -75,6 +77,7 @@ class PendingRequest:
         self.started = started
         self.route = route  # a pipeline route
         self.reserved = reserved  # bytes of the worker's body budget held for this body until it is answered
+        self.admitted = False  # whether it holds a place in the worker's Admission, until it is answered
         self.header_length = header_length  # V2 binary tensor extension: the JSON header's length
         self.version = version  # the model version a versioned V2 path named
         self.chunks: list[bytes] = []
@@ -105,12 +108,15 @@ class Coalescer:
         if not self._pending:
             self._loop.call_soon(self.answer_all)  # after every read of this turn, before the next poll
         self._pending.append(request)
-        self.state.metrics.in_flight += 1
 
     def release(self, request: PendingRequest) -> None:
-        """Hand back the body budget ``request`` holds (once: it is answered, or its connection is gone)."""
+        """Hand back the body budget and the admission ``request`` holds (once: it is answered, or its client is
+        gone; a second call changes nothing)."""
         self.state.body_budget.held -= request.reserved
         request.reserved = 0
+        if request.admitted:
+            request.admitted = False
+            self.state.admission.release()
 
     def answer_all(self) -> None:
         pending = self._take_turn()
@@ -123,13 +129,10 @@ class Coalescer:
             request.chunks.clear()  # the connection keeps its last request until the next one
             taken.append(request)
             requests.append(Request(request.route, b"", body, request.started, request.header_length, request.version))
-        try:
-            answers = self.pipeline.answer(requests) if requests else []
-            close = self.state.draining
-            for request, answer in zip(taken, answers, strict=True):
-                request.connection.respond(request, answer, close)
-        finally:
-            self.state.metrics.in_flight -= len(pending)
+        answers = self.pipeline.answer(requests) if requests else []
+        close = self.state.draining
+        for request, answer in zip(taken, answers, strict=True):
+            request.connection.respond(request, answer, close)
 
     def _take_turn(self) -> list[PendingRequest]:
         """The requests this turn answers: in order, up to ``TURN_BODY_BYTES`` of bodies (one at least); the rest
