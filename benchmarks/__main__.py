@@ -1,4 +1,4 @@
-"""``python -m benchmarks run | decode | door | reliability | hostile | chaos | overload | safety | scale | batch |
+"""``python -m benchmarks run | decode | door | reliability | hostile | grpc-hostile | chaos | overload | safety | scale | batch |
 explain | estimate | models | ablation``: speed side by side, what each batch shape costs before HTTP, what the fast
 door's Python costs per request, robustness, hostile clients, operations under faults, overload shedding, the cost
 of keys/shedding/TLS, scale, batch scoring on DuckDB and Spark, reasons from the model file, performance estimated
@@ -17,6 +17,7 @@ from benchmarks import (
     door,
     estimate,
     explain,
+    grpc_hostile,
     hostile,
     models,
     overload,
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         door,
         reliability,
         hostile,
+        grpc_hostile,
         chaos,
         overload,
         safety,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
+import jsonpatch
 import kubernetes_validate
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
-MANIFESTS = sorted((ROOT / "deploy" / "k8s").glob("*.yaml"))
+K8S = ROOT / "deploy" / "k8s"
+MANIFESTS = sorted(path for path in K8S.glob("*.yaml") if path.name != "kustomization.yaml")
 
 
 @pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: p.name)
@@ -42,6 +45,40 @@ def test_keys_and_tls_come_from_secrets_and_probes_speak_https() -> None:
     assert set(secrets.values()) == declared
     for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
         assert container[probe]["httpGet"]["scheme"] == "HTTPS"
+
+
+def test_kustomize_lists_every_manifest() -> None:
+    base = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    assert sorted(base["resources"]) == sorted(path.name for path in MANIFESTS)
+    mesh = yaml.safe_load((K8S / "mesh" / "kustomization.yaml").read_text())
+    assert mesh["resources"] == [".."] and [patch["path"] for patch in mesh["patches"]] == ["grpc-probes.yaml"]
+
+
+def _mesh_deployment() -> dict[str, Any]:
+    """deploy/k8s/mesh's Deployment: the base with the overlay's RFC 6902 patch applied, as kustomize does."""
+    (deployment,) = yaml.safe_load_all((K8S / "deployment.yaml").read_text())
+    operations = yaml.safe_load((K8S / "mesh" / "grpc-probes.yaml").read_text())
+    patched: dict[str, Any] = jsonpatch.apply_patch(deployment, operations)
+    return patched
+
+
+def test_behind_a_mesh_the_probes_ask_the_grpc_health_service_in_plaintext() -> None:
+    from server.config.settings import Settings
+
+    deployment = _mesh_deployment()
+    kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    settings = Settings.from_env(env)
+    assert settings.tls_cert is None and settings.tls_key is None and settings.api_keys_file is not None
+    assert container["readinessProbe"]["grpc"] == {
+        "port": settings.grpc_port,
+        "service": "inference.GRPCInferenceService",
+    }
+    assert container["livenessProbe"]["grpc"] == {"port": settings.grpc_port}
+    assert [volume["name"] for volume in pod["volumes"]] == [mount["name"] for mount in container["volumeMounts"]]
+    assert [volume["name"] for volume in pod["volumes"]] == ["api-keys"]
 
 
 def test_deployment_probes_and_limits() -> None:
