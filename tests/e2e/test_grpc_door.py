@@ -69,10 +69,8 @@ def test_a_request_held_on_http_is_one_in_flight_for_grpc_too(bounded: tuple[Ser
         time.sleep(0.3)
         assert _infer(grpc_port, body) == "RESOURCE_EXHAUSTED"
         with socket.create_connection(("127.0.0.1", port)) as other:
-            request = (
-                b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
-            )
-            other.sendall(request % len(row) + row)
+            head = b"POST /predict HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            other.sendall(head + b"Content-Length: %d\r\n\r\n" % len(row) + row)
             assert other.recv(4096).startswith(b"HTTP/1.1 503 ")
         assert http_get(proc.url + "/health")[0] == 200  # probes are never refused ...
         assert _health(grpc_port) == health_pb2.HealthCheckResponse.SERVING  # ... on either door
