@@ -21,8 +21,9 @@ from benchmarks.grpc_hostile import INFER_PATH
 from benchmarks.procs import free_port
 from common.model.loader import load_model
 from server.config.settings import Settings
-from server.core.v2_grpc import ModelInferRequest
+from server.core.v2_grpc import ModelInferRequest, message_class
 from server.http.app import create_app
+from server.grpc import door as door_module
 from server.pipeline import pipeline as pipeline_module
 
 pytestmark = pytest.mark.http
@@ -126,3 +127,17 @@ def test_an_unexpected_failure_is_a_generic_internal_with_the_cause_in_the_log(
     with caplog.at_level(logging.ERROR):
         assert _error(channel, _request(1, width)) == (grpc.StatusCode.INTERNAL, "Internal Server Error")
     assert "internal detail that must not reach a client" in caplog.text  # the cause, for the operator only
+
+
+def test_an_unexpected_failure_of_another_call_is_a_generic_internal_too(
+    channel: grpc.Channel, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("internal detail that must not reach a client")
+
+    monkeypatch.setattr(door_module, "model_metadata", broken)
+    request = message_class("ModelMetadataRequest")(name="churn").SerializeToString()
+    with caplog.at_level(logging.ERROR), pytest.raises(grpc.RpcError) as caught:
+        channel.unary_unary(f"/{SERVICE}/ModelMetadata")(request, timeout=10)
+    assert (caught.value.code(), caught.value.details()) == (grpc.StatusCode.INTERNAL, "Internal Server Error")
+    assert "internal detail that must not reach a client" in caplog.text
