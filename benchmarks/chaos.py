@@ -2,13 +2,15 @@
 the whole history of a seeded run (Jepsen-style: record everything, then check invariants).
 
 A real server with 3 workers behind the supervisor, API keys on, two same-schema models and one with another
-feature count in its model folder. Client threads stream ``/predict`` (single rows and batches; by Content-Length,
-the fast path, and chunked, the ASGI door) and V2 infer. An operator thread, at random moments, does one of: admin
-swaps from several clients at once, SIGHUP to the supervisor, SIGKILL of a random worker (the supervisor restarts
-it), a forced swap to the model with another feature count (and back), a ``/metrics`` scrape, a key-file reload.
+feature count in its model folder, its gRPC port open. Client threads stream ``/predict`` (single rows and batches;
+by Content-Length, the fast path, and chunked, the ASGI door), V2 infer, and gRPC ``ModelInfer`` calls. An
+operator thread, at random moments, does one of: admin swaps from several clients at once, SIGHUP to the
+supervisor, SIGKILL of a random worker (the supervisor restarts it), a forced swap to the model with another
+feature count (and back), a ``/metrics`` scrape, a key-file reload.
 Every answer and operation is recorded; then, offline, these must hold:
 
-- no 5xx, and no connection reset except within a moment of a worker being killed;
+- no 5xx (on gRPC: no status but OK, INVALID_ARGUMENT after a forced swap, and UNAVAILABLE, which is a reset), and
+  no connection reset except within a moment of a worker being killed;
 - every 200 carries exactly the probability its named model gives the row (onnxruntime, offline);
 - every scrape is 200 and the request counter never goes backwards;
 - an admin swap answered 200 was served by every worker when it answered (unless another swap had begun);
@@ -20,6 +22,7 @@ The seed fixes the operations, their timing and the rows: a failing history repl
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -46,10 +49,11 @@ SETTLE_SECONDS = 2.0
 class Size:
     seconds: float = 40.0
     clients: int = 4
+    grpc_clients: int = 1
     mean_gap: float = 0.4  # seconds between operations, on average
 
 
-FULL = Size(seconds=600.0, clients=8, mean_gap=0.4)
+FULL = Size(seconds=600.0, clients=8, grpc_clients=2, mean_gap=0.4)
 
 
 @dataclass
@@ -154,6 +158,54 @@ class Client(threading.Thread):
 
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+
+
+class GrpcClient(threading.Thread):
+    """One gRPC channel streaming single-row ``ModelInfer`` calls; every answer (or reset) into the history."""
+
+    def __init__(self, port: int, seed: int, schemas: list[tuple[str, ...]], history: History, stop: threading.Event):
+        super().__init__(daemon=True)
+        self.port, self.rng, self.schemas, self.history, self.stop = port, random.Random(seed), schemas, history, stop
+        self.schema = schemas[0]
+
+    def run(self) -> None:
+        import grpc
+
+        from server.core.v2_grpc import ModelInferRequest, ModelInferResponse
+
+        metadata = (("authorization", f"Bearer {PREDICT_KEY}"),)
+        with grpc.insecure_channel(f"127.0.0.1:{self.port}") as channel:
+            infer = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            while not self.stop.is_set():
+                row = _row(self.rng, self.schema)
+                request: Any = ModelInferRequest(model_name="churn")
+                request.inputs.add(name="features", datatype="FP32", shape=[1, len(row)])
+                request.raw_input_contents.append(np.array([list(row.values())], dtype="<f4").tobytes())
+                try:
+                    response: Any = ModelInferResponse.FromString(
+                        infer(request.SerializeToString(), metadata=metadata, timeout=30)
+                    )
+                except grpc.RpcError as exc:
+                    self._failed(exc.code())
+                    continue
+                probability = float(np.frombuffer(response.raw_output_contents[0], dtype="<f4")[1])
+                with self.history.lock:
+                    self.history.answers.append(
+                        (time.monotonic(), "grpc", 200, response.model_version, [row], [probability])
+                    )
+
+    def _failed(self, code: Any) -> None:
+        import grpc
+
+        now = time.monotonic()
+        if code == grpc.StatusCode.INVALID_ARGUMENT:  # the served model's inputs changed (a forced swap): follow
+            self.schema = self.schemas[(self.schemas.index(self.schema) + 1) % len(self.schemas)]
+        with self.history.lock:
+            if code == grpc.StatusCode.UNAVAILABLE:  # the worker holding the connection is gone: a reset
+                self.history.resets.append(now)
+            else:
+                self.history.answers.append((now, "grpc", 422 if code == grpc.StatusCode.INVALID_ARGUMENT else 500,
+                                             "", None, None))  # fmt: skip
 
 
 def _post(port: int, path: str, body: object, key: str) -> tuple[int, dict[str, Any]]:
@@ -308,6 +360,9 @@ def check(history: History, models: dict[str, Path], shas: dict[str, str], final
         "statuses": {
             str(s): sum(1 for a in history.answers if a[2] == s) for s in sorted({a[2] for a in history.answers})
         },
+        "by_kind": {
+            kind: sum(1 for a in history.answers if a[1] == kind) for kind in sorted({a[1] for a in history.answers})
+        },
         "resets": len(history.resets),
         "operations": len(history.operations),
         "by_operation": {
@@ -323,7 +378,7 @@ def check(history: History, models: dict[str, Path], shas: dict[str, str], final
 def run(args: argparse.Namespace) -> dict[str, Any]:
     size = FULL if args.full else Size(seconds=args.seconds or Size.seconds)
     if args.full and args.seconds:
-        size = Size(args.seconds, FULL.clients, FULL.mean_gap)
+        size = dataclasses.replace(FULL, seconds=args.seconds)
     workdir = Path(tempfile.mkdtemp(prefix="pulse-chaos-"))
     try:
         models = _models(workdir)
@@ -332,9 +387,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         shas = {name: load_model(path).info.sha256 for name, path in models.items()}
         keys = workdir / "keys"
         keys.write_text(_keys_file())
-        port = free_port()
+        port, grpc_port = free_port(), free_port()
         command = python_command("-m", "server", "--model", str(models["a"]), "--port", str(port), "--workers", "3")
         env = {
+            "PULSE_GRPC_PORT": str(grpc_port),
             "PULSE_API_KEYS_FILE": str(keys),
             "PULSE_MODEL_DIR": str(workdir / "models"),
             "PULSE_LOG_LEVEL": "warning",
@@ -344,7 +400,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         schemas = [load_model(models["a"]).info.features, load_model(models["c"]).info.features]
         with run_server(command, port, workdir / "server.log", env, timeout=120) as server:
             stop = threading.Event()
-            clients = [Client(port, rng.randrange(1 << 30), schemas, history, stop) for _ in range(size.clients)]
+            clients: list[threading.Thread] = [
+                Client(port, rng.randrange(1 << 30), schemas, history, stop) for _ in range(size.clients)
+            ]
+            clients += [
+                GrpcClient(grpc_port, rng.randrange(1 << 30), schemas, history, stop) for _ in range(size.grpc_clients)
+            ]
             for client in clients:
                 client.start()
             operator = Operator(server, models, shas, keys, rng.randrange(1 << 30))

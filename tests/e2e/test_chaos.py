@@ -1,4 +1,4 @@
-"""The chaos run's CI size (``python -m benchmarks chaos``, seeded): 3 workers, clients on both doors and V2, admin
+"""The chaos run's CI size (``python -m benchmarks chaos``, seeded): 3 workers, clients on both HTTP doors, V2 and gRPC, admin
 swaps at once, SIGHUP, SIGKILL, forced swaps, scrapes and key reloads at random moments; zero invariant violations
 over the whole history. The full size (10 minutes) is ``--full``."""
 
@@ -28,3 +28,4 @@ def test_a_seeded_chaos_run_violates_no_invariant(tmp_path: Path) -> None:
     assert outcome["answers"] > 1000 and outcome["rows_checked"] >= outcome["answers"]
     assert {"swaps", "kill", "force"} <= set(outcome["by_operation"]), outcome["by_operation"]
     assert len(outcome["final_served"]) == 1
+    assert outcome["by_kind"]["grpc"] > 100  # the gRPC door was under the same faults, by the same invariants
