@@ -1,6 +1,6 @@
-"""The chaos run's CI size (``python -m benchmarks chaos``, seeded): 3 workers, clients on both HTTP doors, V2 and gRPC, admin
-swaps at once, SIGHUP, SIGKILL, forced swaps, scrapes and key reloads at random moments; zero invariant violations
-over the whole history. The full size (10 minutes) is ``--full``."""
+"""The chaos run's CI size (``python -m benchmarks chaos``, seeded): 3 workers, clients on both HTTP doors, V2 and
+gRPC, admin swaps at once, SIGHUP, SIGKILL, forced swaps, scrapes and key reloads at random moments; zero invariant
+violations over the whole history. The full size (10 minutes) is ``--full``."""
 
 from __future__ import annotations
 

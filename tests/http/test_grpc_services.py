@@ -22,8 +22,8 @@ from benchmarks.procs import free_port
 from common.model.loader import load_model
 from server.config.settings import Settings
 from server.core.v2_grpc import ModelInferRequest, message_class
-from server.http.app import create_app
 from server.grpc import door as door_module
+from server.http.app import create_app
 from server.pipeline import pipeline as pipeline_module
 
 pytestmark = pytest.mark.http
