@@ -75,15 +75,18 @@ def render_markdown(results: dict[str, Any]) -> str:
         *_grpc_lines(results),
         *_shadow_line(results),
         "",
-        "### Our other scenarios (wrk, 16 connections; gRPC: `benchmarks.grpc_load`, 16 calls in flight)",
+        "### Our other scenarios (wrk, 16 connections; gRPC: h2load, 16 calls in flight)",
         "",
         "| scenario | requests/s | rows/s | p50 ms | p99 ms | errors | server CPU % | RSS MB |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, entry in ours.items():
+        if "p50_us" in entry:
+            latency = f"{_spread(entry['p50_us'], '{:.2f}', 1e-3)} | {_spread(entry['p99_us'], '{:.2f}', 1e-3)}"
+        else:  # h2load reports a mean, not percentiles
+            latency = f"mean {_spread(entry['mean_us'], '{:.2f}', 1e-3)} | –"
         lines.append(
-            f"| `{label}` | {_spread(entry['rps'])} | {_spread(entry['rows_per_s'])} | "
-            f"{_spread(entry['p50_us'], '{:.2f}', 1e-3)} | {_spread(entry['p99_us'], '{:.2f}', 1e-3)} | "
+            f"| `{label}` | {_spread(entry['rps'])} | {_spread(entry['rows_per_s'])} | {latency} | "
             f"{entry['errors']} | {entry['cpu_percent']['median']:.0f} | {entry['rss_mb']['median']:.0f} |"
         )
     lines += [
@@ -136,15 +139,18 @@ def _shadow_line(results: dict[str, Any]) -> list[str]:
 def _grpc_lines(results: dict[str, Any]) -> list[str]:
     ours, floor = results["ours"], results["in_process"]
     batch, one = ours.get("gRPC ModelInfer raw [1000]"), ours.get("gRPC ModelInfer raw [1]")
-    if batch is None or one is None:
+    constant = ours.get("gRPC ModelInfer raw [1] constant")
+    if batch is None or one is None or constant is None:
         return []
     http_one = results["single"]["ours"]["rps"]["median"]
     return [
         "",
-        f"gRPC (`PULSE_GRPC_PORT`, `ModelInfer` with `raw_input_contents`): 1000-row batches / in-process "
-        f"onnxruntime rows/s **{batch['rows_per_s']['median'] / floor['onnx_rows_per_s_1000']:.2f}×**; single row "
-        f"{one['rps']['median']:,.0f} requests/s, **{one['rps']['median'] / http_one:.2f}×** HTTP single-row "
-        f"`/predict` (its load generator is Python's grpc.aio on one core, wrk's is C: the gRPC figure is a floor).",
+        f"gRPC (`PULSE_GRPC_PORT`, `ModelInfer` with `raw_input_contents`, h2load: 4 connections x 4 streams): "
+        f"single row {one['rps']['median']:,.0f} calls/s, **{one['rps']['median'] / constant['rps']['median']:.2f}×** "
+        f"a constant-returning grpc.aio handler on the same core ({constant['rps']['median']:,.0f} calls/s, "
+        f"`benchmarks/reference/grpc_constant.py`) and {one['rps']['median'] / http_one:.2f}× HTTP single-row "
+        f"`/predict`; 1000-row batches / in-process onnxruntime rows/s "
+        f"**{batch['rows_per_s']['median'] / floor['onnx_rows_per_s_1000']:.2f}×**.",
     ]
 
 

@@ -7,16 +7,19 @@ of interleaved rounds with the min-max spread, because the machine is shared and
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import statistics
+import struct
 import subprocess
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -27,7 +30,7 @@ import numpy as np
 import pandas as pd
 import psutil
 
-from benchmarks.procs import ROOT, ServerProcess, free_port, locust_command, python_command, run_server
+from benchmarks.procs import ROOT, ServerProcess, free_port, locust_command, python_command, run_server, stop
 from benchmarks.report import SHADOW_SCENARIO, STOCK, write_report
 
 SERVER_CORE, LOAD_CORE = 0, 1
@@ -37,6 +40,9 @@ COLUMNS_SCENARIO = "/predict columns [1000]"
 BINARY_SCENARIO = "/v2 infer binary [1000]"
 BINARY_BOTH_WAYS_SCENARIO = "/v2 infer binary in and out [1000]"
 GRPC_SCENARIO = "gRPC ModelInfer raw [{n}]"
+GRPC_ONE = GRPC_SCENARIO.format(n=1)
+GRPC_CONSTANT_SCENARIO = GRPC_ONE + " constant"  # benchmarks.reference.grpc_constant: grpc.aio alone
+GRPC_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
 BATCH_SIZES = (10, 100, 1000)
 DISTINCT_BODIES = 8  # per scenario, sent in turn
 
@@ -68,6 +74,31 @@ done = function(summary, latency, requests)
     latency:percentile(99)))
 end
 """
+
+
+@contextlib.contextmanager
+def run_grpc_constant(port: int, log_path: Path) -> Iterator[ServerProcess]:
+    """The gRPC door's ceiling (``benchmarks.reference.grpc_constant``) on the server core, once its port answers."""
+    import grpc
+
+    command = [*_taskset(SERVER_CORE), *python_command("-m", "benchmarks.reference.grpc_constant", "--port", str(port))]
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            grpc.channel_ready_future(channel).result(timeout=60)
+        yield ServerProcess(process, "", time.perf_counter() - started, log_path)
+    finally:
+        stop(process)
+
+
+def _grpc_failed(url: str) -> float:
+    """The gRPC ModelInfer calls our server has answered with a status other than OK so far, from its /metrics."""
+    from benchmarks.procs import metric
+
+    total = metric(url, "pulse_http_requests_total", route=GRPC_ROUTE)
+    return total - metric(url, "pulse_http_requests_total", route=GRPC_ROUTE, status="200")
 
 
 def _server_commands(artifacts: Path, port: int) -> dict[str, list[str]]:
@@ -141,24 +172,36 @@ def run_wrk(
     return stats
 
 
-def run_grpc_load(target: str, bodies: Sequence[bytes], seconds: float, workdir: Path) -> dict[str, float]:
-    """One gRPC load run (``benchmarks.grpc_load``) sending ``bodies`` (serialized ModelInferRequests) in turn."""
-    files = []
-    for body in bodies:
-        files.append(workdir / f"grpc-{abs(hash(body))}.bin")
-        files[-1].write_bytes(body)
+def run_h2load(port: int, body: bytes, seconds: float, workdir: Path) -> dict[str, float]:
+    """One h2load run (nghttp2's C HTTP/2 load generator: a Python client would be slower than the server it
+    measures) sending ``body``, a serialized ``ModelInferRequest``, as gRPC calls with WRK_CONNECTIONS in flight
+    (4 connections x 4 streams); calls/s and the mean latency in microseconds."""
+    file = workdir / f"grpc-{abs(hash(body))}.bin"
+    file.write_bytes(struct.pack(">?I", False, len(body)) + body)  # the gRPC message frame: uncompressed, length
     command = [
         *_taskset(LOAD_CORE),
-        *python_command("-m", "benchmarks.grpc_load", "--target", target, "--seconds", str(seconds)),
-        "--concurrency",
-        str(WRK_CONNECTIONS),
-        "--bodies",
-        *map(str, files),
+        "h2load",
+        "-c4",
+        f"-m{WRK_CONNECTIONS // 4}",
+        f"-D{max(1, round(seconds))}",
+        "-d",
+        str(file),
+        "-H",
+        "content-type: application/grpc",
+        "-H",
+        "te: trailers",
+        f"http://127.0.0.1:{port}/inference.GRPCInferenceService/ModelInfer",
     ]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True, cwd=ROOT).stdout
-    stats = json.loads(out[out.index("JSON ") + 5 :].splitlines()[0])
-    stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
-    return stats
+    out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
+    counts = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", out)
+    latency = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", out)
+    if finished is None or counts is None or latency is None:
+        raise RuntimeError(f"h2load's output is not what it was: {out[-800:]}")
+    scale = {"us": 1.0, "ms": 1e3, "s": 1e6}[latency.group(2)]
+    done, succeeded = int(counts.group(2)), int(counts.group(3))
+    return {"rps": float(finished.group(2)), "requests": done, "non_2xx": done - succeeded,
+            "mean_us": float(latency.group(1)) * scale}  # fmt: skip
 
 
 def scoring_calls(url: str) -> tuple[float, float]:
@@ -421,7 +464,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     raw: dict[str, dict[str, list[dict[str, float]]]] = {}
 
     grpc_scenarios = {GRPC_SCENARIO.format(n=n): grpc_bodies(batches) for n, batches in tensors.items()}
-    grpc_port = free_port()
+    grpc_port, grpc_constant_port = free_port(), free_port()
 
     with ExitStack() as stack:
         servers: dict[str, ServerProcess] = {}
@@ -436,6 +479,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             servers[name] = server
             results["startup_s"][name] = server.ready_seconds
+        http_servers = list(servers)
+        servers["grpc_constant"] = stack.enter_context(
+            run_grpc_constant(grpc_constant_port, workdir / "grpc_constant.log")
+        )
 
         def measure(key: str, name: str, path: str, bodies: list[bytes], headers: dict[str, str] | None = None) -> None:
             server = servers[name]
@@ -448,19 +495,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stats["rows_per_call"] = rows / max(count, 1)
             raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
 
-        def measure_grpc(key: str, bodies: list[bytes]) -> None:
-            target = f"127.0.0.1:{grpc_port}"
-            run_grpc_load(target, bodies, args.warmup, workdir)
-            usage = Usage(servers["ours"].pid)
-            stats = run_grpc_load(target, bodies, args.seconds, workdir)
-            raw.setdefault(key, {}).setdefault("ours", []).append({**stats, **usage.stop()})
+        def measure_grpc(key: str, name: str, port: int, body: bytes) -> None:
+            run_h2load(port, body, args.warmup, workdir)
+            usage = Usage(servers[name].pid)
+            before = _grpc_failed(servers[name].url) if name == "ours" else None
+            stats = run_h2load(port, body, args.seconds, workdir)
+            if before is not None:  # h2load sees HTTP statuses; the gRPC status of each call is in our metrics
+                stats["grpc_failed"] = _grpc_failed(servers[name].url) - before
+            raw.setdefault(key, {}).setdefault(name, []).append({**stats, **usage.stop()})
 
         for round_index in range(args.rounds):
             print(f"round {round_index + 1}/{args.rounds}", flush=True)
-            for name in servers:
+            for name in http_servers:
                 measure("single", name, "/predict", single)
             for label, grpc_requests in grpc_scenarios.items():
-                measure_grpc(label, grpc_requests)
+                measure_grpc(label, "ours", grpc_port, grpc_requests[0])
+            measure_grpc(GRPC_CONSTANT_SCENARIO, "grpc_constant", grpc_constant_port, grpc_scenarios[GRPC_ONE][0])
             measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
             measure(SHADOW_SCENARIO, "ours_shadow", "/predict", bodies["/predict [1000]"])
             for target, suffix in (("ours", ""), ("ours_stock", STOCK)):
@@ -489,13 +539,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for name, runs in by_server.items():
             entry: dict[str, Any] = {
                 metric: _summary([r[metric] for r in runs])
-                for metric in ("rps", "p50_us", "p95_us", "p99_us", "cpu_percent", "rss_mb")
+                for metric in ("rps", "p50_us", "p95_us", "p99_us", "mean_us", "cpu_percent", "rss_mb")
+                if metric in runs[0]  # h2load gives a mean latency, wrk percentiles
             }
-            entry["errors"] = sum(r["errors"] + r["non_2xx"] for r in runs)
+            # A gRPC call that failed is still HTTP 200 to h2load: our metrics count the calls answered OK.
+            entry["errors"] = sum(r.get("errors", 0) + r["non_2xx"] + r.get("grpc_failed", 0) for r in runs)
             if all("rows_per_call" in r for r in runs):
                 entry["rows_per_call"] = _summary([r["rows_per_call"] for r in runs])
             if key != "single":
-                n_rows = int(key.removesuffix(STOCK).split("[")[1].rstrip("]"))
+                n_rows = int(key.split("[")[1].split("]")[0])
                 entry["rows_per_s"] = _summary([r["rps"] * n_rows for r in runs])
             target[name if key == "single" else key] = entry
     results["in_process"] = in_process_floor(artifacts, rows, repeat=args.inprocess_repeat)

@@ -108,11 +108,6 @@ class Metrics:
             requests[(route, status)] += 1
         self.latency[route].observe_all(seconds)
 
-    def observe_scoring(self, route: str, rows: int, read_parse: float, inference: float, render: float) -> None:
-        """One inference request's stages, its inference time one onnxruntime call of its own."""
-        self.observe_stages(route, read_parse, inference, render)
-        self.observe_call(inference, rows)
-
     def observe_stages(self, route: str, read_parse: float, inference: float, render: float) -> None:
         """One inference request's stages (its inference stage may be a call shared with other requests)."""
         read_hist, inference_hist, render_hist = self._stage_histograms(route)

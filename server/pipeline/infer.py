@@ -1,7 +1,8 @@
 """V2 ``infer`` requests answered, in either of the protocol's encodings: the HTTP JSON document (or the binary
 tensor extension's JSON and bytes), and the gRPC ``ModelInferRequest``. Each is parsed and validated into the same
-:class:`~server.core.v2.InferRequest`, scored and explained once (:func:`_scored`: drift and the request log fed
-there), and rendered in its own encoding."""
+:class:`~server.core.v2.InferRequest` (:func:`parse_infer`), the requests of a turn are scored together
+(:func:`score_infers`: at most one onnxruntime call for those that ask no reasons and one for those that do; drift
+and the request log fed there), and each is rendered in its own encoding (:func:`render_infer`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ import orjson
 from server.core.errors import ApiError, V2Error
 from server.core.served import ORJSON_NUMPY, ServedModel
 from server.core.v2 import (
-    INFER_ROUTE,
     InferRequest,
     infer_response,
     parse_infer_request,
@@ -29,37 +29,107 @@ from server.pipeline.answer import BINARY, GRPC, Answer
 from server.pipeline.head import HEADER_LENGTH
 
 
+@dataclass(slots=True)
+class ParsedInfer:
+    """One valid V2 infer request waiting for its turn's onnxruntime call."""
+
+    index: int  # its place among the requests being answered
+    route: str  # INFER_ROUTE (HTTP) or GRPC_INFER_ROUTE: the encoding it is answered in
+    request: InferRequest
+    started: float
+    parsed_at: float
+
+
 @dataclass(frozen=True, slots=True)
 class Scored:
     probabilities: npt.NDArray[np.float32]  # [N, classes]: the model's output as it is
     contributions: npt.NDArray[np.float64] | None  # [N, features] when the request asked for reasons
     base_value: float
+    seconds: float  # the onnxruntime call it was scored in (shared with the others of its group)
 
 
-def answer_infer(
+def parse_infer(
+    served: ServedModel, route: str, model_name: str, max_batch: int, body: bytes, header_length: bytes | None
+) -> InferRequest:
+    """One infer request's body, in its route's encoding, parsed and checked; raises :class:`V2Error`."""
+    if route == GRPC_INFER_ROUTE:
+        message = decode_infer(body)
+        served_or_error(served, model_name, message.model_name, message.model_version)
+        request = parse_grpc_infer(message, served.info, max_batch)
+    else:
+        binary = None
+        if header_length is not None:
+            body, binary = split_binary_body(body, header_length.decode("latin-1"))
+        try:
+            data = decode_json(body)
+        except ApiError as exc:
+            raise V2Error.of(exc) from None
+        request = parse_infer_request(data, served.info, max_batch, binary)
+    if request.explain and served.model.explainer is None:
+        raise V2Error(f"request parameter 'explain': {served.model.explain_unavailable}", 422)
+    return request
+
+
+def score_infers(served: ServedModel, metrics: Metrics, parsed: list[ParsedInfer]) -> list[Scored]:
+    """Each request's results, in order: the rows of those that ask no reasons in one onnxruntime call, the rows of
+    those that do in another (:func:`parse_infer` has checked that the model gives reasons)."""
+    model = served.model
+    base = model.explainer.base_value if model.explainer else 0.0
+    results: list[Scored | None] = [None] * len(parsed)
+    for explain in (False, True):
+        group = [place for place, item in enumerate(parsed) if item.request.explain is explain]
+        if not group:
+            continue
+        parts = [parsed[place].request.X for place in group]
+        X = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        started = time.perf_counter()
+        contributions = None
+        if explain:  # the probabilities and the contributions from one call (model.onnx computes both)
+            probabilities, contributions = model.explain(X)
+        else:
+            probabilities = model.predict_proba(X)
+        seconds = time.perf_counter() - started
+        metrics.observe_call(seconds, len(X))
+        churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
+        if served.drift is not None:
+            served.drift.add_batch(X, churn)
+        start = 0
+        for place in group:
+            request = parsed[place].request
+            end = start + len(request.X)
+            mine = None if contributions is None else contributions[start:end]
+            results[place] = Scored(probabilities[start:end], mine, base, seconds)
+            _log(served, request, churn[start:end], mine)
+            start = end
+    return results  # type: ignore[return-value]  # every place is filled: each request is in one group
+
+
+def _log(
     served: ServedModel,
-    metrics: Metrics,
-    model_name: str,
-    max_batch: int,
-    body: bytes,
-    header_length: bytes | None,
-    started: float,
-) -> Answer:
-    """The answer to one HTTP infer request's body. Raises :class:`V2Error` for a bad request."""
-    binary = None
-    if header_length is not None:
-        body, binary = split_binary_body(body, header_length.decode("latin-1"))
-    try:
-        data = decode_json(body)
-    except ApiError as exc:
-        raise V2Error.of(exc) from None
-    request = parse_infer_request(data, served.info, max_batch, binary)
-    parsed = time.perf_counter()
-    result = _scored(served, request)
-    scored = time.perf_counter()
-    response, chunks = infer_response(
+    request: InferRequest,
+    churn: npt.NDArray[np.float32],
+    contributions: npt.NDArray[np.float64] | None,
+) -> None:
+    """The request's rows into the request log (each request has its own ids and request id)."""
+    if served.request_log is None or not served.request_log.active:
+        return
+    top = None
+    if contributions is not None:
+        top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
+    served.request_log.submit(request.X, churn, top, request.ids, request.id)
+
+
+def render_infer(served: ServedModel, model_name: str, parsed: ParsedInfer, result: Scored) -> Answer:
+    """The answer to one scored infer request, in its route's encoding."""
+    request, info = parsed.request, served.info
+    if parsed.route == GRPC_INFER_ROUTE:
+        response = grpc_infer_response(
+            model_name, info, result.probabilities, request.id, result.contributions, result.base_value, request.ids
+        )
+        return Answer(200, response, GRPC)
+    document, chunks = infer_response(
         model_name,
-        served.info,
+        info,
         result.probabilities,
         request.id,
         result.contributions,
@@ -67,51 +137,7 @@ def answer_infer(
         request.binary_outputs,
         request.ids,
     )
-    header = orjson.dumps(response, option=ORJSON_NUMPY)
-    metrics.observe_scoring(
-        INFER_ROUTE, len(request.X), parsed - started, scored - parsed, time.perf_counter() - scored
-    )
+    header = orjson.dumps(document, option=ORJSON_NUMPY)
     if not chunks:
         return Answer(200, header)
     return Answer(200, b"".join([header, *chunks]), BINARY, ((HEADER_LENGTH, b"%d" % len(header)),))
-
-
-def answer_grpc_infer(
-    served: ServedModel, metrics: Metrics, model_name: str, max_batch: int, body: bytes, started: float
-) -> Answer:
-    """The answer to one gRPC ``ModelInfer`` (its serialized request): the serialized ``ModelInferResponse``."""
-    message = decode_infer(body)
-    served_or_error(served, model_name, message.model_name, message.model_version)
-    request = parse_grpc_infer(message, served.info, max_batch)
-    parsed = time.perf_counter()
-    result = _scored(served, request)
-    scored = time.perf_counter()
-    response = grpc_infer_response(
-        model_name, served.info, result.probabilities, request.id, result.contributions, result.base_value, request.ids
-    )
-    metrics.observe_scoring(
-        GRPC_INFER_ROUTE, len(request.X), parsed - started, scored - parsed, time.perf_counter() - scored
-    )
-    return Answer(200, response, GRPC)
-
-
-def _scored(served: ServedModel, request: InferRequest) -> Scored:
-    """The request's probabilities (and contributions when asked), with drift and the request log fed."""
-    X, model = request.X, served.model
-    if request.explain and model.explainer is None:
-        raise V2Error(f"request parameter 'explain': {model.explain_unavailable}", 422)
-    contributions = None
-    if request.explain:  # one onnxruntime call for both (model.onnx computes the contributions)
-        probabilities, contributions = model.explain(X)
-    else:
-        probabilities = model.predict_proba(X)
-    churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-    if served.drift is not None:
-        served.drift.add_batch(X, churn)
-    if served.request_log is not None and served.request_log.active:
-        top = None
-        if contributions is not None:
-            top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-        served.request_log.submit(X, churn, top, request.ids, request.id)
-    base = model.explainer.base_value if model.explainer else 0.0
-    return Scored(probabilities, contributions, base)

@@ -28,7 +28,7 @@ from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
-from server.pipeline.infer import answer_grpc_infer, answer_infer
+from server.pipeline.infer import ParsedInfer, Scored, parse_infer, render_infer, score_infers
 from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
 from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
@@ -165,25 +165,21 @@ class Pipeline:
     def _answer(self, served: ServedModel, requests: list[Request], answers: list[Answer | None]) -> None:
         state, metrics = self.state, self.state.metrics
         together: list[ParsedRequest] = []
+        infers: list[ParsedInfer] = []
         for index, request in enumerate(requests):
             try:
                 if request.version is not None:  # checked at the head, again now: a swap may have landed since
                     served_or_error(served, self.model_name, self.model_name, request.version)
-                if request.route == INFER_ROUTE:
-                    answers[index] = answer_infer(
+                if request.route in V2_ROUTES:
+                    parsed = parse_infer(
                         served,
-                        metrics,
+                        request.route,
                         self.model_name,
                         state.settings.max_batch,
                         request.body,
                         request.header_length,
-                        request.started,
                     )
-                    continue
-                if request.route == GRPC_INFER_ROUTE:
-                    answers[index] = answer_grpc_infer(
-                        served, metrics, self.model_name, state.settings.max_batch, request.body, request.started
-                    )
+                    infers.append(ParsedInfer(index, request.route, parsed, request.started, time.perf_counter()))
                     continue
                 rows = served.parser.parse(request.body)
                 ids = None
@@ -198,8 +194,15 @@ class Pipeline:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
             except Exception:
                 answers[index] = _unexpected(request)
-        if not together:
-            return
+        if together:
+            self._score_predicts(served, requests, together, answers)
+        if infers:
+            self._score_infers(served, requests, infers, answers)
+
+    def _score_predicts(
+        self, served: ServedModel, requests: list[Request], together: list[ParsedRequest], answers: list[Answer | None]
+    ) -> None:
+        metrics = self.state.metrics
         try:
             bodies = score_together(served, metrics, together)
         except Exception:  # the shared call failed: each request alone, so that only the one at fault fails
@@ -212,6 +215,35 @@ class Pipeline:
             return
         for parsed, body in zip(together, bodies, strict=True):
             answers[parsed.index] = Answer(200, body)
+
+    def _score_infers(
+        self, served: ServedModel, requests: list[Request], infers: list[ParsedInfer], answers: list[Answer | None]
+    ) -> None:
+        metrics = self.state.metrics
+        try:
+            results = score_infers(served, metrics, infers)
+        except Exception:  # as for /predict: each alone, so that only the one at fault fails
+            logger.exception("scoring %d infer requests together failed; scoring each alone", len(infers))
+            for parsed in infers:
+                try:
+                    self._render_infer(served, parsed, score_infers(served, metrics, [parsed])[0], answers)
+                except Exception:
+                    answers[parsed.index] = _unexpected(requests[parsed.index])
+            return
+        for parsed, result in zip(infers, results, strict=True):
+            try:
+                self._render_infer(served, parsed, result, answers)
+            except Exception:
+                answers[parsed.index] = _unexpected(requests[parsed.index])
+
+    def _render_infer(
+        self, served: ServedModel, parsed: ParsedInfer, result: Scored, answers: list[Answer | None]
+    ) -> None:
+        started = time.perf_counter()
+        answers[parsed.index] = render_infer(served, self.model_name, parsed, result)
+        self.state.metrics.observe_stages(
+            parsed.route, parsed.parsed_at - parsed.started, result.seconds, time.perf_counter() - started
+        )
 
 
 def _unexpected(request: Request) -> Answer:

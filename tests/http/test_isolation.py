@@ -50,7 +50,7 @@ def test_an_unexpected_failure_is_a_500_for_that_request_only(app: PulseApp, mon
         raise ValueError("internal detail that must not reach a client")
 
     alone = _turn(app, (PREDICT_ROUTE, ROW))
-    monkeypatch.setattr(pipeline_module, "answer_infer", broken)
+    monkeypatch.setattr(pipeline_module, "parse_infer", broken)
     together = _turn(app, (PREDICT_ROUTE, ROW), (INFER_ROUTE, b'{"inputs":[' + TENSOR.encode() + b"]}"))
     assert together[0] == alone[0]
     assert together[1] == (500, b'{"error":"Internal Server Error"}')  # the V2 route's format, no internals
