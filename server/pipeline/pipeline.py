@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from server.core.errors import (
@@ -26,10 +27,11 @@ from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE, served_or_error
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
+from server.monitoring.metrics import Metrics
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.infer import ParsedInfer, Scored, parse_infer, render_infer, score_infers
-from server.pipeline.predict import ROUTE, ParsedRequest, explained, score_together
+from server.pipeline.predict import ROUTE, ParsedRequest, explain_asked, score_explained, score_together
 from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
 
@@ -163,8 +165,9 @@ class Pipeline:
         return answers  # type: ignore[return-value]  # every slot is filled above
 
     def _answer(self, served: ServedModel, requests: list[Request], answers: list[Answer | None]) -> None:
-        state, metrics = self.state, self.state.metrics
-        together: list[ParsedRequest] = []
+        state = self.state
+        together: list[ParsedRequest] = []  # /predict without reasons
+        explains: list[ParsedRequest] = []  # /predict?explain=K
         infers: list[ParsedInfer] = []
         for index, request in enumerate(requests):
             try:
@@ -186,30 +189,36 @@ class Pipeline:
                 if isinstance(rows, Identified):
                     ids = rows.ids
                     rows = rows.rows
-                if request.query:
-                    answers[index] = Answer(200, explained(served, metrics, rows, request.query, ids))
-                    continue
-                together.append(ParsedRequest(index, rows, request.started, time.perf_counter(), ids))
+                k = explain_asked(served, rows, request.query) if request.query else None
+                parsed_request = ParsedRequest(index, rows, request.started, time.perf_counter(), ids, k)
+                (together if k is None else explains).append(parsed_request)
             except ApiError as exc:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
             except Exception:
                 answers[index] = _unexpected(request)
         if together:
-            self._score_predicts(served, requests, together, answers)
+            self._score_predicts(score_together, served, requests, together, answers)
+        if explains:
+            self._score_predicts(score_explained, served, requests, explains, answers)
         if infers:
             self._score_infers(served, requests, infers, answers)
 
     def _score_predicts(
-        self, served: ServedModel, requests: list[Request], together: list[ParsedRequest], answers: list[Answer | None]
+        self,
+        score: Callable[[ServedModel, Metrics, list[ParsedRequest]], list[bytes]],
+        served: ServedModel,
+        requests: list[Request],
+        together: list[ParsedRequest],
+        answers: list[Answer | None],
     ) -> None:
         metrics = self.state.metrics
         try:
-            bodies = score_together(served, metrics, together)
+            bodies = score(served, metrics, together)
         except Exception:  # the shared call failed: each request alone, so that only the one at fault fails
             logger.exception("scoring %d requests together failed; scoring each alone", len(together))
             for parsed in together:
                 try:
-                    answers[parsed.index] = Answer(200, score_together(served, metrics, [parsed])[0])
+                    answers[parsed.index] = Answer(200, score(served, metrics, [parsed])[0])
                 except Exception:
                     answers[parsed.index] = _unexpected(requests[parsed.index])
             return

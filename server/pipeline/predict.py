@@ -1,7 +1,8 @@
 """``POST /predict`` bodies scored: each parsed and validated on its own, then the valid rows of all of them in one
 onnxruntime call (one request, or every request a connection turn collected), each answered with its own results.
 
-A request with ``explain=K`` is scored on its own, with its reasons. Drift, the request log and the stage timings
+The requests with ``explain=K`` (any K) are scored together too, in one call of the graph that gives the reasons
+(:func:`score_explained`), each answered with its own K. Drift, the request log and the stage timings
 are fed here, once, whichever door the requests came in by.
 """
 
@@ -32,35 +33,48 @@ class ParsedRequest:
     started: float
     parsed_at: float
     ids: list[Id | None] | None = None  # the caller's ids, one per row, when it sent any
+    k: int | None = None  # explain=K: the reasons each row is answered with
 
 
-def explained(
-    served: ServedModel, metrics: Metrics, rows: Parsed, query: bytes, ids: list[Id | None] | None = None
-) -> bytes:
-    """The results with SHAP reasons when the query asks ``explain=K``; plain results for any other query."""
+def explain_asked(served: ServedModel, rows: Parsed, query: bytes) -> int | None:
+    """K when the query asks ``explain=K`` (a 422 naming the parameter when K is not valid), ``None`` for any other
+    query. Reasons are given for rows sent as objects only."""
     if isinstance(rows, Columns):
         message = "Reasons are given for rows sent as objects, not as columns"
         raise ValidationFailed([field_error(["query", "explain"], message, "value_error")])
-    one = isinstance(rows, list)
-    X: npt.NDArray[np.float32] = np.array([rows], dtype=np.float32) if isinstance(rows, list) else rows
-    k = explain_count(query, served.model)
+    return explain_count(query, served.model)
+
+
+def score_explained(served: ServedModel, metrics: Metrics, parsed: list[ParsedRequest]) -> list[bytes]:
+    """The response bodies of ``parsed`` (in order, each with its own ``explain=K``), the probabilities and the
+    contributions of all their rows from one onnxruntime call (model.onnx computes both)."""
+    X = _stack([request.rows for request in parsed])
     started = time.perf_counter()
-    if k is None:
-        proba = served.model.churn_probability(X)
-    else:  # the probabilities and the reasons from one onnxruntime call (model.onnx computes both)
-        probabilities, contributions = served.model.explain(X)
-        proba = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-    metrics.observe_call(time.perf_counter() - started, len(X))
+    probabilities, contributions = served.model.explain(X)
+    scored = time.perf_counter()
+    inference = scored - started
+    metrics.observe_call(inference, len(X))
+    proba = np.ascontiguousarray(probabilities[:, served.info.positive_index])
     if served.drift is not None:
         served.drift.add_batch(X, proba)
-    if k is None:
-        payload = served.render_one(proba[0], ids[0] if ids else None) if one else served.render_batch(proba, ids)
-        reasons = None
-    else:
-        payload, reasons = render_explained(served.model, X, proba, contributions, k, one, ids)
-    if served.request_log is not None and served.request_log.active:
-        served.request_log.submit(X, proba, reasons, ids)
-    return payload
+    log_rows = served.request_log is not None and served.request_log.active
+    payloads, read_parse, render, start = [], [], [], 0
+    for request in parsed:
+        assert request.k is not None
+        end = start + _count(request.rows)
+        payload, reasons = render_explained(
+            served.model, X[start:end], proba[start:end], contributions[start:end], request.k,
+            type(request.rows) is list, request.ids,
+        )  # fmt: skip
+        if log_rows:
+            served.request_log.submit(X[start:end], proba[start:end], reasons, request.ids)  # type: ignore[union-attr]
+        payloads.append(payload)
+        rendered = time.perf_counter()
+        read_parse.append(request.parsed_at - request.started)
+        render.append(rendered - scored)
+        scored, start = rendered, end
+    metrics.observe_stages_all(ROUTE, read_parse, inference, render)
+    return payloads
 
 
 def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedRequest]) -> list[bytes]:

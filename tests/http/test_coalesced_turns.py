@@ -1,6 +1,7 @@
-"""V2 infer requests of one turn, in both encodings (HTTP JSON and gRPC protobuf), are scored together: at most one
-onnxruntime call for those that ask no reasons and one for those that do, each answered byte for byte as it would
-be alone; a shared call that fails fails only the request at fault."""
+"""The requests of one turn are scored together, whatever they ask: ``/predict`` with and without ``explain=K`` (any
+K), and V2 infer in both encodings (HTTP JSON and gRPC protobuf), with and without reasons. Each kind makes at most
+one onnxruntime call for those that ask no reasons and one for those that do; each request is answered byte for byte
+as it would be alone; a shared call that fails fails only the request at fault."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_ROUTE, ModelInferRequest
 from server.http.app import PulseApp, create_app
 from server.pipeline import infer as infer_module, pipeline as pipeline_module
-from server.pipeline.pipeline import Request
+from server.pipeline.pipeline import PREDICT_ROUTE, Request
 
 pytestmark = pytest.mark.http
 
@@ -51,9 +52,14 @@ def _grpc(rows: np.ndarray, explain: bool = False) -> tuple[str, bytes]:
 
 
 def _turn(app: PulseApp, requests: list[tuple[str, bytes]]) -> tuple[list[tuple[int, bytes]], int]:
-    """The answers to one turn of ``requests``, and how many onnxruntime calls it made."""
+    """The answers to one turn of ``requests`` (a route's query after ``?``), and how many onnxruntime calls it
+    made."""
     calls = sum(app.state.metrics.compute.counts)
-    answers = app.pipeline.answer([Request(route, b"", body, time.perf_counter()) for route, body in requests])
+    turn = []
+    for target, body in requests:
+        route, _, query = target.partition("?")
+        turn.append(Request(route, query.encode(), body, time.perf_counter()))
+    answers = app.pipeline.answer(turn)
     return [(answer.status, answer.body) for answer in answers], sum(app.state.metrics.compute.counts) - calls
 
 
@@ -90,9 +96,7 @@ def test_a_bad_request_in_the_turn_is_answered_alone(app: PulseApp) -> None:
     assert together[1][0] == 400 and together[3][0] == 400
 
 
-def test_a_failing_shared_call_fails_only_the_request_at_fault(
-    app: PulseApp, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_failing_shared_call_fails_only_the_request_at_fault(app: PulseApp, monkeypatch: pytest.MonkeyPatch) -> None:
     requests = [_json(np.full((1, 6), 2, np.float32)), _grpc(np.full((1, 6), 7, np.float32)), _grpc(np.ones((1, 6)))]
     alone = [_turn(app, [request])[0][0] for request in requests]
     real = infer_module.score_infers
@@ -106,3 +110,42 @@ def test_a_failing_shared_call_fails_only_the_request_at_fault(
     together, _ = _turn(app, requests)
     assert together[0] == alone[0] and together[2] == alone[2]
     assert together[1] == (500, b'{"error":"Internal Server Error"}')
+
+
+def _predicts(seed: int) -> list[tuple[str, bytes]]:
+    """/predict bodies: single objects and arrays, with ids or not, plain and with explain=1..3."""
+    rng = np.random.default_rng(seed)
+    features = ("total_events", "total_sessions", "avg_events_per_session", "revenue_per_session", "active_days",
+                "days_since_last_event")  # fmt: skip
+    requests = []
+    for i in range(15):
+        rows = [{name: float(rng.integers(1, 30)) for name in features} for _ in range(int(rng.integers(1, 4)))]
+        if i % 4 == 1:
+            rows = [{"id": f"user-{i}-{j}", **row} for j, row in enumerate(rows)]
+        body = json.dumps(rows[0] if i % 2 == 0 else rows).encode()
+        requests.append((PREDICT_ROUTE + (f"?explain={i % 3 + 1}" if i % 5 in (0, 2, 3) else ""), body))
+    return requests
+
+
+def test_predicts_with_and_without_reasons_make_one_call_of_each_kind(app: PulseApp) -> None:
+    requests = _predicts(34)
+    alone = [_turn(app, [request]) for request in requests]
+    together, calls = _turn(app, requests)
+    assert calls == 2
+    assert together == [answers[0] for answers, _ in alone]
+    assert all(status == 200 for status, _ in together)
+    explained = [json.loads(body) for (target, _), (_, body) in zip(requests, together, strict=True) if "?" in target]
+    assert all("reasons" in (item if isinstance(item, dict) else item[0]) for item in explained)
+
+
+def test_a_turn_of_every_kind_makes_one_call_per_kind(app: PulseApp) -> None:
+    _, calls = _turn(app, _predicts(35) + _mixed(35))
+    assert calls == 4  # /predict plain, /predict explained, V2 plain, V2 explained
+
+
+def test_a_bad_explain_is_answered_alone_in_a_turn(app: PulseApp) -> None:
+    good = _predicts(36)[:3]
+    bad = (PREDICT_ROUTE + "?explain=99", good[0][1])
+    together, _ = _turn(app, [good[0], bad, good[1], good[2]])
+    assert [together[i] for i in (0, 2, 3)] == [_turn(app, [request])[0][0] for request in good]
+    assert together[1][0] == 422 and b"explain" in together[1][1]
