@@ -100,6 +100,7 @@ class GrpcDoor:
         self.server: grpc.aio.Server | None = None
         self.services = StandardServices(SERVICE)
         self._stopping: asyncio.Task[None] | None = None
+        self._reported: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         settings = self.state.settings
@@ -124,7 +125,7 @@ class GrpcDoor:
         drain period the server stops, giving the calls under way the graceful period, as HTTP does."""
         settings = self.state.settings
         loop = asyncio.get_running_loop()
-        loop.create_task(self.services.shutting_down())
+        self._reported = loop.create_task(self.services.shutting_down())  # kept: the loop holds tasks weakly
         if self._stopping is None:
             self._stopping = loop.create_task(self._stop_after(settings.drain_seconds))
 
