@@ -1,8 +1,8 @@
 """The worker's queue of complete pipeline requests, answered together once per event-loop turn.
 
 Two doors hand requests here. A ``/predict`` or V2 infer request with a declared Content-Length within the limits
-(JSON, or the V2 binary tensor extension; no query string, no Content-Encoding) does not become an ASGI task: its
-connection (``server.http.fast.protocol``) collects the body and hands it here. A gRPC ``ModelInfer`` call
+(JSON, or the V2 binary tensor extension, no Content-Encoding; its query, such as ``explain=K``, goes along) does
+not become an ASGI task: its connection (``server.http.fast.protocol``) collects the body and hands it here. A gRPC ``ModelInfer`` call
 (``server.grpc.door``) hands its message here and awaits its answer. Every request handed over during one event-loop
 turn goes to the pipeline together at the end of that turn (``loop.call_soon``), so the valid ``/predict`` rows of
 all of them are scored in one onnxruntime call; each answer is written to its own connection. A request that
@@ -53,6 +53,7 @@ class PendingRequest:
         "more_body",
         "on_response",
         "probe",
+        "query",
         "reserved",
         "response_complete",
         "response_started",
@@ -78,6 +79,7 @@ class PendingRequest:
         self.route = route  # a pipeline route
         self.reserved = reserved  # bytes of the worker's body budget held for this body until it is answered
         self.admitted = False  # whether it holds a place in the worker's Admission, until it is answered
+        self.query = b""  # the request target's query string (``explain=K``)
         self.header_length = header_length  # V2 binary tensor extension: the JSON header's length
         self.version = version  # the model version a versioned V2 path named
         self.chunks: list[bytes] = []
@@ -128,7 +130,9 @@ class Coalescer:
             body = b"".join(request.chunks)
             request.chunks.clear()  # the connection keeps its last request until the next one
             taken.append(request)
-            requests.append(Request(request.route, b"", body, request.started, request.header_length, request.version))
+            requests.append(
+                Request(request.route, request.query, body, request.started, request.header_length, request.version)
+            )
         answers = self.pipeline.answer(requests) if requests else []
         close = self.state.draining
         for request, answer in zip(taken, answers, strict=True):

@@ -259,7 +259,7 @@ class Connection(asyncio.Protocol):
             if self._access_log:
                 probe.access = self._request_line()
             return
-        if idle and parsed.query is None and not self.expect_100_continue:
+        if idle and not self.expect_100_continue:
             native = self._native_request(method, path, keep_alive, head)
             if native is not None:
                 self.active = self.parsing = native
@@ -272,6 +272,7 @@ class Connection(asyncio.Protocol):
                     self.respond(native, OVERLOADED, False, complete=False)
                     return
                 native.admitted = True
+                native.query = parsed.query or b""  # /predict?explain=K: its reasons, coalesced like the rest
                 return
         try:
             decoded = unquote(path.decode("ascii"))
