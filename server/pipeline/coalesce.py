@@ -2,11 +2,11 @@
 
 Two doors hand requests here. A ``/predict`` or V2 infer request with a declared Content-Length within the limits
 (JSON, or the V2 binary tensor extension, no Content-Encoding; its query, such as ``explain=K``, goes along) does
-not become an ASGI task: its connection (``server.http.fast.protocol``) collects the body and hands it here. A
-gRPC ``ModelInfer`` call (``server.grpc.door``) hands its message here and awaits its answer. Every request handed over during one event-loop
-turn goes to the pipeline together at the end of that turn (``loop.call_soon``), so the valid ``/predict`` rows of
-all of them are scored in one onnxruntime call; each answer is written to its own connection. A request that
-arrives alone is answered in the same turn: nothing waits on a timer.
+not become an ASGI task: its connection (``server.http.fast.protocol``) collects the body and hands it here. A gRPC
+``ModelInfer`` call (``server.grpc.door``) hands its message here and awaits its answer. Every request handed over
+during one event-loop turn goes to the pipeline together at the end of that turn (``loop.call_soon``), so the valid
+``/predict`` rows of all of them are scored in one onnxruntime call; each answer is written to its own connection. A
+request that arrives alone is answered in the same turn: nothing waits on a timer.
 
 What onnxruntime costs per call (~6 us here, whatever the row count up to a few dozen) is paid once per turn
 instead of once per request, and the per-request asyncio task, ASGI messages and scope are not built at all: for
