@@ -138,7 +138,7 @@ class Client(threading.Thread):
                 continue
             now = time.monotonic()
             if status == 422:  # the served model's inputs changed under this client (a forced swap): follow it
-                self.schema = self.schemas[(self.schemas.index(self.schema) + 1) % len(self.schemas)]
+                self.follow_schema()
             with self.history.lock:
                 if status != 200:
                     self.history.answers.append((now, kind, status, "", None, None))
@@ -156,17 +156,16 @@ class Client(threading.Thread):
                     self.history.answers.append((now, kind, 200, version, rows, probabilities))
         connection.close()
 
+    def follow_schema(self) -> None:
+        """Send the other model's features from now on (a forced swap changed the served model's inputs)."""
+        self.schema = self.schemas[(self.schemas.index(self.schema) + 1) % len(self.schemas)]
+
     def _connect(self) -> http.client.HTTPConnection:
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
 
 
-class GrpcClient(threading.Thread):
+class GrpcClient(Client):
     """One gRPC channel streaming single-row ``ModelInfer`` calls; every answer (or reset) into the history."""
-
-    def __init__(self, port: int, seed: int, schemas: list[tuple[str, ...]], history: History, stop: threading.Event):
-        super().__init__(daemon=True)
-        self.port, self.rng, self.schemas, self.history, self.stop = port, random.Random(seed), schemas, history, stop
-        self.schema = schemas[0]
 
     def run(self) -> None:
         import grpc
@@ -199,7 +198,7 @@ class GrpcClient(threading.Thread):
 
         now = time.monotonic()
         if code == grpc.StatusCode.INVALID_ARGUMENT:  # the served model's inputs changed (a forced swap): follow
-            self.schema = self.schemas[(self.schemas.index(self.schema) + 1) % len(self.schemas)]
+            self.follow_schema()
         with self.history.lock:
             if code == grpc.StatusCode.UNAVAILABLE:  # the worker holding the connection is gone: a reset
                 self.history.resets.append(now)

@@ -22,12 +22,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from benchmarks.hostile import HealthProbes, descriptors, rss_mb, settled_in_flight
+from benchmarks.hostile import HealthProbes, run_case, write_results
 from benchmarks.procs import ROOT, Repeating, ServerProcess, free_port, percentile_ms, python_command, run_server
 
 INFER_PATH = "/inference.GRPCInferenceService/ModelInfer"
@@ -367,6 +368,16 @@ def _server(artifacts: Path, workdir: Path) -> Iterator[tuple[ServerProcess, int
         yield server, grpc_port
 
 
+def _probed(ctx: Context, case: Callable[[Context], dict[str, Any]]) -> dict[str, Any]:
+    """``case`` with a liveness probe and fresh calls running throughout: not ok unless each was answered."""
+    with HealthProbes(ctx.port, every=0.1) as probes, FreshCalls(ctx.grpc_port, ctx.body) as fresh:
+        outcome = case(ctx)
+        time.sleep(0.3)  # a probe and a call after the attack's last frame too
+    outcome["health"], outcome["fresh_infer"] = probes.summary(), fresh.summary()
+    outcome["ok"] = outcome["ok"] and outcome["health"]["failed"] == 0 and outcome["fresh_infer"]["failed"] == 0
+    return outcome
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     size = FULL if args.full else Size()
     features = json.loads((args.artifacts / "metrics.json").read_text())["features"]
@@ -377,26 +388,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             port = int(server.url.rsplit(":", 1)[1])
             ctx = Context(server, port, grpc_port, size, infer_body(len(features)))
             for name in args.case or list(CASES):
-                started = time.perf_counter()
-                with HealthProbes(port, every=0.1) as probes, FreshCalls(grpc_port, ctx.body) as fresh:
-                    try:
-                        outcome = CASES[name](ctx)
-                    except Exception as exc:  # a case that breaks is reported, and the rest still run
-                        outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                    time.sleep(0.3)  # a probe and a call after the attack's last frame too
-                outcome["health"], outcome["fresh_infer"] = probes.summary(), fresh.summary()
-                alive = server.process.poll() is None
-                outcome["server_alive"] = alive
-                if alive:
-                    outcome["server_rss_mb"] = round(rss_mb(server.pid), 1)
-                    outcome["server_fds"] = descriptors(server.pid)
-                    outcome["in_flight_after"] = settled_in_flight(server.url)
-                served = outcome["health"]["failed"] == 0 and outcome["fresh_infer"]["failed"] == 0
-                outcome["ok"] = bool(outcome["ok"] and alive and served and outcome.get("in_flight_after") == 0)
-                outcome["case_seconds"] = round(time.perf_counter() - started, 1)
-                results["cases"][name] = outcome
-                print(f"{'ok  ' if outcome['ok'] else 'FAIL'} {name}: {json.dumps(outcome)}", flush=True)
-                if not alive:
+                outcome = results["cases"][name] = run_case(server, name, partial(_probed, ctx, CASES[name]))
+                if not outcome["server_alive"]:
                     break
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -421,8 +414,4 @@ def add_parser(commands: Any) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"gRPC hostile suite: {'passed' if results['passed'] else 'FAILED'} -> {args.out}", flush=True)
-    return 0 if results["passed"] else 1
+    return write_results(run(args), args.out, "gRPC hostile suite")

@@ -25,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -637,24 +638,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         with _server(args.artifacts, workdir) as server:
             ctx = Context(server, int(server.url.rsplit(":", 1)[1]), size, features, row, batch, workdir)
             for name in names:
-                started = time.perf_counter()
-                try:
-                    outcome = CASES[name](ctx)
-                except Exception as exc:  # a case that breaks is reported, and the rest still run
-                    outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                alive = server.process.poll() is None
-                outcome["server_alive"] = alive
-                if alive:
-                    outcome["server_rss_mb"] = round(rss_mb(server.pid), 1)
-                    outcome["server_fds"] = descriptors(server.pid)
-                    outcome["in_flight_after"] = settled_in_flight(server.url)
-                    outcome["ok"] = outcome["ok"] and outcome["in_flight_after"] == 0
-                else:
-                    outcome["ok"] = False
-                outcome["case_seconds"] = round(time.perf_counter() - started, 1)
-                results["cases"][name] = outcome
-                print(f"{'ok  ' if outcome['ok'] else 'FAIL'} {name}: {json.dumps(outcome)}", flush=True)
-                if not alive:
+                outcome = results["cases"][name] = run_case(server, name, partial(CASES[name], ctx))
+                if not outcome["server_alive"]:
                     break
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -676,9 +661,33 @@ def add_parser(commands: Any) -> None:
     parser.set_defaults(handler=main)
 
 
-def main(args: argparse.Namespace) -> int:
-    results = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"hostile suite: {'passed' if results['passed'] else 'FAILED'} -> {args.out}", flush=True)
+def run_case(server: ServerProcess, name: str, case: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One case against ``server``: its outcome (an exception is reported, not raised, so the rest still run) with
+    the server's state after it — alive, RSS, descriptors, the in-flight gauge settled, which must be 0 — printed."""
+    started = time.perf_counter()
+    try:
+        outcome = case()
+    except Exception as exc:
+        outcome = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    alive = server.process.poll() is None
+    outcome["server_alive"] = alive
+    if alive:
+        outcome["server_rss_mb"] = round(rss_mb(server.pid), 1)
+        outcome["server_fds"] = descriptors(server.pid)
+        outcome["in_flight_after"] = settled_in_flight(server.url)
+    outcome["ok"] = bool(outcome["ok"] and alive and outcome.get("in_flight_after") == 0)
+    outcome["case_seconds"] = round(time.perf_counter() - started, 1)
+    print(f"{'ok  ' if outcome['ok'] else 'FAIL'} {name}: {json.dumps(outcome)}", flush=True)
+    return outcome
+
+
+def write_results(results: dict[str, Any], out: Path, suite: str) -> int:
+    """The suite's figures as JSON at ``out``; its exit status."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"{suite}: {'passed' if results['passed'] else 'FAILED'} -> {out}", flush=True)
     return 0 if results["passed"] else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    return write_results(run(args), args.out, "hostile suite")

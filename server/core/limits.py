@@ -28,10 +28,6 @@ class Admission:
         self.limit = limit  # 0: no bound
         self.metrics = metrics  # the in-flight gauge is this object's to keep
 
-    @property
-    def held(self) -> int:
-        return self.metrics.in_flight
-
     def admit(self) -> bool:
         """Hold one more request if the bound allows it; a refusal is counted (``overloaded``, 503)."""
         metrics = self.metrics
@@ -41,8 +37,8 @@ class Admission:
         metrics.in_flight += 1
         return True
 
-    def release(self, n: int = 1) -> None:
-        self.metrics.in_flight -= n
+    def release(self) -> None:
+        self.metrics.in_flight -= 1
 
 
 class BodyBudget:

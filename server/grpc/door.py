@@ -51,7 +51,6 @@ STATUS_CODES = {
     503: grpc.StatusCode.UNAVAILABLE,
 }
 SHED = Overloaded("too many requests in flight; retry shortly")
-NO_BODY_MEMORY = Overloaded("too many request bodies being read; retry shortly")
 DRAINING = NotReady("this worker is shutting down; retry on another")
 
 # Keepalive enforcement: a client may ping at most once per MIN_PING_INTERVAL_MS (without calls in flight too);
@@ -151,9 +150,10 @@ class GrpcDoor:
         call = GrpcCall(self, started, asyncio.get_running_loop().create_future())
         call.admitted = True
         try:
-            if not state.body_budget.reserve(len(body)):
-                state.metrics.rejected[("body_memory", 503)] += 1
-                await _abort(context, self.pipeline.refuse(INFER_ROUTE, NO_BODY_MEMORY, started), NO_BODY_MEMORY)
+            try:
+                state.body_budget.take(len(body))  # the HTTP bodies' budget, and its refusal (counted there)
+            except Overloaded as exc:
+                await _abort(context, self.pipeline.refuse(INFER_ROUTE, exc, started), exc)
             call.reserved = len(body)
             call.chunks.append(body)
             coalescer.submit(call)

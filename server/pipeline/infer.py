@@ -2,7 +2,8 @@
 tensor extension's JSON and bytes), and the gRPC ``ModelInferRequest``. Each is parsed and validated into the same
 :class:`~server.core.v2.InferRequest` (:func:`parse_infer`), the requests of a turn are scored together
 (:func:`score_infers`: at most one onnxruntime call for those that ask no reasons and one for those that do; drift
-and the request log fed there), and each is rendered in its own encoding (:func:`render_infer`)."""
+and the request log fed there), and each is rendered in its own encoding (:func:`render_infer`; both steps:
+:func:`answer_infers`)."""
 
 from __future__ import annotations
 
@@ -117,6 +118,17 @@ def _log(
     if contributions is not None:
         top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
     served.request_log.submit(request.X, churn, top, request.ids, request.id)
+
+
+def answer_infers(served: ServedModel, metrics: Metrics, model_name: str, parsed: list[ParsedInfer]) -> list[Answer]:
+    """The answers to ``parsed``, in order: scored together (:func:`score_infers`), each rendered in its encoding."""
+    answers = []
+    for item, result in zip(parsed, score_infers(served, metrics, parsed), strict=True):
+        started = time.perf_counter()
+        answers.append(render_infer(served, model_name, item, result))
+        read_parse = item.parsed_at - item.started
+        metrics.observe_stages(item.route, read_parse, result.seconds, time.perf_counter() - started)
+    return answers
 
 
 def render_infer(served: ServedModel, model_name: str, parsed: ParsedInfer, result: Scored) -> Answer:

@@ -14,6 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
 
 from server.core.errors import (
     ApiError,
@@ -27,10 +29,9 @@ from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE, served_or_error
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
-from server.monitoring.metrics import Metrics
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
-from server.pipeline.infer import ParsedInfer, Scored, parse_infer, render_infer, score_infers
+from server.pipeline.infer import ParsedInfer, answer_infers, parse_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explain_asked, score_explained, score_together
 from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
@@ -39,6 +40,7 @@ logger = logging.getLogger(__name__)
 
 PREDICT_ROUTE = ROUTE
 ROUTES = (PREDICT_ROUTE, INFER_ROUTE, GRPC_INFER_ROUTE)
+Grouped = TypeVar("Grouped", ParsedRequest, ParsedInfer)  # a request parsed and waiting for its group's call
 V2_ROUTES = frozenset({INFER_ROUTE, GRPC_INFER_ROUTE})  # their errors in the protocol's body
 
 
@@ -196,63 +198,44 @@ class Pipeline:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
             except Exception:
                 answers[index] = _unexpected(request)
-        if together:
-            self._score_predicts(score_together, served, requests, together, answers)
-        if explains:
-            self._score_predicts(score_explained, served, requests, explains, answers)
+        metrics = state.metrics
+        for group, score in (
+            (together, _answered(partial(score_together, served, metrics))),
+            (explains, _answered(partial(score_explained, served, metrics))),
+        ):
+            if group:
+                self._score_group(score, group, requests, answers)
         if infers:
-            self._score_infers(served, requests, infers, answers)
+            self._score_group(partial(answer_infers, served, metrics, self.model_name), infers, requests, answers)
 
-    def _score_predicts(
+    def _score_group(
         self,
-        score: Callable[[ServedModel, Metrics, list[ParsedRequest]], list[bytes]],
-        served: ServedModel,
+        score: Callable[[list[Grouped]], list[Answer]],
+        group: list[Grouped],
         requests: list[Request],
-        together: list[ParsedRequest],
         answers: list[Answer | None],
     ) -> None:
-        metrics = self.state.metrics
+        """The answers to ``group`` from one scoring call; if that call fails, each request alone, so that only the
+        one at fault fails."""
         try:
-            bodies = score(served, metrics, together)
-        except Exception:  # the shared call failed: each request alone, so that only the one at fault fails
-            logger.exception("scoring %d requests together failed; scoring each alone", len(together))
-            for parsed in together:
+            scored = score(group)
+        except Exception:
+            logger.exception("scoring %d requests together failed; scoring each alone", len(group))
+            for item in group:
                 try:
-                    answers[parsed.index] = Answer(200, score(served, metrics, [parsed])[0])
+                    answers[item.index] = score([item])[0]
                 except Exception:
-                    answers[parsed.index] = _unexpected(requests[parsed.index])
+                    answers[item.index] = _unexpected(requests[item.index])
             return
-        for parsed, body in zip(together, bodies, strict=True):
-            answers[parsed.index] = Answer(200, body)
+        for item, answer in zip(group, scored, strict=True):
+            answers[item.index] = answer
 
-    def _score_infers(
-        self, served: ServedModel, requests: list[Request], infers: list[ParsedInfer], answers: list[Answer | None]
-    ) -> None:
-        metrics = self.state.metrics
-        try:
-            results = score_infers(served, metrics, infers)
-        except Exception:  # as for /predict: each alone, so that only the one at fault fails
-            logger.exception("scoring %d infer requests together failed; scoring each alone", len(infers))
-            for parsed in infers:
-                try:
-                    self._render_infer(served, parsed, score_infers(served, metrics, [parsed])[0], answers)
-                except Exception:
-                    answers[parsed.index] = _unexpected(requests[parsed.index])
-            return
-        for parsed, result in zip(infers, results, strict=True):
-            try:
-                self._render_infer(served, parsed, result, answers)
-            except Exception:
-                answers[parsed.index] = _unexpected(requests[parsed.index])
 
-    def _render_infer(
-        self, served: ServedModel, parsed: ParsedInfer, result: Scored, answers: list[Answer | None]
-    ) -> None:
-        started = time.perf_counter()
-        answers[parsed.index] = render_infer(served, self.model_name, parsed, result)
-        self.state.metrics.observe_stages(
-            parsed.route, parsed.parsed_at - parsed.started, result.seconds, time.perf_counter() - started
-        )
+def _answered(
+    bodies: Callable[[list[ParsedRequest]], list[bytes]],
+) -> Callable[[list[ParsedRequest]], list[Answer]]:
+    """A /predict scoring step whose bodies are 200 answers."""
+    return lambda group: [Answer(200, body) for body in bodies(group)]
 
 
 def _unexpected(request: Request) -> Answer:

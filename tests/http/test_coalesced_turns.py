@@ -19,7 +19,7 @@ from server.config.settings import Settings
 from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_ROUTE, ModelInferRequest
 from server.http.app import PulseApp, create_app
-from server.pipeline import infer as infer_module, pipeline as pipeline_module
+from server.pipeline import infer as infer_module
 from server.pipeline.pipeline import PREDICT_ROUTE, Request
 
 pytestmark = pytest.mark.http
@@ -106,7 +106,7 @@ def test_a_failing_shared_call_fails_only_the_request_at_fault(app: PulseApp, mo
             raise RuntimeError("a row onnxruntime cannot take")
         return real(served, metrics, parsed)
 
-    monkeypatch.setattr(pipeline_module, "score_infers", fails_with_the_marked_row)
+    monkeypatch.setattr(infer_module, "score_infers", fails_with_the_marked_row)
     together, _ = _turn(app, requests)
     assert together[0] == alone[0] and together[2] == alone[2]
     assert together[1] == (500, b'{"error":"Internal Server Error"}')

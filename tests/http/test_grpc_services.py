@@ -24,7 +24,7 @@ from server.config.settings import Settings
 from server.core.v2_grpc import ModelInferRequest, message_class
 from server.grpc import door as door_module
 from server.http.app import create_app
-from server.pipeline import pipeline as pipeline_module
+from server.pipeline import infer as infer_module
 
 pytestmark = pytest.mark.http
 
@@ -123,7 +123,7 @@ def test_an_unexpected_failure_is_a_generic_internal_with_the_cause_in_the_log(
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("internal detail that must not reach a client")
 
-    monkeypatch.setattr(pipeline_module, "render_infer", broken)
+    monkeypatch.setattr(infer_module, "render_infer", broken)
     with caplog.at_level(logging.ERROR):
         assert _error(channel, _request(1, width)) == (grpc.StatusCode.INTERNAL, "Internal Server Error")
     assert "internal detail that must not reach a client" in caplog.text  # the cause, for the operator only
