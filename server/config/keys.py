@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-SCOPES = ("predict", "admin")
+SCOPES = ("predict", "metrics", "admin")  # what each route needs: server.core.access
 PREFIX = "sha256:"
 
 

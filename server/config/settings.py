@@ -91,7 +91,6 @@ class Settings:
     body_timeout_seconds: float = _setting(30.0, _finite_float, 0.1, 3600)  # end of head -> whole body
     max_connections: int = _setting(1000, int, 1, 1_000_000)  # per worker; above it, probes only
     max_pending_body_bytes: int = _setting(64 * MIB, int, 1024, 1 << 40)  # bodies being read, per worker
-    batch_concurrency: int = _setting(1, int, 1, 1024)  # large bodies parsed and scored at once, per worker
     max_in_flight: int = _setting(0, int, 0, 1_000_000)  # per worker; above it 503 + Retry-After at once (0: off)
     api_keys_file: Path | None = _setting(None, _optional_path)  # hashed keys with scopes (off when unset)
     tls_cert: Path | None = _setting(None, _optional_path)  # PEM certificate chain: HTTPS when set with tls_key

@@ -1,10 +1,9 @@
-"""Per-worker bounds on the work requests may hold: how many are in flight, the memory of bodies being read, and how
-many large bodies are scored back to back before the event loop polls its sockets again. Each bound is written once
-here; every door (the connection's own path, the ASGI app, gRPC) asks the same object."""
+"""Per-worker bounds on the work requests may hold: how many are in flight and the memory of bodies being read. Each
+bound is written once here; every door (the connection's own path, the ASGI app, gRPC) asks the same object. (How
+much batch work runs before the event loop polls its sockets again is the coalescer's: one turn at a time.)"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
@@ -12,8 +11,6 @@ from server.core.errors import Overloaded
 
 if TYPE_CHECKING:
     from server.monitoring.metrics import Metrics
-
-GATED_BODY_BYTES = 16 * 1024  # bodies this large (about 100 rows) go through the BatchGate
 
 
 class Admission:
@@ -57,29 +54,13 @@ class BodyBudget:
             self.rejected[("body_memory", 503)] += 1
             raise Overloaded("too many request bodies being read; retry shortly")
 
+    def hold(self, n: int) -> None:
+        """Count ``n`` bytes already read (and so already allowed) until the request is answered."""
+        self.held += n
+
     def reserve(self, n: int) -> bool:
         """Hold ``n`` bytes if they fit; whether they did (nothing is counted)."""
         if self.held + n > self.limit:
             return False
         self.held += n
         return True
-
-
-class BatchGate:
-    """Large bodies are parsed and scored ``concurrency`` at a time, and each hands the gate on only after the
-    event loop has had a turn for other I/O. Each 1000-row batch holds the loop for milliseconds; without the gate
-    the loop runs every batch whose body is complete back to back, and /health waits behind all of them."""
-
-    __slots__ = ("_semaphore",)
-
-    def __init__(self, concurrency: int) -> None:
-        self._semaphore = asyncio.Semaphore(concurrency)
-
-    async def __aenter__(self) -> None:
-        await self._semaphore.acquire()
-
-    async def __aexit__(self, *exc: object) -> None:
-        try:
-            await asyncio.sleep(0)  # the loop polls sockets (probes included) before the next batch runs
-        finally:
-            self._semaphore.release()

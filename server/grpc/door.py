@@ -25,17 +25,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
-import orjson
 
 from server.config.settings import Settings
+from server.core.access import counts_in_flight, needed_scope
 from server.core.errors import ApiError, InternalError, NotReady, Overloaded, V2Error
 from server.core.v2 import SERVER_METADATA, model_config, model_metadata, served_or_error
 from server.core.v2_grpc import INFER_ROUTE, SERVICE, from_dict, message_class
 from server.grpc.services import StandardServices
 from server.pipeline.answer import Answer, error_answer
-from server.pipeline.coalesce import Coalescer, PendingRequest
+from server.pipeline.coalesce import AwaitedRequest, Coalescer
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import Pipeline
+from server.pipeline.probes import probe_document
 
 logger = logging.getLogger(__name__)
 
@@ -59,16 +60,6 @@ MIN_PING_INTERVAL_MS = 10_000
 MAX_PING_STRIKES = 2
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
-
-class GrpcCall(PendingRequest):
-    """One ``ModelInfer`` call in the coalescer's queue; its answer is handed back through ``answered``."""
-
-    __slots__ = ("answered",)
-
-    def __init__(self, door: GrpcDoor, started: float, answered: asyncio.Future[Answer]) -> None:
-        super().__init__(door, True, started, INFER_ROUTE)
-        self.answered = answered
 
 
 def server_options(settings: Settings) -> list[tuple[str, int]]:
@@ -143,41 +134,28 @@ class GrpcDoor:
     # ModelInfer: bytes in, bytes out (the pipeline reads and writes the messages) ------------------------------
     async def _infer(self, body: bytes, context: grpc.aio.ServicerContext) -> bytes:
         started = time.perf_counter()
-        state, coalescer = self.state, self.coalescer
-        refusal = self._refusal(INFER_ROUTE, "predict", context)
+        state = self.state
+        refusal = self._refusal(INFER_ROUTE, context)
         if refusal is not None:
-            await _abort(context, self.pipeline.refuse(INFER_ROUTE, refusal, started), refusal)
-        call = GrpcCall(self, started, asyncio.get_running_loop().create_future())
+            await _abort(context, self.pipeline.refuse(INFER_ROUTE, refusal, started))
+        call = AwaitedRequest(started, INFER_ROUTE, body)
         call.admitted = True
         try:
-            try:
-                state.body_budget.take(len(body))  # the HTTP bodies' budget, and its refusal (counted there)
-            except Overloaded as exc:
-                await _abort(context, self.pipeline.refuse(INFER_ROUTE, exc, started), exc)
-            call.reserved = len(body)
-            call.chunks.append(body)
-            coalescer.submit(call)
-            try:
-                answer = await call.answered
-            except asyncio.CancelledError:  # the client went away: its turn skips it
-                call.disconnected = True
-                raise
-        finally:
-            coalescer.release(call)
+            state.body_budget.take(len(body))  # the HTTP bodies' budget, and its refusal (counted there)
+        except Overloaded as exc:
+            self.coalescer.release(call)
+            await _abort(context, self.pipeline.refuse(INFER_ROUTE, exc, started))
+        call.reserved = len(body)
+        answer = await self.coalescer.answer(call)  # a client gone meanwhile: its turn skips it
         if answer.status != 200:
             await _abort(context, answer)
         return answer.body
 
-    def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None:
-        """The coalescer's answer to a call (see :class:`~server.pipeline.coalesce.Responder`)."""
-        assert isinstance(request, GrpcCall)
-        if not request.answered.done():
-            request.answered.set_result(answer)
-
-    def _refusal(self, route: str, needed: str | None, context: grpc.aio.ServicerContext) -> ApiError | None:
-        """Why a call is refused before its message is read: the worker is draining, its key does not grant
-        ``needed``, or it is one too many in flight (then it holds a place in the admission when ``None``). Probes
-        (``needed`` is ``None``) are none of these."""
+    def _refusal(self, route: str, context: grpc.aio.ServicerContext) -> ApiError | None:
+        """Why a call is refused before its message is read: the worker is draining, its key does not grant what
+        the route needs, or it is one too many in flight (else it now holds its place, for the traffic:
+        :mod:`server.core.access`). The open methods (the probes, the server's metadata) are none of these."""
+        needed = needed_scope(route)
         if needed is None:
             return None
         state = self.state
@@ -189,14 +167,14 @@ class GrpcDoor:
             error = self.pipeline.authorize(needed, route, RequestHead.scan(headers))
             if error is not None:
                 return V2Error.of(error)
-        return None if state.admission.admit() else SHED
+        return SHED if counts_in_flight(route) and not state.admission.admit() else None
 
     # The other calls: answered from the served model, as the HTTP routes are -----------------------------------
     def _handlers(self) -> grpc.GenericRpcHandler:
-        def typed(name: str, handler: Handler, scope: str | None) -> grpc.RpcMethodHandler:
+        def typed(name: str, handler: Handler) -> grpc.RpcMethodHandler:
             request, response = message_class(f"{name}Request"), message_class(f"{name}Response")
             return grpc.unary_unary_rpc_method_handler(
-                self._guarded(f"/{SERVICE}/{name}", handler, scope),
+                self._guarded(f"/{SERVICE}/{name}", handler),
                 request_deserializer=request.FromString,
                 response_serializer=response.SerializeToString,
             )
@@ -204,22 +182,24 @@ class GrpcDoor:
         return grpc.method_handlers_generic_handler(
             SERVICE,
             {
-                "ServerLive": typed("ServerLive", self._live, None),
-                "ServerReady": typed("ServerReady", self._ready, None),
-                "ServerMetadata": typed("ServerMetadata", self._server_metadata, None),
-                "ModelReady": typed("ModelReady", self._model_ready, "predict"),
-                "ModelMetadata": typed("ModelMetadata", self._model_metadata, "predict"),
-                "ModelConfig": typed("ModelConfig", self._model_config, "predict"),
+                "ServerLive": typed("ServerLive", self._live),
+                "ServerReady": typed("ServerReady", self._ready),
+                "ServerMetadata": typed("ServerMetadata", self._server_metadata),
+                "ModelReady": typed("ModelReady", self._model_ready),
+                "ModelMetadata": typed("ModelMetadata", self._model_metadata),
+                "ModelConfig": typed("ModelConfig", self._model_config),
                 "ModelInfer": grpc.unary_unary_rpc_method_handler(self._infer),
             },
         )
 
-    def _guarded(self, route: str, handler: Handler, needed: str | None) -> Handler:
+    def _guarded(self, route: str, handler: Handler) -> Handler:
+        admitted = counts_in_flight(route)
+
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            refusal = self._refusal(route, needed, context)
+            refusal = self._refusal(route, context)
             if refusal is not None:
-                await _abort(context, self.pipeline.refuse(route, refusal, started), refusal)
+                await _abort(context, self.pipeline.refuse(route, refusal, started))
             status = 200
             try:
                 return await handler(request, context)
@@ -231,17 +211,17 @@ class GrpcDoor:
                 logger.exception("unexpected error answering %s", route)
                 await _abort(context, error_answer(InternalError(), v2=True))
             finally:
-                if needed is not None:
+                if admitted:
                     self.state.admission.release()
                 self.state.metrics.observe_request(route, status, time.perf_counter() - started)
 
         return call
 
     async def _live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return from_dict("ServerLiveResponse", {"live": True})
+        return from_dict("ServerLiveResponse", probe_document(self.state, b"/v2/health/live")[1])
 
     async def _ready(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        return from_dict("ServerReadyResponse", {"ready": self.state.ready})
+        return from_dict("ServerReadyResponse", probe_document(self.state, b"/v2/health/ready")[1])
 
     async def _server_metadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         return from_dict("ServerMetadataResponse", SERVER_METADATA)
@@ -260,12 +240,12 @@ class GrpcDoor:
         return from_dict("ModelConfigResponse", document)
 
 
-async def _abort(context: grpc.aio.ServicerContext, answer: Answer, refusal: ApiError | None = None) -> None:
-    """End the call with the gRPC status the answer's HTTP status means (the door's own overload refusals:
+async def _abort(context: grpc.aio.ServicerContext, answer: Answer) -> None:
+    """End the call with the gRPC status the error answer's HTTP status means (overload refusals:
     RESOURCE_EXHAUSTED), and its message."""
-    if isinstance(refusal, Overloaded):
+    error = answer.error if answer.error is not None else InternalError()  # every error answer carries its error
+    if isinstance(error, Overloaded):
         code = grpc.StatusCode.RESOURCE_EXHAUSTED
     else:
         code = STATUS_CODES.get(answer.status, grpc.StatusCode.INVALID_ARGUMENT)
-    document = orjson.loads(answer.body)  # {"error": ...}, or the plain 500's {"detail": ...}
-    await context.abort(code, str(document.get("error") or document.get("detail")))
+    await context.abort(code, str(error))

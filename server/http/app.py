@@ -27,11 +27,12 @@ from starlette.types import Message, Receive, Scope, Send
 from common.model.loader import Model, ModelError, load_model
 from server.config.keys import KeyRing
 from server.config.settings import Settings
+from server.core.access import PROBES, counts_in_flight
 from server.core.errors import CLIENT_CLOSED, INTERNAL_ERROR_BODY, ApiError, ClientDisconnected
 from server.http import asgi
 from server.http.asgi import CLOSE_HEADER, JSON_HEADER
 from server.http.documents import serve_model
-from server.http.routes import KEY_SCOPES, build_routes, key_scope
+from server.http.routes import ROUTE_PATHS, build_routes, key_scope
 from server.monitoring.drift import DRAIN_SECONDS
 from server.monitoring.log_file import Rotation
 from server.monitoring.metrics import METRICS_KEY, Metrics
@@ -40,7 +41,7 @@ from server.monitoring.shadow import load_shadow
 from server.ops.control import SHADOW_CONTROL_FILE, read_control
 from server.ops.shutdown import DrainOnSignal
 from server.ops.swap import ModelSwapper
-from server.pipeline.answer import OVERLOADED, PROBE_PATHS, error_answer
+from server.pipeline.answer import OVERLOADED, error_answer
 from server.pipeline.coalesce import COALESCER_KEY, DRAIN_KEY, Coalescer
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import Pipeline
@@ -95,6 +96,7 @@ class PulseApp:
         self.pipeline = Pipeline(self.state)
         self._preloaded = model
         self._grpc_door: GrpcDoor | None = None  # PULSE_GRPC_PORT's, once the lifespan has started it
+        self.coalescer = Coalescer(self.pipeline)  # the worker's queue of pipeline requests, for every door
         self.starlette = Starlette(
             routes=build_routes(self.state),
             lifespan=self._lifespan,
@@ -107,15 +109,16 @@ class PulseApp:
         if scope["type"] != "http":
             await self.starlette(scope, receive, send)
             return
-        if scope["method"] == "GET" and scope["path"].encode() in PROBE_PATHS:  # answered before anything else
-            answer = self.pipeline.probe(scope["path"].encode(), time.perf_counter())
+        path = scope["path"]
+        if scope["method"] == "GET" and path.encode() in PROBES:  # answered before anything else
+            answer = self.pipeline.probe(path.encode(), time.perf_counter())
             await asgi.send_answer(send, answer, self.state.draining)
             return
-        # PULSE_MAX_IN_FLIGHT, from here to the answer (a probe's HEAD is never refused). In fast mode the requests
-        # the connection answers itself never reach the app: it admits them, by the same rule.
-        probe = scope["path"].encode() in PROBE_PATHS
+        # PULSE_MAX_IN_FLIGHT, from here to the answer, for the traffic (server.core.access). In fast mode the
+        # requests the connection answers itself never reach the app: it admits them, by the same rule.
+        counted = counts_in_flight(path)
         admission = self.state.admission
-        if not probe and not admission.admit():
+        if counted and not admission.admit():
             await asgi.send_answer(send, OVERLOADED, self.state.draining)
             return
         try:
@@ -123,11 +126,11 @@ class PulseApp:
                 return
             route = self.pipeline.route_of(scope["method"].encode(), scope["path"].encode())
             if route is not None:
-                await asgi.serve(self.pipeline, route, scope, receive, send)
+                await asgi.serve(self.coalescer, route, scope, receive, send)
             else:
                 await self._counted(scope, receive, send)
         finally:
-            if not probe:
+            if counted:
                 admission.release()
 
     async def _authorized(self, scope: Scope, send: Send) -> bool:
@@ -137,7 +140,7 @@ class PulseApp:
         if error is None:
             return True
         answer = error_answer(error, v2=path.startswith("/v2/"))
-        self.state.metrics.observe_request(path if path in KEY_SCOPES else UNMATCHED_ROUTE, answer.status, 0.0)
+        self.state.metrics.observe_request(path if path in ROUTE_PATHS else UNMATCHED_ROUTE, answer.status, 0.0)
         await asgi.send_answer(send, answer, self.state.draining)
         return False
 
@@ -204,7 +207,7 @@ class PulseApp:
         state.swapper = swapper = ModelSwapper(state, lambda new: serve_model(new, settings, request_log), generation)
         reloads = _on_sighup(swapper.on_sighup)
         flusher = asyncio.create_task(_metrics_tick(metrics, settings.metrics_flush_seconds, swapper))
-        coalescer = Coalescer(self.pipeline, asyncio.get_running_loop())
+        coalescer = self.coalescer
         if settings.grpc_port is not None:
             from server.grpc.door import GrpcDoor  # grpc is imported only when its port is asked for
 

@@ -16,10 +16,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from server.core.errors import ApiError, ClientDisconnected, PayloadTooLarge
-from server.core.limits import GATED_BODY_BYTES, BodyBudget
+from server.core.limits import BodyBudget
 from server.pipeline.answer import Answer
+from server.pipeline.coalesce import AwaitedRequest, Coalescer
 from server.pipeline.head import RequestHead
-from server.pipeline.pipeline import Pipeline, Request
 
 JSON_HEADER = (b"content-type", b"application/json")
 CLOSE_HEADER = (b"connection", b"close")
@@ -74,21 +74,21 @@ async def read_body(receive: Receive, content_length: int | None, limit: int, bu
         budget.held -= taken
 
 
-async def serve(pipeline: Pipeline, route: str, scope: Scope, receive: Receive, send: Send) -> None:
-    """Answer one pipeline request that came in as ASGI."""
+async def serve(coalescer: Coalescer, route: str, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer one pipeline request that came in as ASGI: once its body is read, it joins the worker's turn
+    (:class:`~server.pipeline.coalesce.Coalescer`) with the requests of the other doors."""
     started = time.perf_counter()
+    pipeline = coalescer.pipeline
     state = pipeline.state
     try:
         head = RequestHead.scan(scope["headers"])
         length = pipeline.check_head(route, head)
         body = await read_body(receive, length, state.settings.max_body_bytes, state.body_budget)
         version = pipeline.version_named(scope["path"].encode())
-        request = Request(route, scope["query_string"], body, started, head.header_length, version)
-        if len(body) > GATED_BODY_BYTES:
-            async with state.batch_gate:
-                (answer,) = pipeline.answer([request])
-        else:
-            (answer,) = pipeline.answer([request])
+        request = AwaitedRequest(started, route, body, scope["query_string"], head.header_length, version)
+        state.body_budget.hold(len(body))  # in memory until answered, as on the other doors; handed back then
+        request.reserved = len(body)  # ... and the turn's share of batch work counts it
+        answer = await coalescer.answer(request)
     except ApiError as exc:
         answer = pipeline.refuse(route, exc, started)
     except ClientDisconnected:

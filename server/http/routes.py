@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
+from server.core.access import needed_scope
 from server.core.errors import V2Error
 from server.http.admin_routes import AdminHandlers
 from server.http.asgi import answer_response
@@ -61,7 +62,11 @@ class Endpoint:
     request_schema: str | None = None  # component name of the JSON body
     v2: bool = False  # errors in the protocol's own body
     query: tuple[str, ...] = ()  # query parameters (OpenAPI describes each from the loaded model)
-    key_scope: str | None = "predict"  # the API key scope it needs when keys are on (None: open, for probes)
+
+    @property
+    def key_scope(self) -> str | None:
+        """The API key scope it needs when keys are on (``None``: open), by the one rule every door asks."""
+        return needed_scope(self.path)
 
     @property
     def operation_id(self) -> str:
@@ -94,14 +99,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         request_schema="PredictRequest",
         query=("explain",),
     ),
-    Endpoint("/health", "GET", "health", "Liveness", {200: Reply("Alive", "Health")}, key_scope=None),
+    Endpoint("/health", "GET", "health", "Liveness", {200: Reply("Alive", "Health")}),
     Endpoint(
         "/ready",
         "GET",
         "ready",
         "Readiness: the model is loaded and verified, and the server is not draining",
         {200: Reply("Ready", "Readiness"), 503: Reply("Loading or draining", "Readiness")},
-        key_scope=None,
     ),
     Endpoint(
         "/metadata",
@@ -116,7 +120,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "metrics",
         "Prometheus metrics",
         {200: Reply("Prometheus text format", None, "text/plain")},
-        key_scope=None,
     ),
     Endpoint(
         "/openapi.json",
@@ -124,9 +127,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "openapi",
         "This document",
         {200: Reply("OpenAPI 3.0", "Object"), 503: _NOT_READY},
-        key_scope=None,
     ),
-    Endpoint("/docs", "GET", "docs", "Swagger UI", {200: Reply("HTML page", None, "text/html")}, key_scope=None),
+    Endpoint("/docs", "GET", "docs", "Swagger UI", {200: Reply("HTML page", None, "text/html")}),
     Endpoint(
         "/v2",
         "GET",
@@ -134,11 +136,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "V2 server metadata",
         {200: Reply("Server metadata", "Object")},
         v2=True,
-        key_scope=None,
     ),
-    Endpoint(
-        "/v2/health/live", "GET", "v2_live", "V2 liveness", {200: Reply("Live", "V2Live")}, v2=True, key_scope=None
-    ),
+    Endpoint("/v2/health/live", "GET", "v2_live", "V2 liveness", {200: Reply("Live", "V2Live")}, v2=True),
     Endpoint(
         "/v2/health/ready",
         "GET",
@@ -146,7 +145,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "V2 readiness",
         {200: Reply("Ready", "V2Ready"), 503: Reply("Not ready", "V2Ready")},
         v2=True,
-        key_scope=None,
     ),
     *(
         endpoint
@@ -219,7 +217,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             504: Reply("Some live workers did not serve the new model in time; the detail names them", "Error"),
         },
         request_schema="SwapRequest",
-        key_scope="admin",
     ),
     Endpoint(
         "/admin/shadow",
@@ -237,7 +234,6 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             504: Reply("Some live workers did not take the candidate in time; the detail names them", "Error"),
         },
         request_schema="ShadowRequest",
-        key_scope="admin",
     ),
     Endpoint(
         "/admin/shadow",
@@ -250,18 +246,15 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             403: Reply("The key's scope is not admin, or API keys are off", "Error"),
             503: _NOT_READY,
         },
-        key_scope="admin",
     ),
 )
-KEY_SCOPES = {endpoint.path: endpoint.key_scope for endpoint in ENDPOINTS if "{" not in endpoint.path}
+ROUTE_PATHS = frozenset(endpoint.path for endpoint in ENDPOINTS if "{" not in endpoint.path)
 
 
 def key_scope(path: str) -> str | None:
-    """The API key scope a path needs: from the route table; the V2 model routes need ``predict``; paths no route
-    serves need none (they answer 404 whoever asks)."""
-    if path in KEY_SCOPES:
-        return KEY_SCOPES[path]
-    return "predict" if path.startswith("/v2/models/") else None
+    """The API key scope a path needs (:func:`~server.core.access.needed_scope`); paths no route serves need none:
+    they answer 404 whoever asks."""
+    return needed_scope(path) if path in ROUTE_PATHS or path.startswith("/v2/models/") else None
 
 
 class Handlers:

@@ -10,7 +10,6 @@ from server.core.errors import ApiError, V2Error
 JSON = b"application/json"
 BINARY = b"application/octet-stream"
 GRPC = b"application/grpc"  # a serialized protobuf message, for the gRPC door
-PROBE_PATHS = frozenset({b"/health", b"/ready", b"/v2/health/live", b"/v2/health/ready"})  # never shed
 
 
 @dataclass(slots=True, eq=False)  # not frozen: a frozen dataclass's __init__ costs ~3x, once per request
@@ -20,6 +19,7 @@ class Answer:
     content_type: bytes = JSON
     extra: tuple[tuple[bytes, bytes], ...] = ()  # after content-type and content-length, in this order
     close: bool = False  # the connection cannot carry another request (a refusal before the body was read)
+    error: ApiError | None = None  # what an error answer says, for a door that does not send the JSON body (gRPC)
 
     def headers(self, close: bool = False) -> list[tuple[bytes, bytes]]:
         """The response's header fields; ``close`` (a draining worker) adds ``connection: close``."""
@@ -36,10 +36,9 @@ class Answer:
 
 def error_answer(error: ApiError, v2: bool = False) -> Answer:
     """The one rendering of an ``ApiError``: its status, body and headers (in the V2 protocol's body on V2 routes)."""
-    if v2 and not isinstance(error, V2Error):
-        error = V2Error.of(error)
+    rendered = V2Error.of(error) if v2 and not isinstance(error, V2Error) else error
     extra = tuple((name.encode(), value.encode()) for name, value in (error.headers or {}).items())
-    return Answer(error.status_code, error.body(), JSON, extra, error.closes_connection)
+    return Answer(error.status_code, rendered.body(), JSON, extra, error.closes_connection, error)
 
 
 OVERLOADED = Answer(

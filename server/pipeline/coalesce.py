@@ -1,9 +1,10 @@
 """The worker's queue of complete pipeline requests, answered together once per event-loop turn.
 
-Two doors hand requests here. A ``/predict`` or V2 infer request with a declared Content-Length within the limits
-(JSON, or the V2 binary tensor extension, no Content-Encoding; its query, such as ``explain=K``, goes along) does
-not become an ASGI task: its connection (``server.http.fast.protocol``) collects the body and hands it here. A gRPC
-``ModelInfer`` call (``server.grpc.door``) hands its message here and awaits its answer. Every request handed over
+Every door hands its pipeline requests here. A ``/predict`` or V2 infer request with a declared Content-Length
+within the limits (JSON, or the V2 binary tensor extension, no Content-Encoding; its query, such as ``explain=K``,
+goes along) does not become an ASGI task: its connection (``server.http.fast.protocol``) collects the body and hands
+it here. The ASGI door (``server.http.asgi``: stock mode, chunked bodies) and the gRPC door (``ModelInfer``) hand
+their complete bodies here and await the answer (:meth:`Coalescer.answer`). Every request handed over
 during one event-loop turn goes to the pipeline together at the end of that turn (``loop.call_soon``), so the valid
 ``/predict`` rows of all of them are scored in one onnxruntime call; each answer is written to its own connection. A
 request that arrives alone is answered in the same turn: nothing waits on a timer.
@@ -11,21 +12,19 @@ request that arrives alone is answered in the same turn: nothing waits on a time
 What onnxruntime costs per call (~6 us here, whatever the row count up to a few dozen) is paid once per turn
 instead of once per request, and the per-request asyncio task, ASGI messages and scope are not built at all: for
 1000-row batches that is 9-14% of a request's time. One turn answers at most ``TURN_BODY_BYTES`` of bodies; the rest
-wait for the next turn, after the loop has polled its sockets, so probes are answered between batches (what the
-ASGI door's ``BatchGate`` does). Parsing, scoring, rendering and counting are the pipeline's
+wait for the next turn, after the loop has polled its sockets, so probes are answered between batches, whichever
+door the batches came by. Parsing, scoring, rendering and counting are the pipeline's
 (``server.pipeline``): this module only queues and hands back.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from server.pipeline.answer import Answer
 from server.pipeline.pipeline import PREDICT_ROUTE, Pipeline, Request
-
-if TYPE_CHECKING:
-    import asyncio
 
 TURN_BODY_BYTES = 64 * 1024  # bodies answered per event-loop turn: a 1000-row batch, or hundreds of single rows
 COALESCER_KEY = "pulse.coalescer"  # lifespan state: how a worker's connections reach its coalescer
@@ -93,13 +92,46 @@ class PendingRequest:
         self.access: str | None = None  # the access log's client and request line (PULSE_ACCESS_LOG)
 
 
+class AwaitedRequest(PendingRequest):
+    """A complete request whose door awaits its answer (a gRPC call, a request the ASGI app holds) rather than
+    having it written for it: :meth:`Coalescer.answer`."""
+
+    __slots__ = ("answered",)
+
+    def __init__(
+        self,
+        started: float,
+        route: str,
+        body: bytes,
+        query: bytes = b"",
+        header_length: bytes | None = None,
+        version: str | None = None,
+    ) -> None:
+        super().__init__(AWAITED, True, started, route, 0, header_length, version)
+        self.answered: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        self.chunks.append(body)
+        self.query = query
+        self.more_body = False
+
+
+class _Awaited:
+    """The responder of every :class:`AwaitedRequest`: the answer goes to the door that awaits it."""
+
+    def respond(self, request: PendingRequest, answer: Answer, close: bool) -> None:
+        assert isinstance(request, AwaitedRequest)
+        if not request.answered.done():
+            request.answered.set_result(answer)
+
+
+AWAITED = _Awaited()
+
+
 class Coalescer:
     """This worker's queue of complete request bodies, answered together once per event-loop turn."""
 
-    def __init__(self, pipeline: Pipeline, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pipeline: Pipeline) -> None:
         self.pipeline = pipeline
         self.state = pipeline.state
-        self._loop = loop
         self._pending: list[PendingRequest] = []
 
     @property
@@ -108,8 +140,20 @@ class Coalescer:
 
     def submit(self, request: PendingRequest) -> None:
         if not self._pending:
-            self._loop.call_soon(self.answer_all)  # after every read of this turn, before the next poll
+            asyncio.get_running_loop().call_soon(self.answer_all)  # after this turn's reads, before the next poll
         self._pending.append(request)
+
+    async def answer(self, request: AwaitedRequest) -> Answer:
+        """``request``'s answer, from the turn it joins now; what it holds is handed back once it is answered, or
+        once its door stops waiting (its turn then skips it)."""
+        self.submit(request)
+        try:
+            return await request.answered
+        except asyncio.CancelledError:
+            request.disconnected = True
+            raise
+        finally:
+            self.release(request)
 
     def release(self, request: PendingRequest) -> None:
         """Hand back the body budget and the admission ``request`` holds (once: it is answered, or its client is
@@ -149,5 +193,5 @@ class Coalescer:
                 break
         turn, self._pending = self._pending[:taken], self._pending[taken:]
         if self._pending:
-            self._loop.call_soon(self.answer_all)
+            asyncio.get_running_loop().call_soon(self.answer_all)
         return turn

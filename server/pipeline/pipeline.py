@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TypeVar
 
+from server.core.access import granted
 from server.core.errors import (
     ApiError,
     Forbidden,
@@ -87,7 +88,7 @@ class Pipeline:
         return None
 
     def probe(self, path: bytes, started: float) -> Answer:
-        """The answer to ``GET path`` for a probe (``PROBE_PATHS``), counted under its path."""
+        """The answer to ``GET path`` for a probe (:data:`~server.core.access.PROBES`), counted under its path."""
         answer = probe_answer(self.state, path)
         self.state.metrics.observe_request(path.decode(), answer.status, time.perf_counter() - started)
         return answer
@@ -109,12 +110,12 @@ class Pipeline:
             return None
         if head.repeated == b"authorization":
             return ApiError("the authorization header was sent more than once"), "unauthorized"
-        granted = keys.scope_of(head.authorization)
-        if granted == needed or granted == "admin":
+        key_scope = keys.scope_of(head.authorization)
+        if key_scope is not None and granted(key_scope, needed):
             return None
-        if granted is None:
+        if key_scope is None:
             return Unauthorized("missing or invalid API key: send Authorization: Bearer <key>"), "unauthorized"
-        return Forbidden(f"this key's scope {granted!r} does not allow {path}"), "forbidden"
+        return Forbidden(f"this key's scope {key_scope!r} does not allow {path}"), "forbidden"
 
     def check_head(self, route: str, head: RequestHead) -> int | None:
         """What a request must be before its body is read: a model served, one of each single-valued header, a

@@ -2,7 +2,8 @@
 
 A probe is answered wherever it is read: the fast door answers it on its connection as soon as its head is parsed,
 between two turns of batch work (never behind a queue of them), the ASGI door before any routing. Both write the
-same :class:`~server.pipeline.answer.Answer`, built here.
+same :class:`~server.pipeline.answer.Answer`, built here; gRPC's ``ServerLive`` and ``ServerReady`` send the V2 probes'
+documents as messages.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ from server.pipeline.state import ServerState
 
 
 def probe_answer(state: ServerState, path: bytes) -> Answer:
-    """The answer to ``GET path`` for one of ``PROBE_PATHS``."""
+    """The answer to ``GET path`` for one of :data:`~server.core.access.PROBES`."""
+    status, document = probe_document(state, path)
+    return Answer(status, orjson.dumps(document))
+
+
+def probe_document(state: ServerState, path: bytes) -> tuple[int, dict[str, object]]:
+    """The status and the document of a probe's answer (gRPC's ServerLive and ServerReady send the V2 ones' as
+    messages)."""
     ready = state.ready
     if path == b"/health":
         document: dict[str, object] = {"status": "ok"}
@@ -31,4 +39,4 @@ def probe_answer(state: ServerState, path: bytes) -> Answer:
         document, status = {"ready": ready}, 200 if ready else 503
     else:
         raise ValueError(f"not a probe: {path!r}")
-    return Answer(status, orjson.dumps(document))
+    return status, document

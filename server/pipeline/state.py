@@ -9,7 +9,7 @@ from typing import Protocol
 from server.config.keys import KeyRing
 from server.config.settings import Settings
 from server.core.errors import NotReady
-from server.core.limits import Admission, BatchGate, BodyBudget
+from server.core.limits import Admission, BodyBudget
 from server.core.served import ServedModel
 from server.monitoring.metrics import Metrics
 from server.monitoring.request_log import RequestLog
@@ -37,12 +37,10 @@ class ServerState:
     swapper: Swapper | None = None  # set once the lifespan has started
     admission: Admission = field(init=False)
     body_budget: BodyBudget = field(init=False)
-    batch_gate: BatchGate = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_in_flight, self.metrics)
         self.body_budget = BodyBudget(self.settings.max_pending_body_bytes, self.metrics.rejected)
-        self.batch_gate = BatchGate(self.settings.batch_concurrency)
 
     @property
     def ready(self) -> bool:

@@ -11,6 +11,8 @@ import json
 import signal
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,11 +76,25 @@ def test_a_request_held_on_http_is_one_in_flight_for_grpc_too(bounded: tuple[Ser
             assert other.recv(4096).startswith(b"HTTP/1.1 503 ")
         assert http_get(proc.url + "/health")[0] == 200  # probes are never refused ...
         assert _health(grpc_port) == health_pb2.HealthCheckResponse.SERVING  # ... on either door
+        assert http_get(proc.url + "/metadata")[0] == 503  # the traffic is, whichever route
+        # Scrapes and admin calls are neither counted nor shed: an operator can watch and act on a full worker.
+        assert http_get(proc.url + "/metrics")[0] == 200
+        shadow = urllib.request.Request(proc.url + "/admin/shadow", method="DELETE")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(shadow, timeout=5)
+        refused.value.close()
+        assert refused.value.code == 403  # API keys are off here: refused as admin calls are, not shed
+        assert _server_metadata(grpc_port)  # an open method: neither counted nor shed
         held.sendall(row[5:])
         assert held.recv(4096).startswith(b"HTTP/1.1 200 ")
     finally:
         held.close()
     assert _infer(grpc_port, body) == "OK"  # the place it held is free again
+
+
+def _server_metadata(grpc_port: int) -> bytes:
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        return bytes(channel.unary_unary(f"/{SERVICE}/ServerMetadata")(b"", timeout=5))
 
 
 def load_features(proc: ServerProcess) -> list[str]:

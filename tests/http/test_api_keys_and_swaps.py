@@ -22,15 +22,18 @@ from tests.support import EXAMPLE_ROW
 
 pytestmark = pytest.mark.http
 
-PREDICT_KEY, ADMIN_KEY = "pk_predict_example", "pk_admin_example"
+PREDICT_KEY, ADMIN_KEY, METRICS_KEY = "pk_predict_example", "pk_admin_example", "pk_metrics_example"
 PREDICT = {"authorization": f"Bearer {PREDICT_KEY}"}
 ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+METRICS = {"authorization": f"Bearer {METRICS_KEY}"}
 
 
 @pytest.fixture
 def keyed(exported: Path, tmp_path: Path) -> Iterator[tuple[PulseApp, TestClient]]:
     keys = tmp_path / "keys"
-    keys.write_text(f"{hash_key(PREDICT_KEY)} predict crm\n{hash_key(ADMIN_KEY)} admin ops\n")
+    keys.write_text(
+        f"{hash_key(PREDICT_KEY)} predict crm\n{hash_key(ADMIN_KEY)} admin ops\n{hash_key(METRICS_KEY)} metrics prom\n"
+    )
     # The model folder: this test run's temporary root, which holds every model fixture and this test's folder.
     app = create_app(Settings(model_path=exported, api_keys_file=keys, model_dir=tmp_path.parent))
     with TestClient(app, raise_server_exceptions=False) as client:
@@ -48,14 +51,28 @@ def test_model_routes_need_a_key_and_probes_stay_open(keyed: tuple[PulseApp, Tes
     assert client.get("/metadata").status_code == 401 and client.get("/metadata", headers=PREDICT).status_code == 200
     v2 = client.post("/v2/models/churn/infer", json={"inputs": []})
     assert v2.status_code == 401 and "error" in v2.json()
-    for open_path in ("/health", "/ready", "/metrics", "/docs", "/openapi.json", "/v2/health/ready"):
+    for open_path in ("/health", "/ready", "/docs", "/v2", "/v2/health/live", "/v2/health/ready"):
         assert client.get(open_path).status_code == 200, open_path
     assert app.state.metrics.rejected[("unauthorized", 401)] == 4
 
 
+def test_what_names_the_model_and_the_workers_needs_a_key(keyed: tuple[PulseApp, TestClient]) -> None:
+    """/metrics (versions, sha256s, worker pids) needs a ``metrics`` key, what a scraper is given; the OpenAPI
+    document (the model's features and limits) a ``predict`` key; neither key opens the other's door."""
+    _, client = keyed
+    assert client.get("/metrics").status_code == 401 and client.get("/openapi.json").status_code == 401
+    assert client.get("/metrics", headers=PREDICT).status_code == 403
+    assert client.get("/openapi.json", headers=METRICS).status_code == 403
+    assert client.post("/predict", json=EXAMPLE_ROW, headers=METRICS).status_code == 403
+    scraped = client.get("/metrics", headers=METRICS)
+    assert scraped.status_code == 200 and "pulse_http_requests_total" in scraped.text
+    assert client.get("/metrics", headers=ADMIN).status_code == 200
+    assert client.get("/openapi.json", headers=PREDICT).json()["openapi"].startswith("3.")
+
+
 def test_the_docs_can_send_a_key(keyed: tuple[PulseApp, TestClient]) -> None:
     _, client = keyed
-    document = client.get("/openapi.json").json()
+    document = client.get("/openapi.json", headers=PREDICT).json()
     assert document["components"]["securitySchemes"]["apiKey"] == {"type": "http", "scheme": "bearer"}
     assert document["paths"]["/predict"]["post"]["security"] == [{"apiKey": []}]
     assert "security" not in document["paths"]["/health"]["get"]
@@ -89,7 +106,7 @@ def test_an_admin_swap_serves_the_new_model_at_once(
     assert np.float32(after["churn_probability"]) == twin.churn_probability(np.asarray(row, dtype=np.float32))[0]
     assert client.get("/ready").json()["model_version"] == twin.info.version
     assert client.get("/metadata", headers=PREDICT).json()["sha256"] == twin.info.sha256
-    assert f'version="{twin.info.version}"' in client.get("/metrics").text
+    assert f'version="{twin.info.version}"' in client.get("/metrics", headers=METRICS).text
 
 
 def test_a_model_that_fails_a_check_is_refused_and_the_old_one_keeps_serving(

@@ -5,6 +5,7 @@ as it would be alone; a shared call that fails fails only the request at fault."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -149,3 +150,30 @@ def test_a_bad_explain_is_answered_alone_in_a_turn(app: PulseApp) -> None:
     together, _ = _turn(app, [good[0], bad, good[1], good[2]])
     assert [together[i] for i in (0, 2, 3)] == [_turn(app, [request])[0][0] for request in good]
     assert together[1][0] == 422 and b"explain" in together[1][1]
+
+
+def test_batches_take_turns_with_the_loop_whichever_door_they_came_by(app: PulseApp) -> None:
+    """Three 1000-row bodies handed over in one loop turn (as the ASGI and gRPC doors hand theirs), and a probe's
+    callback behind them: each batch gets a turn of its own and the probe runs after the first, not after all
+    three."""
+    from server.pipeline.coalesce import TURN_BODY_BYTES, AwaitedRequest
+
+    route, body = _json(np.random.default_rng(5).uniform(0, 9, (1000, 6)).astype(np.float32))
+    assert len(body) >= TURN_BODY_BYTES
+    answered_at_probe: list[int] = []
+
+    async def main() -> None:
+        requests = [AwaitedRequest(time.perf_counter(), route, body) for _ in range(3)]
+        for request in requests:  # as every door hands a body over: its bytes held until it is answered
+            app.state.body_budget.hold(len(body))
+            request.reserved = len(body)
+        answers = [asyncio.ensure_future(app.coalescer.answer(request)) for request in requests]
+        await asyncio.sleep(0)  # every request is queued in this turn
+        probe = [request.answered.done() for request in requests]
+        asyncio.get_running_loop().call_soon(lambda: answered_at_probe.append(sum(r.answered.done() for r in requests)))
+        assert [answer.status for answer in await asyncio.gather(*answers)] == [200, 200, 200]
+        assert probe == [False, False, False]
+
+    asyncio.run(main())
+    assert app.state.body_budget.held == 0
+    assert answered_at_probe == [1]  # one batch's turn, then the probe, then the next batch's

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from server.config.settings import Settings
 from server.core.errors import ApiError, Overloaded, V2Error
-from server.core.limits import BatchGate, BodyBudget
+from server.core.limits import BodyBudget
 from server.core.v2 import split_binary_body
 from server.http.app import PulseApp, create_app
 from server.http.asgi import read_body
@@ -150,26 +150,6 @@ def test_read_body_holds_the_budget_only_while_reading() -> None:
     with pytest.raises(ApiError, match="not a number"):
         asyncio.run(read("\u00b2".encode(), budget, b"x"))  # a superscript digit: isdigit() but not int()
     assert budget.held == 0 and rejected[("body_memory", 503)] == 2
-
-
-def test_the_batch_gate_lets_other_io_run_between_two_batches() -> None:
-    """Three batches ready in the same loop turn, and a probe's callback behind them: the probe runs after the
-    first batch, not after all three (which is what a plain semaphore around synchronous work gives)."""
-    order: list[str] = []
-
-    async def main() -> None:
-        gate = BatchGate(1)
-
-        async def batch(name: str) -> None:
-            async with gate:
-                order.append(name)
-
-        tasks = [asyncio.create_task(batch(f"batch {i}")) for i in range(3)]
-        asyncio.get_running_loop().call_soon(order.append, "probe")
-        await asyncio.gather(*tasks)
-
-    asyncio.run(main())
-    assert order == ["batch 0", "probe", "batch 1", "batch 2"]
 
 
 @pytest.mark.parametrize("length", ["\u00b2", "\u00b3", "\u00b9", "9" * 5000])

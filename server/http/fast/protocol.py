@@ -42,10 +42,11 @@ from urllib.parse import unquote
 import httptools
 import orjson
 
+from server.core.access import PROBES, needed_scope
 from server.core.errors import ApiError
 from server.http.fast.asgi_cycle import AsgiCycle
 from server.http.fast.framing import Refusal, framed
-from server.pipeline.answer import OVERLOADED, PROBE_PATHS, Answer
+from server.pipeline.answer import OVERLOADED, Answer
 from server.pipeline.coalesce import PendingRequest
 from server.pipeline.head import RequestHead
 from server.pipeline.pipeline import PREDICT_ROUTE
@@ -58,7 +59,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("server.http")
 access_logger = logging.getLogger("server.access")  # a line per answer with PULSE_ACCESS_LOG
 
-KEY_SCOPE = "predict"  # the API key scope the pipeline's routes need
 LINGER_SECONDS = 2.0  # after a refusal, read and drop what the client still sends, so it sees the answer
 KEEP_ALIVE_SECONDS = 5.0  # an idle kept-alive connection is closed after this long (uvicorn's and nginx's default)
 ASGI_VERSION = {"version": "3.0", "spec_version": "2.3"}
@@ -246,12 +246,12 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserInvalidURLError:
             raise Refusal(400, "malformed", "invalid request target") from None
         path = parsed.path
-        if self._probes_only and path not in PROBE_PATHS:
+        if self._probes_only and path not in PROBES:
             raise Refusal(503, "too_many_connections", "too many open connections; retry shortly")
         idle = self.active is None
         keep_alive = version != "1.0" and parser.should_keep_alive()
         method = parser.get_method()
-        if idle and path in PROBE_PATHS and method == b"GET" and parsed.query is None:
+        if idle and path in PROBES and method == b"GET" and parsed.query is None:
             # Answered as soon as its message is complete, in this read: never behind queued batch turns.
             probe = PendingRequest(self, keep_alive and not self._probes_only, time.perf_counter())
             probe.probe = True
@@ -340,7 +340,8 @@ class Connection(asyncio.Protocol):
         if route is None:
             return None
         if head.transfer_encoding or (
-            pipeline.state.keys is not None and pipeline.key_error(KEY_SCOPE, path.decode("latin-1"), head) is not None
+            pipeline.state.keys is not None
+            and pipeline.key_error(needed_scope(route), path.decode("latin-1"), head) is not None
         ):
             return None
         try:
