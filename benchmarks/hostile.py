@@ -86,8 +86,8 @@ def descriptors(pid: int) -> int:
 
 
 def in_flight(url: str) -> float:
-    """The in-flight gauge, less the scrape that reads it."""
-    return metric(url, "pulse_http_requests_in_flight") - 1
+    """The in-flight gauge (the scrape that reads it is never counted)."""
+    return metric(url, "pulse_http_requests_in_flight")
 
 
 def settled_in_flight(url: str, within: float = 10.0) -> float:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 
@@ -21,10 +22,13 @@ from common import classification as metrics
 from common.events import EventColumns, open_event_log
 from common.io import atomic_path, write_text_atomic
 from score.model import ScoreError
-from score.output import TOP_REASON, read_estimate, read_predictions
+from score.output import RECENCY, TOP_REASON, read_estimate, read_predictions
 
 DEFAULT_LABEL_DAYS = 30
 START_GRACE = timedelta(days=1)  # a later log may begin this long after the cutoff
+RECENCY_TOLERANCE_DAYS = 1e-3  # ~1.5 minutes: the scored value is a float32
+MIN_COMPARED_USERS = 20  # fewer users with history in the later log: nothing to check
+MAX_DISAGREEING_SHARE = 0.1  # more of them placed elsewhere: another population's log
 COMPARED = {  # figure: its label in the report
     "roc_auc": "ROC-AUC",
     "pr_auc": "PR-AUC (churners)",
@@ -71,9 +75,17 @@ def check_tolerance(tolerance: float) -> None:
 
 
 def realized_labels(
-    user_ids: pa.Array, events: Path, columns: EventColumns, cutoff: datetime, label_days: int
+    user_ids: pa.Array,
+    events: Path,
+    columns: EventColumns,
+    cutoff: datetime,
+    label_days: int,
+    recency: pa.Array | None = None,
 ) -> np.ndarray:
-    """``True`` for each scored user with no event in the label window of the later log, in ``user_ids`` order."""
+    """``True`` for each scored user with no event in the label window of the later log, in ``user_ids`` order.
+
+    Refused when the later log is not these users' (:func:`check_population`, with ``recency`` the scored
+    ``days_since_last_event`` when the model has it)."""
     con = open_event_log(events, columns)
     ((first, last),) = con.execute("SELECT min(event_time), max(event_time) FROM events").fetchall()
     end = cutoff + timedelta(days=label_days)
@@ -84,6 +96,8 @@ def realized_labels(
             "(within a day) to the window's end"
         )
     con.register("scored", pa.table({"user_id": user_ids}))
+    if recency is not None:
+        check_population(con, user_ids, recency, cutoff)
     returned = con.execute(
         """SELECT s.user_id IN (SELECT DISTINCT CAST(user_id AS VARCHAR) FROM events
                                 WHERE event_time > $cutoff AND event_time <= $end)
@@ -92,6 +106,28 @@ def realized_labels(
     ).fetchnumpy()
     con.close()
     return ~next(iter(returned.values())).astype(bool)
+
+
+def check_population(con: duckdb.DuckDBPyConnection, user_ids: pa.Array, recency: pa.Array, cutoff: datetime) -> None:
+    """Refuse a later log that is another population's: where it holds the scored users' history up to the
+    cutoff, each user's last event before the cutoff must be the one their scored ``days_since_last_event`` says
+    (a simulated period with another seed has the same user ids and other histories: its labels would be noise)."""
+    con.register("recency", pa.table({"user_id": user_ids, "days": recency}))
+    ((compared, disagree),) = con.execute(
+        f"""WITH last AS (  -- days_since_last_event as the feature catalogue computes it
+                SELECT CAST(user_id AS VARCHAR) AS user_id,
+                       date_diff('microsecond', max(event_time), $cutoff) / 86400e6 AS days
+                FROM events WHERE event_time <= $cutoff GROUP BY 1)
+            SELECT count(*), count(*) FILTER (WHERE abs(last.days - r.days) > {RECENCY_TOLERANCE_DAYS})
+            FROM (SELECT CAST(user_id AS VARCHAR) AS user_id, days FROM recency) r JOIN last USING (user_id)""",
+        {"cutoff": cutoff},
+    ).fetchall()
+    if compared >= MIN_COMPARED_USERS and disagree > compared * MAX_DISAGREEING_SHARE:
+        raise ScoreError(
+            f"the later log is not these users' history: of the {compared} scored users it has events of up to the "
+            f"cutoff, {disagree} have their last one elsewhere than their scored days_since_last_event says; "
+            "label the predictions with the log they were scored from, extended past the cutoff"
+        )
 
 
 def realized_figures(churned: np.ndarray, probability: np.ndarray, threshold: float) -> dict[str, Any]:
@@ -128,7 +164,8 @@ def report_outcomes(
     threshold = float(_single(table, "threshold"))
     version = _single(table, "model_version")
     probability = table.column("churn_probability").to_numpy()
-    churned = realized_labels(table.column("user_id").combine_chunks(), events, columns, cutoff, label_days)
+    recency = table.column(RECENCY).combine_chunks() if RECENCY in table.column_names else None
+    churned = realized_labels(table.column("user_id").combine_chunks(), events, columns, cutoff, label_days, recency)
     realized = realized_figures(churned, probability, threshold)
     test = record.get("test_metrics", {})
     test_auc = test.get("roc_auc")

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 from common.classification import ScoreGroups
 from common.io import write_text_atomic
 from common.model.loader import Model
+from common.model.reasons import strongest
 from score.model import ScoreError, ScoringSpec
 
 RUN_RECORD_KEY = b"pulse.run"
@@ -30,6 +31,7 @@ RUN_RECORD_FILE = "_pulse_run.json"
 ESTIMATE_FILE = "_pulse_estimate.json"  # in a folder; beside a single file as <name>.estimate.json
 OUTCOME_COLUMNS = ("user_id", "churn_probability", "threshold", "model_version", "cutoff")
 TOP_REASON = "reason_1"  # each user's strongest reason, when the run was asked --explain
+RECENCY = "days_since_last_event"  # a later log's history is checked against it (score outcomes)
 
 
 def prediction_fields(explain: int = 0) -> list[pa.Field]:
@@ -64,7 +66,7 @@ def scored_batch(
         return with_predictions(batch, model.churn_probability(X), spec, cutoff)
     probabilities, contributions = model.explain(X)
     scored = with_predictions(batch, probabilities[:, model.info.positive_index], spec, cutoff)
-    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :explain]  # as the server's reasons
+    order = strongest(contributions, explain)  # as the server's reasons
     names = np.asarray(spec.names, dtype=object)
     rows = np.arange(len(X))
     columns = []
@@ -144,7 +146,8 @@ def read_predictions(path: Path) -> tuple[pa.Table, dict[str, Any]]:
     record = read_run_record(path)
     try:
         names = set(pads.dataset(path, format="parquet").schema.names)
-        wanted = [*OUTCOME_COLUMNS, *((TOP_REASON,) if TOP_REASON in names else ())]  # with --explain
+        optional = (TOP_REASON, RECENCY)  # the top reason with --explain; recency when the model has it
+        wanted = [*OUTCOME_COLUMNS, *(name for name in optional if name in names)]
         table = pq.read_table(path, columns=wanted)
     except (OSError, pa.ArrowInvalid) as exc:
         raise ScoreError(f"cannot read predictions {str(path)!r}: {str(exc).splitlines()[0]}") from None

@@ -93,6 +93,28 @@ class InferRequest:
     ids: list[str] | None = None  # the ``id`` input: the caller's id of each row, echoed as the ``id`` output
 
 
+def output_names(info: ModelInfo) -> tuple[str, str, str]:
+    """The outputs a request may ask for, in the order they are answered."""
+    return (info.probability_output, CONTRIBUTIONS, ID_FIELD)
+
+
+def check_output(name: Any, info: ModelInfo, shown_as: Any = None) -> str:
+    """``name`` when it is one of the model's outputs; else the V2 error naming them (quoting ``shown_as`` when
+    given: the JSON encoding quotes the whole output object)."""
+    names = output_names(info)
+    if name not in names:
+        quoted = shown(name if shown_as is None else shown_as)
+        raise V2Error(f"unknown output {quoted}; the model's outputs are {', '.join(map(repr, names))}")
+    return str(name)
+
+
+def check_explain(value: Any, given: bool) -> bool:
+    """The ``explain`` request parameter, from either encoding (``given``: it has the bool type there)."""
+    if not given:
+        raise V2Error(f"request parameter 'explain' must be true or false, got {shown(value)}", 422)
+    return bool(value)
+
+
 def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: bytes | None = None) -> InferRequest:
     """The input tensor, the request id and the explain flag; raise :class:`V2Error` naming what is wrong.
 
@@ -107,8 +129,7 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     if type(parameters) is not dict:
         raise V2Error(f"request 'parameters' must be an object, got {shown(parameters)}")
     explain = parameters.get("explain", False)
-    if type(explain) is not bool:
-        raise V2Error(f"request parameter 'explain' must be true or false, got {shown(explain)}", 422)
+    explain = check_explain(explain, type(explain) is bool)
     all_binary = parameters.get("binary_data_output", False)
     if type(all_binary) is not bool:
         raise V2Error(f"request parameter 'binary_data_output' must be true or false, got {shown(all_binary)}")
@@ -116,11 +137,9 @@ def parse_infer_request(body: Any, info: ModelInfo, max_batch: int, binary: byte
     if type(outputs) is not list:
         raise V2Error(f"'outputs' must be a list of objects naming outputs, got {shown(outputs)}")
     request_id = checked_request_id(body.get("id"))
-    names = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
-    binary_outputs = set(names) if all_binary else set()
+    binary_outputs = set(output_names(info)) if all_binary else set()
     for output in outputs:
-        if type(output) is not dict or output.get("name") not in names:
-            raise V2Error(f"unknown output {shown(output)}; the model's outputs are {', '.join(map(repr, names))}")
+        check_output(output.get("name") if type(output) is dict else None, info, shown_as=output)
         output_parameters = output.get("parameters") or {}
         wanted = output_parameters.get("binary_data", all_binary) if type(output_parameters) is dict else None
         if type(wanted) is not bool:

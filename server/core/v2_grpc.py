@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, json_format, messag
 from google.protobuf.message import DecodeError, Message
 
 from common.model.loader import ModelInfo
+from server.core.access import GRPC_SERVICE
 from server.core.errors import V2Error, shown
 from server.core.ids import (
     ID_FIELD,
@@ -25,9 +26,17 @@ from server.core.ids import (
     encode_strings,
     request_id as checked_request_id,
 )
-from server.core.v2 import CONTRIBUTIONS, InferRequest, check_input, check_range
+from server.core.v2 import (
+    CONTRIBUTIONS,
+    InferRequest,
+    check_explain,
+    check_input,
+    check_output,
+    check_range,
+    output_names,
+)
 
-SERVICE = "inference.GRPCInferenceService"
+SERVICE = GRPC_SERVICE
 INFER_ROUTE = f"/{SERVICE}/ModelInfer"  # its metrics label: the gRPC method's path
 
 # The protocol's compiled descriptor (reflection describes the service from it too: server.grpc.services).
@@ -71,7 +80,7 @@ def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequ
     names = [tensor.name for tensor in message.inputs]
     if not 1 <= len(names) <= 2 or len(set(names)) != len(names) or len([n for n in names if n != ID_FIELD]) != 1:
         raise V2Error(
-            f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES), got {names}"
+            f"expected the input tensor {info.input_name!r} (and optionally {ID_FIELD!r}, BYTES), got {shown(names)}"
         )
     place = next(i for i, name in enumerate(names) if name != ID_FIELD)
     tensor = message.inputs[place]
@@ -110,16 +119,11 @@ def parse_grpc_infer(message: Any, info: ModelInfo, max_batch: int) -> InferRequ
     explain = False
     if "explain" in message.parameters:
         parameter = message.parameters["explain"]
-        if parameter.WhichOneof("parameter_choice") != "bool_param":
-            raise V2Error("request parameter 'explain' must be a bool_param", 422)
-        explain = parameter.bool_param
-    outputs = (info.probability_output, CONTRIBUTIONS, ID_FIELD)
+        kind = parameter.WhichOneof("parameter_choice")
+        explain = check_explain(getattr(parameter, kind) if kind else None, kind == "bool_param")
     for output in message.outputs:
-        if output.name not in outputs:
-            raise V2Error(
-                f"unknown output {shown(output.name)}; the model's outputs are {', '.join(map(repr, outputs))}"
-            )
-    return InferRequest(X, checked_request_id(message.id), explain, frozenset(outputs), ids)
+        check_output(output.name, info)
+    return InferRequest(X, checked_request_id(message.id), explain, frozenset(output_names(info)), ids)
 
 
 def _grpc_ids(tensor: Any, raw: bytes | None, rows: int) -> list[Any]:

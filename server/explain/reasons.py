@@ -13,6 +13,7 @@ import numpy.typing as npt
 import orjson
 
 from common.model.loader import Model
+from common.model.reasons import strongest
 from server.core.errors import ValidationFailed, field_error
 from server.core.ids import Id
 from server.core.served import ORJSON_NUMPY
@@ -47,7 +48,7 @@ def top_reasons(
     X: npt.NDArray[np.float32], contributions: npt.NDArray[np.float64], features: tuple[str, ...], k: int
 ) -> list[list[dict[str, Any]]]:
     """Per row, the ``k`` features with the largest |contribution|, largest first."""
-    order = np.argsort(-np.abs(contributions), axis=1, kind="stable")[:, :k]
+    order = strongest(contributions, k)
     shares = contributions.tolist()
     # Values stay float32 scalars: orjson writes them as the request's numbers (7.666, not 7.665999889373779).
     return [
@@ -64,9 +65,8 @@ def render_explained(
     k: int,
     one: bool,
     ids: list[Id | None] | None = None,
-) -> tuple[bytes, list[str]]:
-    """The JSON results with reasons (each row's caller id first, when sent), and each row's top reason (for the
-    request log)."""
+) -> bytes:
+    """The JSON results with reasons (each row's caller id first, when sent)."""
     assert model.explainer is not None
     info = model.info
     reasons = top_reasons(X, contributions, info.features, k)
@@ -83,5 +83,4 @@ def render_explained(
     ]
     if ids is not None:
         results = [result if i is None else {"id": i, **result} for result, i in zip(results, ids, strict=True)]
-    payload = orjson.dumps(results[0] if one else results, option=ORJSON_NUMPY)
-    return payload, [row[0]["feature"] for row in reasons]
+    return orjson.dumps(results[0] if one else results, option=ORJSON_NUMPY)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from server.core.errors import ApiError, UnsupportedMediaType
+from server.core.errors import ApiError, UnsupportedMediaType, shown
 
 HEADER_LENGTH = b"inference-header-content-length"  # V2's binary tensor extension: the JSON part's length
 _SINGLE = {
@@ -68,7 +68,7 @@ class RequestHead:
         """415 for a compressed body (any Content-Encoding but identity): bodies are read as they are sent."""
         encoding = self.content_encoding
         if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
-            raise UnsupportedMediaType(f"Content-Encoding {encoding.decode('latin-1')!r} is not supported")
+            raise UnsupportedMediaType(f"Content-Encoding {shown(encoding.decode('latin-1'))} is not supported")
 
     def declared_length(self) -> int | None:
         """The Content-Length as a number, ``None`` without one; 400 when it is not a number."""

@@ -28,6 +28,7 @@ from server.core.validation import decode_json
 from server.monitoring.metrics import Metrics
 from server.pipeline.answer import BINARY, GRPC, Answer
 from server.pipeline.head import HEADER_LENGTH
+from server.pipeline.scoring import log_rows, score
 
 
 @dataclass(slots=True)
@@ -83,41 +84,16 @@ def score_infers(served: ServedModel, metrics: Metrics, parsed: list[ParsedInfer
             continue
         parts = [parsed[place].request.X for place in group]
         X = parts[0] if len(parts) == 1 else np.concatenate(parts)
-        started = time.perf_counter()
-        contributions = None
-        if explain:  # the probabilities and the contributions from one call (model.onnx computes both)
-            probabilities, contributions = model.explain(X)
-        else:
-            probabilities = model.predict_proba(X)
-        seconds = time.perf_counter() - started
-        metrics.observe_call(seconds, len(X))
-        churn = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-        if served.drift is not None:
-            served.drift.add_batch(X, churn)
+        call = score(served, metrics, X, explain)
         start = 0
         for place in group:
             request = parsed[place].request
             end = start + len(request.X)
-            mine = None if contributions is None else contributions[start:end]
-            results[place] = Scored(probabilities[start:end], mine, base, seconds)
-            _log(served, request, churn[start:end], mine)
+            mine = None if call.contributions is None else call.contributions[start:end]
+            results[place] = Scored(call.probabilities[start:end], mine, base, call.seconds)
+            log_rows(served, request.X, call.churn[start:end], mine, request.ids, request.id)
             start = end
     return results  # type: ignore[return-value]  # every place is filled: each request is in one group
-
-
-def _log(
-    served: ServedModel,
-    request: InferRequest,
-    churn: npt.NDArray[np.float32],
-    contributions: npt.NDArray[np.float64] | None,
-) -> None:
-    """The request's rows into the request log (each request has its own ids and request id)."""
-    if served.request_log is None or not served.request_log.active:
-        return
-    top = None
-    if contributions is not None:
-        top = [served.info.features[j] for j in np.argmax(np.abs(contributions), axis=1).tolist()]
-    served.request_log.submit(request.X, churn, top, request.ids, request.id)
 
 
 def answer_infers(served: ServedModel, metrics: Metrics, model_name: str, parsed: list[ParsedInfer]) -> list[Answer]:

@@ -25,6 +25,7 @@ from server.core.errors import (
     NotReady,
     Unauthorized,
     UnsupportedMediaType,
+    shown,
 )
 from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE, served_or_error
@@ -115,7 +116,7 @@ class Pipeline:
             return None
         if key_scope is None:
             return Unauthorized("missing or invalid API key: send Authorization: Bearer <key>"), "unauthorized"
-        return Forbidden(f"this key's scope {key_scope!r} does not allow {path}"), "forbidden"
+        return Forbidden(f"this key's scope {key_scope!r} does not allow {shown(path)}"), "forbidden"
 
     def check_head(self, route: str, head: RequestHead) -> int | None:
         """What a request must be before its body is read: a model served, one of each single-valued header, a

@@ -21,6 +21,7 @@ from server.core.served import ServedModel
 from server.core.validation import Columns
 from server.explain.reasons import explain_count, render_explained
 from server.monitoring.metrics import Metrics
+from server.pipeline.scoring import log_rows, score
 
 ROUTE = "/predict"
 Parsed = list[float] | npt.NDArray[np.float32] | Columns  # a request's rows, as the parser gives them
@@ -49,31 +50,26 @@ def score_explained(served: ServedModel, metrics: Metrics, parsed: list[ParsedRe
     """The response bodies of ``parsed`` (in order, each with its own ``explain=K``), the probabilities and the
     contributions of all their rows from one onnxruntime call (model.onnx computes both)."""
     X = _stack([request.rows for request in parsed])
-    started = time.perf_counter()
-    probabilities, contributions = served.model.explain(X)
+    call = score(served, metrics, X, explain=True)
+    proba, contributions = call.churn, call.contributions
+    assert contributions is not None
     scored = time.perf_counter()
-    inference = scored - started
-    metrics.observe_call(inference, len(X))
-    proba = np.ascontiguousarray(probabilities[:, served.info.positive_index])
-    if served.drift is not None:
-        served.drift.add_batch(X, proba)
-    log_rows = served.request_log is not None and served.request_log.active
     payloads, read_parse, render, start = [], [], [], 0
     for request in parsed:
         assert request.k is not None
         end = start + _count(request.rows)
-        payload, reasons = render_explained(
-            served.model, X[start:end], proba[start:end], contributions[start:end], request.k,
-            type(request.rows) is list, request.ids,
+        payloads.append(
+            render_explained(
+                served.model, X[start:end], proba[start:end], contributions[start:end], request.k,
+                type(request.rows) is list, request.ids,
+            )
         )  # fmt: skip
-        if log_rows:
-            served.request_log.submit(X[start:end], proba[start:end], reasons, request.ids)  # type: ignore[union-attr]
-        payloads.append(payload)
+        log_rows(served, X[start:end], proba[start:end], contributions[start:end], request.ids)
         rendered = time.perf_counter()
         read_parse.append(request.parsed_at - request.started)
         render.append(rendered - scored)
         scored, start = rendered, end
-    metrics.observe_stages_all(ROUTE, read_parse, inference, render)
+    metrics.observe_stages_all(ROUTE, read_parse, call.seconds, render)
     return payloads
 
 
@@ -117,8 +113,7 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
         else:
             drift.add_batch(X, proba)
     if served.request_log is not None and served.request_log.active:
-        rows_of = np.array([single], dtype=np.float32) if X is None else X
-        served.request_log.submit(rows_of, proba, None, _all_ids(parsed))
+        log_rows(served, np.array([single], dtype=np.float32) if X is None else X, proba, None, _all_ids(parsed))
     return payloads
 
 

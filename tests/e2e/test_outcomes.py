@@ -122,6 +122,25 @@ def test_a_later_log_that_does_not_cover_the_window_is_refused_by_its_dates(
     assert not (tmp_path / "report").exists()
 
 
+def test_another_populations_log_is_refused_rather_than_reported(tmp_path: Path, default_model: Path) -> None:
+    """The newcomer's mistake: users of one simulated period labelled with another period's log (the same user ids,
+    other lives) gave a realized ROC-AUC of 0.49 and no warning. Their histories disagree with what was scored."""
+    log, cutoff = _period(tmp_path, seed=8)
+    predictions = tmp_path / "predictions.parquet"
+    run = _score("run", "--events", str(log), "--model", str(default_model), "--cutoff", cutoff,
+                 "--session-col", "session_id", "--revenue-col", "revenue", "--out", str(predictions))  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    other = tmp_path / "other"
+    other.mkdir()
+    other_log, _ = _period(other, seed=12)
+    result = _score("outcomes", "--predictions", str(predictions), "--events", str(other_log),
+                    "--out", str(tmp_path / "report"))  # fmt: skip
+    assert result.returncode == 2, result.stdout
+    (error,) = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert "not these users' history" in error and "days_since_last_event" in error
+    assert not (tmp_path / "report").exists()
+
+
 def test_predictions_not_written_by_score_run_are_refused(tmp_path: Path) -> None:
     other = tmp_path / "other.parquet"
     pq.write_table(pa.table({"user_id": [1], "churn_probability": [0.5]}), other)

@@ -33,6 +33,55 @@ def _shown(block: str) -> str:
     return shown.split(":", 1)[0] + ":"
 
 
+def curl_examples(readme: str) -> list[tuple[str, str]]:
+    """Each ``curl`` command of the README's bash blocks, and the output it shows: the ``# `` lines right after it."""
+    examples: list[tuple[str, str]] = []
+    for block in re.findall(r"```bash\n(.*?)```", readme, flags=re.S):
+        command: list[str] = []
+        shown: list[str] = []
+        for line in [*block.splitlines(), ""]:
+            if line.startswith("curl "):
+                command, shown = [line], []
+            elif command and not shown and line and not line.startswith("# "):
+                command.append(line)  # the command's continuation
+            elif command and line.startswith("# "):
+                shown.append(line[2:])
+            elif command:
+                examples.append(("\n".join(command), "".join(shown)))
+                command, shown = [], []
+    return examples
+
+
+def python_examples(readme: str) -> list[tuple[str, list[str]]]:
+    """The README's python blocks that show their output: the code, and the ``# `` lines it ends with."""
+    examples = []
+    for block in re.findall(r"```python\n(.*?)```", readme, flags=re.S):
+        lines = block.splitlines()
+        shown = [line[2:] for line in lines if line.startswith("# ")]
+        if shown:
+            examples.append(("\n".join(line for line in lines if not line.startswith("# ")), shown))
+    return examples
+
+
+def assert_shown(shown: object, answered: object, where: str) -> None:
+    """The answer is what the README shows: the same keys in the same order, the same strings (``"rf-..."`` stands
+    for any model version), the same numbers to 1e-6."""
+    if isinstance(shown, dict):
+        assert isinstance(answered, dict) and list(shown) == list(answered), (where, shown, answered)
+        for key in shown:
+            assert_shown(shown[key], answered[key], f"{where}.{key}")
+    elif isinstance(shown, list):
+        assert isinstance(answered, list) and len(shown) == len(answered), (where, shown, answered)
+        for i, (mine, theirs) in enumerate(zip(shown, answered, strict=True)):
+            assert_shown(mine, theirs, f"{where}[{i}]")
+    elif isinstance(shown, str) and shown.endswith("..."):
+        assert isinstance(answered, str) and answered.startswith(shown[:-3]), (where, shown, answered)
+    elif isinstance(shown, float):
+        assert answered == pytest.approx(shown, abs=1e-6), (where, shown, answered)
+    else:
+        assert type(answered) is type(shown) and answered == shown, (where, shown, answered)
+
+
 def _run(clone: Path, *command: str, ok: tuple[int, ...] = (0,)) -> str:
     result = subprocess.run(command, cwd=clone, capture_output=True, text=True, timeout=900)
     assert result.returncode in ok, (
@@ -56,7 +105,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
     stamps = [f"-o{VENV}/.installed-run", f"-o{VENV}/.installed-all"]
     _run(clone, "make", *stamps, f"VENV={VENV}", "export")
     python = str(VENV / "bin" / "python")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     with run_server(
         [
             python,
@@ -71,9 +120,23 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         ],
         port,
         clone.parent / "server.log",
+        env={"PULSE_GRPC_PORT": str(grpc_port)},
     ) as server:
         status, body = http_post_json(server.url + "/predict", json.dumps(BEHAVIOUR_ROW).encode())
         assert status == 200 and 0 <= json.loads(body)["churn_probability"] <= 1
+        # Every curl example shows its answer, and the default model gives exactly that answer.
+        readme = (clone / "README.md").read_text()
+        examples = curl_examples(readme)
+        assert len(examples) >= 4 and all(shown for _, shown in examples), examples
+        for command, shown in examples:
+            script = command.replace("127.0.0.1:8000", f"127.0.0.1:{port}")
+            answered = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60).stdout
+            assert_shown(json.loads(shown), json.loads(answered), command.splitlines()[0])
+        # The ecosystem's clients example (tritonclient over HTTP and gRPC) prints what it shows.
+        ((code, shown_lines),) = [example for example in python_examples(readme) if "tritonclient" in example[0]]
+        code = code.replace("127.0.0.1:8000", f"127.0.0.1:{port}").replace("127.0.0.1:8001", f"127.0.0.1:{grpc_port}")
+        printed = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=120)
+        assert printed.stdout.splitlines() == shown_lines, printed.stderr[-2000:]
 
     # The README's end-to-end workflow blocks, as written (on this run's venv rather than the clone's .venv, and
     # the example server's port swapped for a free one): nightly scoring -> outcomes, request log -> drift,

@@ -111,7 +111,7 @@ def test_a_client_that_leaves_mid_body_is_neither_an_error_nor_counted(
     text = client.get("/metrics").text
     assert not re.search(r'status="5\d\d"', text)
     assert f'route="{path}"' not in text.replace("{model_name}", "churn")
-    assert "pulse_http_requests_in_flight 1.0" in text  # the scrape itself
+    assert "pulse_http_requests_in_flight 0.0" in text  # nothing held (a scrape is never counted)
 
 
 def test_metric_labels_come_from_the_matched_route(app_client: tuple[PulseApp, TestClient]) -> None:

@@ -88,7 +88,7 @@ def test_raw_and_typed_contents_give_the_same_rows(raw: bool) -> None:
         ({"shape": [2, 4]}, "input shape must be [N, 3]"),
         ({"datatype": "FP64"}, "input datatype must be 'FP32'"),
         ({"name": "x"}, "unknown input 'x'"),
-        ({"parameters": {"explain": ("string_param", "yes")}}, "'explain' must be a bool_param"),
+        ({"parameters": {"explain": ("string_param", "yes")}}, "'explain' must be true or false, got 'yes'"),
         ({"outputs": ["nope"]}, "unknown output 'nope'"),
     ],
 )
