@@ -41,6 +41,8 @@ import numpy as np
 from benchmarks.procs import free_port, http_get, python_command, run_server, worker_processes
 
 ADMIN_KEY, PREDICT_KEY = "chaos-admin-key-0123456789", "chaos-predict-key-0123456789"
+METRICS_KEY = "chaos-metrics-key-0123456789"  # the scraper's: /metrics needs a metrics key with keys on
+SCRAPER = {"authorization": f"Bearer {METRICS_KEY}"}
 RESET_GRACE_SECONDS = 1.5  # a reset this long after a SIGKILL is the killed worker's own connection
 SETTLE_SECONDS = 2.0
 
@@ -220,7 +222,7 @@ def _post(port: int, path: str, body: object, key: str) -> tuple[int, dict[str, 
 
 def _served(url: str) -> tuple[dict[str, float], float]:
     """Live workers per model sha256, and the request counter's total, from one scrape."""
-    status, body = http_get(url + "/metrics", timeout=10)
+    status, body = http_get(url + "/metrics", timeout=10, headers=SCRAPER)
     if status != 200:
         raise RuntimeError(f"/metrics answered {status}")
     served: dict[str, float] = {}
@@ -283,7 +285,7 @@ class Operator:
                 os.kill(self.server.pid, signal.SIGHUP)
         else:
             record["op"] = "scrape"
-        status, _ = http_get(self.server.url + "/metrics", timeout=10)
+        status, _ = http_get(self.server.url + "/metrics", timeout=10, headers=SCRAPER)
         _, total = _served(self.server.url) if status == 200 else ({}, -1.0)
         history.scrapes.append((time.monotonic(), status, total))
         record["seconds"] = round(time.monotonic() - started, 3)
@@ -293,7 +295,11 @@ class Operator:
 def _keys_file(extra: str = "") -> str:
     from server.config.keys import hash_key
 
-    lines = [f"{hash_key(ADMIN_KEY)} admin ops", f"{hash_key(PREDICT_KEY)} predict chaos"]
+    lines = [
+        f"{hash_key(ADMIN_KEY)} admin ops",
+        f"{hash_key(PREDICT_KEY)} predict chaos",
+        f"{hash_key(METRICS_KEY)} metrics prometheus",
+    ]
     if extra:
         lines.append(f"{hash_key(extra)} predict extra")
     return "\n".join(lines) + "\n"

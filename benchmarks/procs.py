@@ -26,9 +26,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+def http_get(url: str, timeout: float = 2.0, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as response:
             return int(response.status), response.read()
     except urllib.error.HTTPError as exc:
         return int(exc.code), exc.read()
@@ -43,10 +43,11 @@ def http_post_json(url: str, body: bytes, timeout: float = 5.0) -> tuple[int, by
         return int(exc.code), exc.read()
 
 
-def metric(url: str, name: str, **labels: str) -> float:
-    """The value of the unlabelled sample ``name`` in the server's ``/metrics``; with ``labels``, the sum of the
-    samples of ``name`` that carry them (0 when none does yet)."""
-    text = http_get(url + "/metrics", timeout=5)[1].decode()
+def metric(url: str, name: str, key: str | None = None, **labels: str) -> float:
+    """The value of the unlabelled sample ``name`` in the server's ``/metrics`` (scraped with ``key`` when API keys are
+    on); with ``labels``, the sum of the samples of ``name`` that carry them (0 when none does yet)."""
+    headers = {"authorization": f"Bearer {key}"} if key else None
+    text = http_get(url + "/metrics", timeout=5, headers=headers)[1].decode()
     if not labels:
         return next(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + " "))
     wanted = [f'{key}="{value}"' for key, value in labels.items()]

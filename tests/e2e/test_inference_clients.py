@@ -37,6 +37,7 @@ from tests.support import require_tool
 pytestmark = pytest.mark.e2e
 
 KEY = "pk-clients-" + "k" * 32
+SCRAPER_KEY = "mk-clients-" + "m" * 32  # /metrics needs a metrics key with keys on
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def model(exported: Path) -> Model:
 def server(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, int]]:
     folder = tmp_path_factory.mktemp("clients")
     keys = folder / "keys.txt"
-    keys.write_text(f"{hash_key(KEY)} predict clients\n")
+    keys.write_text(f"{hash_key(KEY)} predict clients\n{hash_key(SCRAPER_KEY)} metrics prometheus\n")
     port, grpc_port = free_port(), free_port()
     command = python_command("-m", "server", "--model", str(exported), "--port", str(port), "--log-level", "warning")
     env = {"PULSE_GRPC_PORT": str(grpc_port), "PULSE_API_KEYS_FILE": str(keys)}
@@ -171,13 +172,13 @@ def test_grpc_requests_are_counted_like_http_ones(
     """The gRPC door's requests land in the same metrics as HTTP's: per route and status, and rows scored."""
     proc, _ = server
     route = "/inference.GRPCInferenceService/ModelInfer"
-    before = metric(proc.url, "pulse_http_requests_total", route=route, status="200")
-    rows_before = metric(proc.url, "pulse_predicted_rows_total")
+    before = metric(proc.url, "pulse_http_requests_total", SCRAPER_KEY, route=route, status="200")
+    rows_before = metric(proc.url, "pulse_predicted_rows_total", SCRAPER_KEY)
     _run("triton-grpc", server, rows[1])
     # infer, infer(model_version), infer(explain), infer(ids): 5 rows each; infer(one row): 1
-    assert metric(proc.url, "pulse_http_requests_total", route=route, status="200") - before == 5
-    assert metric(proc.url, "pulse_predicted_rows_total") - rows_before == 21
-    assert metric(proc.url, "pulse_http_requests_total", route=route, status="401") >= 1
+    assert metric(proc.url, "pulse_http_requests_total", SCRAPER_KEY, route=route, status="200") - before == 5
+    assert metric(proc.url, "pulse_predicted_rows_total", SCRAPER_KEY) - rows_before == 21
+    assert metric(proc.url, "pulse_http_requests_total", SCRAPER_KEY, route=route, status="401") >= 1
 
 
 def test_grpc_serves_the_swapped_model_on_every_worker(

@@ -132,7 +132,7 @@ def test_another_populations_log_is_refused_rather_than_reported(tmp_path: Path,
     assert run.returncode == 0, run.stderr[-2000:]
     other = tmp_path / "other"
     other.mkdir()
-    other_log, _ = _period(other, seed=12)
+    other_log, _ = _period(other, seed=12, days=95)  # reaches past the label window: only its people differ
     result = _score("outcomes", "--predictions", str(predictions), "--events", str(other_log),
                     "--out", str(tmp_path / "report"))  # fmt: skip
     assert result.returncode == 2, result.stdout

@@ -38,6 +38,7 @@ from tests.support import EXAMPLE_ROW, FAST_MODE, require_tool
 pytestmark = pytest.mark.e2e
 
 ADMIN_KEY, PREDICT_KEY = "pk_admin_e2e", "pk_predict_e2e"
+SCRAPE = {"authorization": f"Bearer {ADMIN_KEY}"}  # /metrics needs a metrics (or admin) key with keys on
 
 
 def _copy_model(source: Path, target: Path) -> Path:
@@ -69,7 +70,7 @@ def two_workers(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
 def _wait_for_workers(server: ServerProcess, n: int) -> None:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        text = http_get(server.url + "/metrics")[1].decode()
+        text = http_get(server.url + "/metrics", headers=SCRAPE)[1].decode()
         if f"pulse_workers {n}.0" in text:
             return
         time.sleep(0.2)
@@ -89,7 +90,7 @@ def _post(port: int, path: str, body: object, key: str) -> tuple[int, dict[str, 
 
 
 def _served_versions(server: ServerProcess) -> dict[str, float]:
-    text = http_get(server.url + "/metrics")[1].decode()
+    text = http_get(server.url + "/metrics", headers=SCRAPE)[1].decode()
     return {
         line.split('version="')[1].split('"')[0]: float(line.split()[-1])
         for line in text.splitlines()
@@ -169,12 +170,15 @@ def test_sighup_swaps_every_worker_to_the_file_now_at_the_model_path(
     while _served_versions(server) != {twin: 2.0} and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _served_versions(server) == {twin: 2.0}
-    assert server.process.poll() is None and "pulse_workers 2.0" in http_get(server.url + "/metrics")[1].decode()
+    assert (
+        server.process.poll() is None
+        and "pulse_workers 2.0" in http_get(server.url + "/metrics", headers=SCRAPE)[1].decode()
+    )
     _copy_model(exported, model_path)
 
 
 def _served_sha256(server: ServerProcess) -> dict[str, float]:
-    text = http_get(server.url + "/metrics")[1].decode()
+    text = http_get(server.url + "/metrics", headers=SCRAPE)[1].decode()
     return {
         line.split('sha256="')[1].split('"')[0]: float(line.split()[-1])
         for line in text.splitlines()

@@ -142,7 +142,7 @@ COUNTED = re.compile(r"^(pulse_\w+(?:_total|_count)|pulse_drift_window_rows|puls
 
 def _counters(server: ServerProcess) -> dict[str, str]:
     """The counters the requests moved (totals and call counts; not durations, gauges of the moment or uptime)."""
-    text = http_get(server.url + "/metrics", timeout=5)[1].decode()
+    text = http_get(server.url + "/metrics", timeout=5, headers={"authorization": f"Bearer {ADMIN_KEY}"})[1].decode()
     samples = {}
     for line in text.splitlines():
         if COUNTED.match(line) and "/metrics" not in line:

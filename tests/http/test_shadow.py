@@ -51,7 +51,7 @@ def _metric(text: str, name: str) -> float | None:
 def _settled(client: TestClient, rows: int) -> str:
     deadline = time.monotonic() + 5
     while True:
-        text = client.get("/metrics").text
+        text = client.get("/metrics", headers=ADMIN).text
         if (_metric(text, "pulse_shadow_rows_total") or 0) >= rows or time.monotonic() > deadline:
             return text
         time.sleep(0.02)
@@ -90,7 +90,7 @@ def test_a_shadow_scores_after_the_answers_and_is_compared(
 
     off = client.delete("/admin/shadow", headers=ADMIN)
     assert off.status_code == 200 and off.json()["shadow_version"] is None
-    assert "pulse_shadow_info" not in client.get("/metrics").text
+    assert "pulse_shadow_info" not in client.get("/metrics", headers=ADMIN).text
 
 
 def test_a_candidate_with_other_features_or_outside_the_folder_is_refused(
@@ -103,7 +103,7 @@ def test_a_candidate_with_other_features_or_outside_the_folder_is_refused(
     assert outside.status_code == 422 and "model folder" in outside.json()["detail"]
     for bad in ({"path": str(behaviour_model), "sample": 2}, {"path": 3}, {"path": "x", "other": 1}):
         assert client.post("/admin/shadow", json=bad, headers=ADMIN).status_code == 422
-    assert "pulse_shadow_info" not in client.get("/metrics").text
+    assert "pulse_shadow_info" not in client.get("/metrics", headers=ADMIN).text
 
 
 def test_a_wrong_method_on_the_shadow_route_lists_both_of_its_methods(
@@ -134,7 +134,7 @@ def test_a_configured_shadow_that_is_gone_never_stops_a_worker(exported: Path, t
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/ready").status_code == 200
         assert client.post("/predict", json=_rows(exported)[0]).status_code == 200
-        assert "pulse_shadow_info" not in client.get("/metrics").text
+        assert "pulse_shadow_info" not in client.get("/metrics", headers=ADMIN).text
 
 
 def test_a_shadow_record_loaded_late_never_overwrites_a_newer_admin_call(

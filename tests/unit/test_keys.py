@@ -33,7 +33,7 @@ def test_a_key_is_recognised_by_its_hash_with_its_scope(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("sha256:abc predict\n", "line 1: expected 'sha256:<64 hex digits> <scope> [name]'"),
-        (f"\n{hash_key('k')} root\n", "line 2: scope 'root' is not one of predict, admin"),
+        (f"\n{hash_key('k')} root\n", "line 2: scope 'root' is not one of predict, metrics, admin"),
         (f"{hash_key('k')[7:]} predict\n", "line 1: expected"),
         ("# nothing but comments\n", "holds no keys"),
     ],
