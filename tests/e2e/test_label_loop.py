@@ -265,7 +265,8 @@ def test_a_shadow_set_over_http_reaches_every_worker(
     body = json.dumps([dict(zip(rows["features"], row, strict=True)) for row in rows["inputs"]]).encode()
     with run_server(command, port, tmp_path / "server.log", env, timeout=60) as server:
         deadline = time.monotonic() + 30
-        while "pulse_workers 2.0" not in http_get(server.url + "/metrics")[1].decode():  # both up and reporting
+        scrape = {"authorization": f"Bearer {admin}"}  # /metrics needs a metrics (or admin) key with keys on
+        while "pulse_workers 2.0" not in http_get(server.url + "/metrics", headers=scrape)[1].decode():
             assert time.monotonic() < deadline, "the second worker did not report within 30 s"
             time.sleep(0.2)
         status, answer = _admin(server.url + "/admin/shadow", "POST", admin, {"path": str(twin_model), "sample": 1})
@@ -278,7 +279,7 @@ def test_a_shadow_set_over_http_reaches_every_worker(
             urllib.request.urlopen(request, timeout=10).read()
         deadline = time.monotonic() + 10
         while True:
-            metrics = http_get(server.url + "/metrics", headers={"authorization": f"Bearer {admin}"})[1].decode()
+            metrics = http_get(server.url + "/metrics", headers=scrape)[1].decode()
             found = re.search(r"^pulse_shadow_rows_total (\S+)$", metrics, re.M)
             if (found and float(found.group(1)) == 40 * len(rows["inputs"])) or time.monotonic() > deadline:
                 break
