@@ -20,6 +20,7 @@ from server.config.keys import KeyRing, KeysError
 from server.config.settings import Settings, SettingsError
 from server.monitoring.log_file import RequestLogError, check_request_log_path
 from server.monitoring.shadow import check_shadow
+from server.monitoring.tracing import TraceConfig, TracingConfigError
 from server.ops.control import pin_model
 from server.ops.logs import logging_config
 
@@ -85,10 +86,11 @@ def main(argv: list[str] | None = None) -> int:
         check_tls(settings)
         if settings.api_keys_file is not None:
             KeyRing.load(settings.api_keys_file)
+        TraceConfig.from_env()  # OTEL_* variables: each worker reads them again when it starts
         model = load_model(settings.model_path, settings.model_sha256, settings.ort_threads, settings.max_model_bytes)
         if settings.shadow_model is not None:
             check_shadow(model, load_model(settings.shadow_model, "", 1, settings.max_model_bytes))
-    except (ModelError, RequestLogError, KeysError, SettingsError) as exc:
+    except (ModelError, RequestLogError, KeysError, SettingsError, TracingConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -39,6 +39,18 @@ from server.core.v2 import (
 SERVICE = GRPC_SERVICE
 INFER_ROUTE = f"/{SERVICE}/ModelInfer"  # its metrics label: the gRPC method's path
 
+# The gRPC status (its code number) each HTTP status the pipeline answers means; the rest of 4xx: INVALID_ARGUMENT.
+# A 503 from the pipeline means no model is served yet: UNAVAILABLE; an overload refusal (shed, no memory for the
+# message) is RESOURCE_EXHAUSTED, as gRPC's own limits are.
+GRPC_STATUS = {200: 0, 401: 16, 403: 7, 404: 5, 413: 8, 500: 13, 503: 14}
+INVALID_ARGUMENT, RESOURCE_EXHAUSTED = 3, 8
+
+
+def grpc_status(http_status: int, overloaded: bool = False) -> int:
+    """The gRPC status code a call answered with ``http_status`` ends with."""
+    return RESOURCE_EXHAUSTED if overloaded else GRPC_STATUS.get(http_status, INVALID_ARGUMENT)
+
+
 # The protocol's compiled descriptor (reflection describes the service from it too: server.grpc.services).
 PROTO_FILES = tuple(
     descriptor_pb2.FileDescriptorSet.FromString(

@@ -30,7 +30,7 @@ from server.config.settings import Settings
 from server.core.access import counts_in_flight, needed_scope
 from server.core.errors import ApiError, InternalError, NotReady, Overloaded, V2Error
 from server.core.v2 import SERVER_METADATA, model_config, model_metadata, served_or_error
-from server.core.v2_grpc import INFER_ROUTE, SERVICE, from_dict, message_class
+from server.core.v2_grpc import INFER_ROUTE, SERVICE, from_dict, grpc_status, message_class
 from server.grpc.services import StandardServices
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.coalesce import AwaitedRequest, Coalescer
@@ -40,17 +40,7 @@ from server.pipeline.probes import probe_document
 
 logger = logging.getLogger(__name__)
 
-# The gRPC status of each HTTP status the pipeline answers (the rest of 4xx: INVALID_ARGUMENT). A 503 from the
-# pipeline means no model is served yet; the door's own refusals (shed, no memory for the message) are
-# RESOURCE_EXHAUSTED, as gRPC's own limits are.
-STATUS_CODES = {
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    500: grpc.StatusCode.INTERNAL,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
+STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}  # grpc_status()'s numbers, as grpc's enum
 SHED = Overloaded("too many requests in flight; retry shortly")
 DRAINING = NotReady("this worker is shutting down; retry on another")
 
@@ -146,6 +136,8 @@ class GrpcDoor:
             self.coalescer.release(call)
             await _abort(context, self.pipeline.refuse(INFER_ROUTE, exc, started))
         call.reserved = len(body)
+        if state.tracer is not None:  # W3C Trace Context travels as metadata (gRPC's headers)
+            call.trace_context = _trace_context(context)
         answer = await self.coalescer.answer(call)  # a client gone meanwhile: its turn skips it
         if answer.status != 200:
             await _abort(context, answer)
@@ -240,12 +232,16 @@ class GrpcDoor:
         return from_dict("ModelConfigResponse", document)
 
 
+def _trace_context(context: grpc.aio.ServicerContext) -> tuple[bytes | None, bytes | None]:
+    found: dict[str, bytes] = {}
+    for key, value in context.invocation_metadata() or ():
+        if key in ("traceparent", "tracestate"):
+            found[key] = value.encode("latin-1") if isinstance(value, str) else value
+    return found.get("traceparent"), found.get("tracestate")
+
+
 async def _abort(context: grpc.aio.ServicerContext, answer: Answer) -> None:
     """End the call with the gRPC status the error answer's HTTP status means (overload refusals:
     RESOURCE_EXHAUSTED), and its message."""
     error = answer.error if answer.error is not None else InternalError()  # every error answer carries its error
-    if isinstance(error, Overloaded):
-        code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    else:
-        code = STATUS_CODES.get(answer.status, grpc.StatusCode.INVALID_ARGUMENT)
-    await context.abort(code, str(error))
+    await context.abort(STATUS_CODES[grpc_status(answer.status, isinstance(error, Overloaded))], str(error))

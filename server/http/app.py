@@ -38,6 +38,7 @@ from server.monitoring.log_file import Rotation
 from server.monitoring.metrics import METRICS_KEY, Metrics
 from server.monitoring.request_log import RequestLog
 from server.monitoring.shadow import load_shadow
+from server.monitoring.tracing import TraceConfig, Tracer
 from server.ops.control import SHADOW_CONTROL_FILE, read_control
 from server.ops.shutdown import DrainOnSignal
 from server.ops.swap import ModelSwapper
@@ -197,6 +198,11 @@ class PulseApp:
         request_log.start()
         state.request_log = state.metrics.request_log = request_log
         metrics = state.metrics
+        trace_config = TraceConfig.from_env()
+        if trace_config is not None:  # OpenTelemetry, configured by OTEL_* variables: this worker's own exporter
+            state.tracer = Tracer(trace_config)
+            state.tracer.start()
+            metrics.trace_counters = state.tracer.counters
         metrics.ready = lambda: state.ready
         drain = DrainOnSignal(settings.drain_seconds, self._begin_drain)
         if settings.http == "stock":  # uvicorn owns the signals there; our own listener drains on its own
@@ -230,6 +236,8 @@ class PulseApp:
             drain.restore()
             reloads()
             request_log.close()
+            if state.tracer is not None:
+                state.tracer.shutdown()
             metrics.flush(in_flight=0)  # this worker's last figures stay in the sums after it exits
             logger.info("shutdown complete")
 

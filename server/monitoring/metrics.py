@@ -90,6 +90,7 @@ class Metrics:
         self.start = process_start(self.pid)  # with the pid: this worker's life (its snapshot file's name)
         self.info: dict[str, str] = {}
         self.request_log: RequestLog | None = None  # its counters, and its shadow's figures
+        self.trace_counters: dict[str, int] | None = None  # the tracer's (spans exported, dropped), when tracing
         self.drift: DriftWindow | None = None
         self.min_drift_rows = min_drift_rows
         self.estimate_tolerance = estimate_tolerance  # the alert's floor: the test ROC-AUC less this
@@ -166,6 +167,7 @@ class Metrics:
             "ready": self.ready(),
             "info": self.info,
             "log": self.request_log.counters() if self.request_log is not None else {},
+            "traces": dict(self.trace_counters) if self.trace_counters is not None else {},
             "shadow": shadow.snapshot() if (shadow := self._shadow()) is not None else None,
             "drift": self.drift.snapshot() if self.drift is not None else None,
         }
@@ -248,6 +250,7 @@ class _Collector(Collector):
         stages: dict[tuple[str, str], Histogram] = {}
         compute = Histogram(COMPUTE_BUCKETS)
         log: defaultdict[str, int] = defaultdict(int)
+        traces: defaultdict[str, int] = defaultdict(int)
         rejected: defaultdict[tuple[str, int], int] = defaultdict(int)
         by_pid: defaultdict[int, int] = defaultdict(int)  # the lives of a reused pid add up: the total stays monotone
         for s in snapshots:
@@ -262,6 +265,8 @@ class _Collector(Collector):
                 rejected[(reason, status)] += n
             for name, n in s["log"].items():
                 log[name] += n
+            for name, n in s.get("traces", {}).items():
+                traces[name] += n
             by_pid[s["pid"]] += sum(n for _, _, n in s["requests"])
         per_worker = CounterMetricFamily(
             "pulse_worker_http_requests", "HTTP requests answered by each worker process", labels=["pid"]
@@ -327,6 +332,8 @@ class _Collector(Collector):
             yield info
         for name, value in sorted(log.items()):
             yield CounterMetricFamily(f"pulse_request_log_{name}", f"Request log lines {name}", value=value)
+        for name, value in sorted(traces.items()):  # spans_exported, spans_dropped: with tracing on
+            yield CounterMetricFamily(f"pulse_trace_{name}", f"OpenTelemetry {name.replace('_', ' ')}", value=value)
         yield from self._drift(snapshots)
         shadow = m._shadow()
         if shadow is not None:  # this worker's candidate, summed over every worker life that scored it

@@ -59,6 +59,7 @@ class PendingRequest:
         "route",
         "shed",
         "started",
+        "trace_context",
         "version",
     )
 
@@ -90,6 +91,7 @@ class PendingRequest:
         self.probe = False  # a probe, answered by the connection itself once its message is complete
         self.on_response: Callable[[], None] | None = None  # called once its response is written
         self.access: str | None = None  # the access log's client and request line (PULSE_ACCESS_LOG)
+        self.trace_context: tuple[bytes | None, bytes | None] = (None, None)  # its traceparent and tracestate
 
 
 class AwaitedRequest(PendingRequest):
@@ -175,8 +177,11 @@ class Coalescer:
             request.chunks.clear()  # the connection keeps its last request until the next one
             taken.append(request)
             requests.append(
-                Request(request.route, request.query, body, request.started, request.header_length, request.version)
-            )
+                Request(
+                    request.route, request.query, body, request.started, request.header_length, request.version,
+                    *request.trace_context,
+                )
+            )  # fmt: skip
         answers = self.pipeline.answer(requests) if requests else []
         close = self.state.draining
         for request, answer in zip(taken, answers, strict=True):

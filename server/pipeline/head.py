@@ -35,6 +35,8 @@ class RequestHead:
     hosts: int = 0  # Host fields (RFC 9112 wants exactly one in HTTP/1.1)
     expects_continue: bool = False  # Expect: 100-continue
     size: int = 0  # bytes of the fields: names, values and their separators
+    traceparent: bytes | None = None  # W3C Trace Context (the last one sent; a bad one starts a new trace)
+    tracestate: bytes | None = None
 
     @classmethod
     def scan(cls, headers: Iterable[tuple[bytes, bytes]]) -> RequestHead:
@@ -49,6 +51,10 @@ class RequestHead:
                 setattr(head, field, value.rstrip(b" \t"))  # RFC 9110 5.5: not part of the value (every server)
             elif name == b"host":
                 head.hosts += 1
+            elif name == b"traceparent":
+                head.traceparent = value
+            elif name == b"tracestate":
+                head.tracestate = value
             elif name == b"transfer-encoding":
                 head.transfer_encoding = True
             elif name == b"expect":

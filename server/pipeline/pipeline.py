@@ -31,12 +31,14 @@ from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE, served_or_error
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
+from server.monitoring.tracing import parse_traceparent
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.infer import ParsedInfer, answer_infers, parse_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explain_asked, score_explained, score_together
 from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
+from server.pipeline.traced import trace_turn
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ class Request:
     started: float
     header_length: bytes | None = None  # V2 binary tensor extension: the JSON part's length
     version: str | None = None  # the model version a versioned V2 path named: 404 if another is served by now
+    traceparent: bytes | None = None  # W3C Trace Context, as the door read it
+    tracestate: bytes | None = None
 
 
 class Pipeline:
@@ -152,11 +156,14 @@ class Pipeline:
         (a 500, logged), is confined to it: its neighbours get the answers they would get alone."""
         answers: list[Answer | None] = [None] * len(requests)
         served = self.state.served
+        tracer = self.state.tracer
+        scored: dict[int, tuple[int, str | None]] = {}  # with tracing on: the rows and V2 id of each request scored
+        scoring = None
         if served is None:
             refusal = NotReady("model not loaded yet")
             answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
         else:
-            self._answer(served, requests, answers)
+            scoring = self._answer(served, requests, answers, scored if tracer is not None else None)
         done = time.perf_counter()
         by_route: dict[str, tuple[list[int], list[float]]] = {}
         for request, answer in zip(requests, answers, strict=True):
@@ -166,9 +173,19 @@ class Pipeline:
             seconds.append(done - request.started)
         for route, (statuses, seconds) in by_route.items():
             self.state.metrics.observe_answers(route, statuses, seconds)
+        if tracer is not None:
+            trace_turn(tracer, self.model_name, served, requests, answers, scoring, scored, done)  # type: ignore[arg-type]
         return answers  # type: ignore[return-value]  # every slot is filled above
 
-    def _answer(self, served: ServedModel, requests: list[Request], answers: list[Answer | None]) -> None:
+    def _answer(
+        self,
+        served: ServedModel,
+        requests: list[Request],
+        answers: list[Answer | None],
+        scored: dict[int, tuple[int, str | None]] | None,
+    ) -> tuple[float, float]:
+        """Fill ``answers``; the perf_counter interval the turn's scoring took (and, into ``scored`` when given, the
+        rows and V2 id of each request that reached it)."""
         state = self.state
         together: list[ParsedRequest] = []  # /predict without reasons
         explains: list[ParsedRequest] = []  # /predict?explain=K
@@ -200,7 +217,13 @@ class Pipeline:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
             except Exception:
                 answers[index] = _unexpected(request)
+        if scored is not None:
+            for item in together + explains:
+                scored[item.index] = (1 if isinstance(item.rows, list) else len(item.rows), None)
+            for infer in infers:
+                scored[infer.index] = (len(infer.request.X), infer.request.id or None)
         metrics = state.metrics
+        scoring_started = time.perf_counter()
         for group, score in (
             (together, _answered(partial(score_together, served, metrics))),
             (explains, _answered(partial(score_explained, served, metrics))),
@@ -209,6 +232,7 @@ class Pipeline:
                 self._score_group(score, group, requests, answers)
         if infers:
             self._score_group(partial(answer_infers, served, metrics, self.model_name), infers, requests, answers)
+        return scoring_started, time.perf_counter()
 
     def _score_group(
         self,
@@ -241,6 +265,9 @@ def _answered(
 
 
 def _unexpected(request: Request) -> Answer:
-    """A 500 for ``request`` alone, in its route's error format; the cause goes to the log."""
-    logger.exception("unexpected error answering %s", request.route)
+    """A 500 for ``request`` alone, in its route's error format; the cause goes to the log (with the request's trace
+    id when it came with one, to join the line to its trace)."""
+    parent = parse_traceparent(request.traceparent)
+    trace = f" trace_id={parent[0].hex()}" if parent is not None else ""
+    logger.exception("unexpected error answering %s%s", request.route, trace)
     return error_answer(InternalError(), v2=request.route in V2_ROUTES)

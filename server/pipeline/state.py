@@ -14,6 +14,7 @@ from server.core.served import ServedModel
 from server.monitoring.metrics import Metrics
 from server.monitoring.request_log import RequestLog
 from server.monitoring.shadow import Shadow
+from server.monitoring.tracing import Tracer
 
 
 class Swapper(Protocol):
@@ -35,6 +36,7 @@ class ServerState:
     keys: KeyRing | None = None  # API keys, when PULSE_API_KEYS_FILE is set
     request_log: RequestLog | None = None  # what follows an answer (the log, the shadow); set by the lifespan
     swapper: Swapper | None = None  # set once the lifespan has started
+    tracer: Tracer | None = None  # OpenTelemetry, when an OTEL_* variable turns it on; set by the lifespan
     admission: Admission = field(init=False)
     body_budget: BodyBudget = field(init=False)
 

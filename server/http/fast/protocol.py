@@ -273,6 +273,8 @@ class Connection(asyncio.Protocol):
                     return
                 native.admitted = True
                 native.query = parsed.query or b""  # /predict?explain=K: its reasons, coalesced like the rest
+                if head.traceparent is not None:
+                    native.trace_context = (head.traceparent, head.tracestate)
                 return
         try:
             decoded = unquote(path.decode("ascii"))

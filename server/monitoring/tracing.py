@@ -1,0 +1,401 @@
+"""OpenTelemetry tracing of the requests every door hands to the pipeline, configured the standard way (``OTEL_*``
+variables), off when none asks for it.
+
+On when ``OTEL_TRACES_EXPORTER`` is ``otlp`` or ``console``, or an OTLP endpoint is set
+(``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_ENDPOINT``); ``OTEL_SDK_DISABLED=true`` or
+``OTEL_TRACES_EXPORTER=none`` turns it off. Off, a request pays the one header comparison that finds its
+``traceparent`` (:class:`~server.pipeline.head.RequestHead`) and nothing else.
+
+On, each request's trace is decided before anything is recorded (:meth:`Tracer.decide`): the W3C ``traceparent``
+it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
+six samplers). A sampled request becomes a SERVER span (named by its route, with the semantic conventions'
+attributes) and a child span for the turn's scoring, which the requests scored in the same onnxruntime call share
+by a link. Spans are plain tuples on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread turns them
+into OpenTelemetry's own protocol messages (``opentelemetry-proto``) and sends them in batches
+(``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP (protobuf) or OTLP/gRPC
+(``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or refusing drops spans and counts
+them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a shutdown gives it at most
+``FLUSH_SECONDS``. Each worker process exports its own spans.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import random
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+SAMPLERS = (
+    "always_on",
+    "always_off",
+    "traceidratio",
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+)
+PROTOCOLS = ("http/protobuf", "grpc")
+FLUSH_SECONDS = 2.0  # what a shutdown gives the last spans: never more than a drain budget's share
+SCOPE = "ml-pulsechecker"
+SERVER, INTERNAL = 2, 1  # Span.SpanKind
+
+
+class TracingConfigError(ValueError):
+    """An ``OTEL_*`` variable the server cannot use; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class TraceConfig:
+    exporter: str  # "otlp" or "console"
+    endpoint: str  # the OTLP traces endpoint: a URL (HTTP) or host:port (gRPC)
+    protocol: str
+    headers: dict[str, str]
+    timeout: float
+    sampler: str
+    ratio: float
+    resource: dict[str, str]
+    max_queue: int = 2048
+    max_batch: int = 512
+    schedule_delay: float = 5.0
+    export_timeout: float = 30.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> TraceConfig | None:
+        """The configuration the ``OTEL_*`` variables give, ``None`` when tracing is off."""
+        if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return None
+        traces_endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+        base_endpoint = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+        exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
+        if not exporter:
+            exporter = "otlp" if traces_endpoint or base_endpoint else "none"
+        if exporter == "none":
+            return None
+        if exporter not in ("otlp", "console"):
+            raise TracingConfigError(f"OTEL_TRACES_EXPORTER={exporter!r}: expected otlp, console or none")
+        protocol = _first(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL") or PROTOCOLS[0]
+        if protocol not in PROTOCOLS:
+            raise TracingConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: expected {' or '.join(PROTOCOLS)}")
+        if traces_endpoint:
+            endpoint = traces_endpoint  # used as it is
+        else:
+            default = "http://localhost:4318" if protocol == "http/protobuf" else "http://localhost:4317"
+            endpoint = (base_endpoint or default).rstrip("/")
+            if protocol == "http/protobuf":
+                endpoint += "/v1/traces"  # the base endpoint's signal path, as the spec says
+        sampler = environ.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio").strip().lower()
+        if sampler not in SAMPLERS:
+            raise TracingConfigError(f"OTEL_TRACES_SAMPLER={sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        ratio = _number(environ, "OTEL_TRACES_SAMPLER_ARG", 1.0, 0.0, 1.0) if sampler.endswith("ratio") else 1.0
+        resource = _pairs(environ.get("OTEL_RESOURCE_ATTRIBUTES", ""), "OTEL_RESOURCE_ATTRIBUTES")
+        resource["service.name"] = environ.get("OTEL_SERVICE_NAME") or resource.get("service.name") or SCOPE
+        headers = _pairs(
+            _first(environ, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS"),
+            "OTEL_EXPORTER_OTLP_HEADERS",
+        )
+        timeout_ms = _number(environ, "OTEL_EXPORTER_OTLP_TIMEOUT", 10_000, 1, 600_000)
+        return cls(
+            exporter=exporter,
+            endpoint=endpoint,
+            protocol=protocol,
+            headers=headers,
+            timeout=timeout_ms / 1000,
+            sampler=sampler,
+            ratio=ratio,
+            resource=resource,
+            max_queue=int(_number(environ, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1, 1_000_000)),
+            max_batch=int(_number(environ, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1_000_000)),
+            schedule_delay=_number(environ, "OTEL_BSP_SCHEDULE_DELAY", 5000, 1, 3_600_000) / 1000,
+            export_timeout=_number(environ, "OTEL_BSP_EXPORT_TIMEOUT", 30_000, 1, 3_600_000) / 1000,
+        )
+
+
+def _first(environ: Mapping[str, str], *names: str) -> str:
+    return next((environ[name].strip() for name in names if environ.get(name, "").strip()), "")
+
+
+def _number(environ: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise TracingConfigError(f"{name}={text!r}: expected a number from {low:g} to {high:g}") from None
+    if not low <= value <= high:
+        raise TracingConfigError(f"{name}={text!r}: expected a number from {low:g} to {high:g}")
+    return value
+
+
+def _pairs(text: str, name: str) -> dict[str, str]:
+    """``key=value,key=value`` (W3C Baggage's form, values percent-encoded), as the spec's list variables take."""
+    from urllib.parse import unquote
+
+    pairs = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise TracingConfigError(f"{name}: {item!r} is not key=value")
+        pairs[key.strip()] = unquote(value.strip())
+    return pairs
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    """A sampled request's place in its trace: the ids its spans take."""
+
+    trace_id: bytes  # 16 bytes
+    parent_id: bytes  # 8 bytes, or empty for a root
+    span_id: bytes  # the request's SERVER span
+    tracestate: str = ""
+
+
+@dataclass(slots=True)
+class _Span:
+    trace_id: bytes
+    span_id: bytes
+    parent_id: bytes
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    attributes: dict[str, Any]
+    error: bool = False
+    links: list[tuple[bytes, bytes]] = field(default_factory=list)
+    tracestate: str = ""
+
+
+_HEX = frozenset(b"0123456789abcdef")
+
+
+def parse_traceparent(value: bytes | None) -> tuple[bytes, bytes, bool] | None:
+    """(trace id, parent span id, sampled) from a W3C ``traceparent`` (version 00, or a later version's first four
+    fields); ``None`` for a missing or invalid one (then the request starts a trace of its own)."""
+    if value is None or len(value) < 55 or (len(value) > 55 and (value[:2] == b"00" or value[55:56] != b"-")):
+        return None
+    fields = value[:55].split(b"-")
+    if [len(part) for part in fields] != [2, 32, 16, 2] or not set(value[:55].replace(b"-", b"")) <= _HEX:
+        return None
+    version, trace_id, parent_id, flags = (
+        fields[0],
+        bytes.fromhex(fields[1].decode()),
+        bytes.fromhex(fields[2].decode()),
+        fields[3],
+    )
+    if version == b"ff" or trace_id == bytes(16) or parent_id == bytes(8):
+        return None
+    return trace_id, parent_id, bool(int(flags, 16) & 1)
+
+
+class Tracer:
+    """One worker's sampler, span queue and exporting thread."""
+
+    def __init__(self, config: TraceConfig) -> None:
+        self.config = config
+        self.counters = {"spans_exported": 0, "spans_dropped": 0}
+        self._queue: collections.deque[_Span] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = False
+        self._threshold = int(config.ratio * (1 << 64))
+        self._send = self._sender()
+        self._thread = threading.Thread(target=self._run, name="pulse-traces", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # Deciding, on the event loop -----------------------------------------------------------------------------------
+    def decide(self, traceparent: bytes | None, tracestate: str = "") -> Trace | None:
+        """The request's trace when it is sampled, ``None`` when not: decided before any span exists."""
+        sampler = self.config.sampler
+        parent = parse_traceparent(traceparent)
+        if parent is not None and sampler.startswith("parentbased_"):
+            trace_id, parent_id, sampled = parent
+            return Trace(trace_id, parent_id, _span_id(), tracestate) if sampled else None
+        if sampler.endswith("always_off"):
+            return None
+        trace_id, parent_id = (parent[0], parent[1]) if parent is not None else (_trace_id(), b"")
+        if sampler.endswith("traceidratio") and int.from_bytes(trace_id[8:], "big") >= self._threshold:
+            return None
+        return Trace(trace_id, parent_id, _span_id(), tracestate if parent is not None else "")
+
+    def request(
+        self,
+        trace: Trace,
+        name: str,
+        started: float,
+        scored: tuple[float, float] | None,
+        done: float,
+        attributes: dict[str, Any],
+        call: tuple[bytes, bytes] | None,
+        error: bool,
+    ) -> tuple[bytes, bytes] | None:
+        """Queue a sampled request's SERVER span and its scoring child (``scored``: the turn's scoring, a
+        perf_counter interval), linked to ``call`` (the span of the call it shared); the scoring span's ids."""
+        offset = time.time_ns() - int(time.perf_counter() * 1e9)  # perf_counter -> Unix time, once per request
+        ns = lambda seconds: int(seconds * 1e9) + offset  # noqa: E731
+        self._put(
+            _Span(trace.trace_id, trace.span_id, trace.parent_id, name, SERVER, ns(started), ns(done), attributes,
+                  error, tracestate=trace.tracestate)
+        )  # fmt: skip
+        if scored is None:
+            return None
+        span_id = _span_id()
+        links = [] if call is None else [call]
+        self._put(
+            _Span(trace.trace_id, span_id, trace.span_id, "score", INTERNAL, ns(scored[0]), ns(scored[1]),
+                  {"pulse.turn.shared": call is not None}, links=links)
+        )  # fmt: skip
+        return trace.trace_id, span_id
+
+    def _put(self, span: _Span) -> None:
+        if len(self._queue) >= self.config.max_queue:
+            self.counters["spans_dropped"] += 1
+            return
+        self._queue.append(span)
+        if len(self._queue) >= self.config.max_batch:
+            self._wake.set()
+
+    # Exporting, on its own thread ----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.config.schedule_delay)
+            self._wake.clear()
+            stopping = self._stopping
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.config.max_batch))]
+                self._export(batch)
+            if stopping:
+                return
+
+    def _export(self, batch: list[_Span]) -> None:
+        try:
+            self._send(batch)
+        except Exception as exc:  # a collector down, slow or refusing: counted, never in an answer's way
+            self.counters["spans_dropped"] += len(batch)
+            logger.warning("trace export failed: %d spans dropped: %s", len(batch), str(exc).splitlines()[0][:200])
+            return
+        self.counters["spans_exported"] += len(batch)
+
+    def shutdown(self) -> None:
+        """Send what is queued, for at most ``FLUSH_SECONDS``; what is left then is counted as dropped."""
+        self._stopping = True
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(FLUSH_SECONDS)
+        self.counters["spans_dropped"] += len(self._queue)
+        self._queue.clear()
+
+    def _sender(self) -> Any:
+        config = self.config
+        if config.exporter == "console":
+            return self._print
+        if config.protocol == "grpc":
+            return _GrpcSender(config)
+        return _HttpSender(config)
+
+    def _print(self, batch: list[_Span]) -> None:
+        for span in batch:
+            record = {
+                "trace_id": span.trace_id.hex(),
+                "span_id": span.span_id.hex(),
+                "parent_id": span.parent_id.hex(),
+                "name": span.name,
+                "start_ns": span.start_ns,
+                "end_ns": span.end_ns,
+                "attributes": span.attributes,
+            }
+            sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+
+
+def _trace_id() -> bytes:
+    return random.getrandbits(128).to_bytes(16, "big") or b"\x00" * 15 + b"\x01"
+
+
+def _span_id() -> bytes:
+    return random.getrandbits(64).to_bytes(8, "big") or b"\x00" * 7 + b"\x01"
+
+
+def export_request(config: TraceConfig, batch: list[_Span]) -> Any:
+    """The batch as OTLP's ``ExportTraceServiceRequest`` (one resource, one scope)."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+    from opentelemetry.proto.trace.v1.trace_pb2 import Status
+
+    def value(item: Any) -> AnyValue:
+        if isinstance(item, bool):
+            return AnyValue(bool_value=item)
+        if isinstance(item, int):
+            return AnyValue(int_value=item)
+        if isinstance(item, float):
+            return AnyValue(double_value=item)
+        return AnyValue(string_value=str(item))
+
+    request = ExportTraceServiceRequest()
+    spans = request.resource_spans.add()
+    spans.resource.attributes.extend(KeyValue(key=k, value=value(v)) for k, v in config.resource.items())
+    scope = spans.scope_spans.add()
+    scope.scope.name = SCOPE
+    for span in batch:
+        message = scope.spans.add(
+            trace_id=span.trace_id,
+            span_id=span.span_id,
+            parent_span_id=span.parent_id,
+            trace_state=span.tracestate,
+            name=span.name,
+            kind=span.kind,
+            start_time_unix_nano=span.start_ns,
+            end_time_unix_nano=span.end_ns,
+        )
+        message.attributes.extend(KeyValue(key=k, value=value(v)) for k, v in span.attributes.items())
+        for trace_id, span_id in span.links:
+            message.links.add(trace_id=trace_id, span_id=span_id)
+        if span.error:
+            message.status.code = Status.STATUS_CODE_ERROR
+    return request
+
+
+class _HttpSender:
+    """OTLP/HTTP with protobuf bodies (``http/protobuf``)."""
+
+    def __init__(self, config: TraceConfig) -> None:
+        self.config = config
+
+    def __call__(self, batch: list[_Span]) -> None:
+        body = export_request(self.config, batch).SerializeToString()
+        headers = {"content-type": "application/x-protobuf", **self.config.headers}
+        request = urllib.request.Request(self.config.endpoint, data=body, headers=headers, method="POST")
+        timeout = min(self.config.timeout, self.config.export_timeout)
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # an HTTP error status raises
+            response.read()
+
+
+class _GrpcSender:
+    """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
+
+    def __init__(self, config: TraceConfig) -> None:
+        import grpc
+        from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
+
+        self.config = config
+        target = config.endpoint.split("://", 1)[-1]
+        secure = config.endpoint.startswith("https://")
+        channel = (
+            grpc.secure_channel(target, grpc.ssl_channel_credentials()) if secure else grpc.insecure_channel(target)
+        )
+        self._export = TraceServiceStub(channel).Export
+
+    def __call__(self, batch: list[_Span]) -> None:
+        metadata = tuple((key.lower(), value) for key, value in self.config.headers.items())
+        timeout = min(self.config.timeout, self.config.export_timeout)
+        self._export(export_request(self.config, batch), timeout=timeout, metadata=metadata)

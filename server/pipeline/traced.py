@@ -1,0 +1,74 @@
+"""A turn's requests as OpenTelemetry spans (:mod:`server.monitoring.tracing`): one SERVER span per sampled request,
+named and described by the semantic conventions of its protocol (HTTP, or gRPC for ``ModelInfer``), and a child
+span for the turn's scoring; the requests scored in the same onnxruntime call link to the first one's."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from server.core.errors import Overloaded
+from server.core.v2 import INFER_ROUTE
+from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE, SERVICE, grpc_status
+from server.monitoring.tracing import Tracer
+from server.pipeline.answer import Answer
+
+if TYPE_CHECKING:
+    from server.core.served import ServedModel
+    from server.pipeline.pipeline import Request
+
+
+def trace_turn(
+    tracer: Tracer,
+    model_name: str,
+    served: ServedModel | None,
+    requests: Sequence[Request],
+    answers: Sequence[Answer],
+    scoring: tuple[float, float] | None,
+    scored: dict[int, tuple[int, str | None]],
+    done: float,
+) -> None:
+    """Record the sampled requests of a turn. ``scored``: the requests that reached the turn's onnxruntime call, by
+    place, with their rows and their V2 request id; ``scoring``: that call's perf_counter interval."""
+    call = None
+    for index, (request, answer) in enumerate(zip(requests, answers, strict=True)):
+        trace = tracer.decide(request.traceparent, (request.tracestate or b"").decode("latin-1"))
+        if trace is None:
+            continue
+        name, attributes = _described(request, answer, model_name)
+        if served is not None:
+            attributes["pulse.model.version"] = served.info.version
+        rows, request_id = scored.get(index, (0, None))
+        if index in scored:
+            attributes["pulse.rows"] = rows
+        if request_id:
+            attributes["pulse.request_id"] = request_id
+        window = scoring if index in scored else None
+        ids = tracer.request(trace, name, request.started, window, done, attributes, call, answer.status >= 500)
+        if call is None:
+            call = ids
+
+
+def _described(request: Request, answer: Answer, model_name: str) -> tuple[str, dict[str, Any]]:
+    """The span's name and its protocol's attributes."""
+    if request.route == GRPC_INFER_ROUTE:
+        code = grpc_status(answer.status, isinstance(answer.error, Overloaded))
+        attributes: dict[str, Any] = {
+            "rpc.system": "grpc",
+            "rpc.service": SERVICE,
+            "rpc.method": "ModelInfer",
+            "rpc.grpc.status_code": code,
+        }
+        return f"{SERVICE}/ModelInfer", {**attributes, "pulse.model.name": model_name}
+    path = request.route
+    if request.route == INFER_ROUTE:
+        version = f"/versions/{request.version}" if request.version else ""
+        path = f"/v2/models/{model_name}{version}/infer"
+    attributes = {
+        "http.request.method": "POST",
+        "http.route": request.route,
+        "url.path": path,
+        "http.response.status_code": answer.status,
+        "pulse.model.name": model_name,
+    }
+    return f"POST {request.route}", attributes
