@@ -49,6 +49,7 @@ class _Entry:
     request_id: str | None
     log: bool  # sampled for the log
     shadow: Shadow | None  # sampled for this shadow
+    trace_ids: Sequence[str | None] | None = None  # per row: the trace of its request, when it was traced
 
 
 class RequestLog:
@@ -83,6 +84,7 @@ class RequestLog:
         reasons: list[str] | None = None,
         ids: Sequence[str | int | None] | None = None,
         request_id: str | None = None,
+        trace_ids: Sequence[str | None] | None = None,
     ) -> None:
         """Queue the rows of one request, when sampled for the log or the shadow; drop and count when the queue is
         full."""
@@ -94,7 +96,8 @@ class RequestLog:
         if not log and shadow is None:
             return
         try:
-            self._queue.put_nowait(_Entry(time.time(), X, proba, model, reasons, ids, request_id, log, shadow))
+            entry = _Entry(time.time(), X, proba, model, reasons, ids, request_id, log, shadow, trace_ids)
+            self._queue.put_nowait(entry)
         except queue.Full:
             if log:
                 self.dropped += len(X)
@@ -172,6 +175,8 @@ def format_lines(entry: _Entry, candidate: npt.NDArray[np.float32] | None) -> by
         record: dict[str, Any] = {"ts": stamp}
         if entry.ids is not None and entry.ids[i] is not None:
             record["id"] = entry.ids[i]
+        if entry.trace_ids is not None and entry.trace_ids[i] is not None:
+            record["trace_id"] = entry.trace_ids[i]  # joins the line to the request's trace
         if i == 0 and entry.request_id is not None:  # once per request: its first row's line carries it
             record["request_id"] = entry.request_id
             record["request_rows"] = len(entry.X)
@@ -210,5 +215,6 @@ class ModelLog:
         reasons: list[str] | None = None,
         ids: Sequence[str | int | None] | None = None,
         request_id: str | None = None,
+        trace_ids: Sequence[str | None] | None = None,
     ) -> None:
-        self._log.submit(X, proba, self._tag, reasons, ids, request_id)
+        self._log.submit(X, proba, self._tag, reasons, ids, request_id, trace_ids)

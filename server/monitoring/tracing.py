@@ -214,9 +214,10 @@ class Tracer:
         self._thread.start()
 
     # Deciding, on the event loop -----------------------------------------------------------------------------------
-    def decide(self, traceparent: bytes | None, tracestate: str = "") -> Trace | None:
+    def decide(self, traceparent: bytes | None, tracestate_header: bytes | None = None) -> Trace | None:
         """The request's trace when it is sampled, ``None`` when not: decided before any span exists."""
         sampler = self.config.sampler
+        tracestate = "" if tracestate_header is None else tracestate_header.decode("latin-1")[:512]
         parent = parse_traceparent(traceparent)
         if parent is not None and sampler.startswith("parentbased_"):
             trace_id, parent_id, sampled = parent

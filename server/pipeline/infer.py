@@ -40,6 +40,7 @@ class ParsedInfer:
     request: InferRequest
     started: float
     parsed_at: float
+    trace_id: str | None = None  # its trace, when it is traced (every request-log line of it carries it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +92,9 @@ def score_infers(served: ServedModel, metrics: Metrics, parsed: list[ParsedInfer
             end = start + len(request.X)
             mine = None if call.contributions is None else call.contributions[start:end]
             results[place] = Scored(call.probabilities[start:end], mine, base, call.seconds)
-            log_rows(served, request.X, call.churn[start:end], mine, request.ids, request.id)
+            item = parsed[place]
+            traces = None if item.trace_id is None else [item.trace_id] * (end - start)
+            log_rows(served, request.X, call.churn[start:end], mine, request.ids, request.id, traces)
             start = end
     return results  # type: ignore[return-value]  # every place is filled: each request is in one group
 

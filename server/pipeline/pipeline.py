@@ -31,7 +31,7 @@ from server.core.served import ServedModel
 from server.core.v2 import INFER_ROUTE, served_or_error
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE
 from server.core.validation import Identified
-from server.monitoring.tracing import parse_traceparent
+from server.monitoring.tracing import Trace, parse_traceparent
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.head import RequestHead
 from server.pipeline.infer import ParsedInfer, answer_infers, parse_infer
@@ -159,11 +159,13 @@ class Pipeline:
         tracer = self.state.tracer
         scored: dict[int, tuple[int, str | None]] = {}  # with tracing on: the rows and V2 id of each request scored
         scoring = None
+        # Sampled or not, decided before anything is recorded: the request log's lines carry the trace ids too.
+        traces = None if tracer is None else [tracer.decide(r.traceparent, r.tracestate) for r in requests]
         if served is None:
             refusal = NotReady("model not loaded yet")
             answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
         else:
-            scoring = self._answer(served, requests, answers, scored if tracer is not None else None)
+            scoring = self._answer(served, requests, answers, scored if tracer is not None else None, traces)
         done = time.perf_counter()
         by_route: dict[str, tuple[list[int], list[float]]] = {}
         for request, answer in zip(requests, answers, strict=True):
@@ -173,8 +175,8 @@ class Pipeline:
             seconds.append(done - request.started)
         for route, (statuses, seconds) in by_route.items():
             self.state.metrics.observe_answers(route, statuses, seconds)
-        if tracer is not None:
-            trace_turn(tracer, self.model_name, served, requests, answers, scoring, scored, done)  # type: ignore[arg-type]
+        if tracer is not None and traces is not None:
+            trace_turn(tracer, self.model_name, served, requests, answers, traces, scoring, scored, done)  # type: ignore[arg-type]
         return answers  # type: ignore[return-value]  # every slot is filled above
 
     def _answer(
@@ -183,6 +185,7 @@ class Pipeline:
         requests: list[Request],
         answers: list[Answer | None],
         scored: dict[int, tuple[int, str | None]] | None,
+        traces: list[Trace | None] | None,
     ) -> tuple[float, float]:
         """Fill ``answers``; the perf_counter interval the turn's scoring took (and, into ``scored`` when given, the
         rows and V2 id of each request that reached it)."""
@@ -203,7 +206,10 @@ class Pipeline:
                         request.body,
                         request.header_length,
                     )
-                    infers.append(ParsedInfer(index, request.route, parsed, request.started, time.perf_counter()))
+                    trace_id = _trace_id(traces, index)
+                    infers.append(
+                        ParsedInfer(index, request.route, parsed, request.started, time.perf_counter(), trace_id)
+                    )
                     continue
                 rows = served.parser.parse(request.body)
                 ids = None
@@ -211,7 +217,9 @@ class Pipeline:
                     ids = rows.ids
                     rows = rows.rows
                 k = explain_asked(served, rows, request.query) if request.query else None
-                parsed_request = ParsedRequest(index, rows, request.started, time.perf_counter(), ids, k)
+                parsed_request = ParsedRequest(
+                    index, rows, request.started, time.perf_counter(), ids, k, _trace_id(traces, index)
+                )
                 (together if k is None else explains).append(parsed_request)
             except ApiError as exc:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
@@ -262,6 +270,11 @@ def _answered(
 ) -> Callable[[list[ParsedRequest]], list[Answer]]:
     """A /predict scoring step whose bodies are 200 answers."""
     return lambda group: [Answer(200, body) for body in bodies(group)]
+
+
+def _trace_id(traces: list[Trace | None] | None, index: int) -> str | None:
+    trace = None if traces is None else traces[index]
+    return None if trace is None else trace.trace_id.hex()
 
 
 def _unexpected(request: Request) -> Answer:

@@ -35,6 +35,7 @@ class ParsedRequest:
     parsed_at: float
     ids: list[Id | None] | None = None  # the caller's ids, one per row, when it sent any
     k: int | None = None  # explain=K: the reasons each row is answered with
+    trace_id: str | None = None  # its trace, when it is traced (every request-log line of it carries it)
 
 
 def explain_asked(served: ServedModel, rows: Parsed, query: bytes) -> int | None:
@@ -64,7 +65,8 @@ def score_explained(served: ServedModel, metrics: Metrics, parsed: list[ParsedRe
                 type(request.rows) is list, request.ids,
             )
         )  # fmt: skip
-        log_rows(served, X[start:end], proba[start:end], contributions[start:end], request.ids)
+        traces = None if request.trace_id is None else [request.trace_id] * (end - start)
+        log_rows(served, X[start:end], proba[start:end], contributions[start:end], request.ids, None, traces)
         rendered = time.perf_counter()
         read_parse.append(request.parsed_at - request.started)
         render.append(rendered - scored)
@@ -113,7 +115,8 @@ def score_together(served: ServedModel, metrics: Metrics, parsed: list[ParsedReq
         else:
             drift.add_batch(X, proba)
     if served.request_log is not None and served.request_log.active:
-        log_rows(served, np.array([single], dtype=np.float32) if X is None else X, proba, None, _all_ids(parsed))
+        rows = np.array([single], dtype=np.float32) if X is None else X
+        log_rows(served, rows, proba, None, _all_ids(parsed), None, _all_traces(parsed))
     return payloads
 
 
@@ -125,6 +128,13 @@ def _all_ids(parsed: list[ParsedRequest]) -> list[Id | None] | None:
     for request in parsed:
         ids.extend(request.ids if request.ids is not None else [None] * _count(request.rows))
     return ids
+
+
+def _all_traces(parsed: list[ParsedRequest]) -> list[str | None] | None:
+    """Each scored row's trace id, in order; ``None`` when no request of the turn is traced."""
+    if all(request.trace_id is None for request in parsed):
+        return None
+    return [request.trace_id for request in parsed for _ in range(_count(request.rows))]
 
 
 def _count(rows: Parsed) -> int:

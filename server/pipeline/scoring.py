@@ -48,6 +48,7 @@ def log_rows(
     contributions: npt.NDArray[np.float64] | None,
     ids: Sequence[Id | None] | None,
     request_id: str | None = None,
+    trace_ids: Sequence[str | None] | None = None,
 ) -> None:
     """Rows of one request (or of a turn's plain requests) into the request log, each with its top reason when it
     was explained."""
@@ -58,4 +59,4 @@ def log_rows(
     if contributions is not None:
         features = served.info.features
         top = [features[j] for j in strongest(contributions, 1)[:, 0].tolist()]
-    request_log.submit(X, churn, top, ids, request_id)
+    request_log.submit(X, churn, top, ids, request_id, trace_ids)

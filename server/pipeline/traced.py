@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from server.core.errors import Overloaded
 from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE, SERVICE, grpc_status
-from server.monitoring.tracing import Tracer
+from server.monitoring.tracing import Trace, Tracer
 from server.pipeline.answer import Answer
 
 if TYPE_CHECKING:
@@ -24,15 +24,16 @@ def trace_turn(
     served: ServedModel | None,
     requests: Sequence[Request],
     answers: Sequence[Answer],
+    traces: Sequence[Trace | None],
     scoring: tuple[float, float] | None,
     scored: dict[int, tuple[int, str | None]],
     done: float,
 ) -> None:
-    """Record the sampled requests of a turn. ``scored``: the requests that reached the turn's onnxruntime call, by
-    place, with their rows and their V2 request id; ``scoring``: that call's perf_counter interval."""
+    """Record the sampled requests of a turn (``traces``: each one's, decided before it was answered). ``scored``:
+    the requests that reached the turn's onnxruntime call, by place, with their rows and their V2 request id;
+    ``scoring``: that call's perf_counter interval."""
     call = None
-    for index, (request, answer) in enumerate(zip(requests, answers, strict=True)):
-        trace = tracer.decide(request.traceparent, (request.tracestate or b"").decode("latin-1"))
+    for index, (request, answer, trace) in enumerate(zip(requests, answers, traces, strict=True)):
         if trace is None:
             continue
         name, attributes = _described(request, answer, model_name)

@@ -141,9 +141,11 @@ def test_every_door_continues_the_callers_trace_over_otlp_http(
     exported: Path, tmp_path: Path, http_receiver: tuple[int, Received]
 ) -> None:
     receiver_port, received = http_receiver
+    log = tmp_path / "requests.jsonl"
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver_port}",
         "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=churn%20ml",
+        "PULSE_REQUEST_LOG": str(log),
     }
     running, grpc_port = _traced_server(exported, tmp_path, env)
     with running as server:
@@ -179,6 +181,11 @@ def test_every_door_continues_the_callers_trace_over_otlp_http(
         assert resource["team"] == "churn ml"
         assert metric(server.url, "pulse_trace_spans_exported_total") >= 6
         assert metric(server.url, "pulse_trace_spans_dropped_total") == 0
+    # The request log joins each traced row to its trace; the untraced row carries none.
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    assert sorted(line.get("trace_id", "-") for line in lines) == sorted(
+        ["-", *(PARENT_TRACE[:-2] + n for n in doors.values())]
+    )
 
 
 def test_spans_over_otlp_grpc_and_a_root_trace_per_request(
