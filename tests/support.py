@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,11 @@ def binary_outputs(response: Any) -> tuple[dict[str, Any], list[np.ndarray]]:
 
 
 @contextlib.contextmanager
-def running_prometheus(target_port: int, folder: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A real Prometheus scraping ``127.0.0.1:target_port`` every second with the repository's alert rules; its
-    HTTP API's base URL and its process, until the block ends."""
+def running_prometheus(
+    target_port: int, folder: Path, features: Sequence[str] = ()
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A real Prometheus scraping ``127.0.0.1:target_port`` every second with the repository's alert rules (and
+    ``--enable-feature`` for each of ``features``); its HTTP API's base URL and its process, until the block ends."""
     prometheus = require_tool("prometheus", "apt-get install prometheus")
     rules = Path(__file__).resolve().parents[1] / "deploy" / "monitoring" / "alerts.yml"
     config = folder / "prometheus.yml"
@@ -106,6 +108,7 @@ scrape_configs:
                 f"--config.file={config}",
                 f"--storage.tsdb.path={folder / 'tsdb'}",
                 f"--web.listen-address=127.0.0.1:{port}",
+                *(f"--enable-feature={feature}" for feature in features),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,

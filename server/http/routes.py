@@ -43,6 +43,10 @@ DOCS_HTML = f"""<!doctype html>
 """.encode()
 
 
+OPENMETRICS = "application/openmetrics-text"
+OPENMETRICS_TYPE = f"{OPENMETRICS}; version=1.0.0; charset=utf-8"
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     """One documented response: its description and the schema of its body (a component name)."""
@@ -278,6 +282,8 @@ class Handlers:
         return Response(self.state.require_model().metadata, media_type="application/json")
 
     async def metrics(self, request: Request) -> Response:
+        if OPENMETRICS in request.headers.get("accept", ""):  # what Prometheus asks for to store exemplars
+            return Response(self.state.metrics.render(openmetrics=True), media_type=OPENMETRICS_TYPE)
         return Response(self.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def openapi(self, request: Request) -> Response:

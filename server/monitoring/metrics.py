@@ -22,7 +22,9 @@ from typing import Any
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Exemplar
 
 from common.model.reference import PREDICTION
 from server.monitoring.drift import DriftWindow
@@ -91,6 +93,7 @@ class Metrics:
         self.info: dict[str, str] = {}
         self.request_log: RequestLog | None = None  # its counters, and its shadow's figures
         self.trace_counters: dict[str, int] | None = None  # the tracer's (spans exported, dropped), when tracing
+        self.exemplars: dict[str, dict[int, tuple[str, float, float]]] = {}  # route -> bucket -> (trace, s, time)
         self.drift: DriftWindow | None = None
         self.min_drift_rows = min_drift_rows
         self.estimate_tolerance = estimate_tolerance  # the alert's floor: the test ROC-AUC less this
@@ -108,6 +111,11 @@ class Metrics:
         for status in statuses:
             requests[(route, status)] += 1
         self.latency[route].observe_all(seconds)
+
+    def observe_exemplar(self, route: str, trace_id: str, seconds: float) -> None:
+        """A traced request's latency, kept as its bucket's exemplar (the latest per bucket): on an OpenMetrics
+        scrape the latency histogram points at that trace."""
+        self.exemplars.setdefault(route, {})[bisect_left(LATENCY_BUCKETS, seconds)] = (trace_id, seconds, time.time())
 
     def observe_stages(self, route: str, read_parse: float, inference: float, render: float) -> None:
         """One inference request's stages (its inference stage may be a call shared with other requests)."""
@@ -168,6 +176,9 @@ class Metrics:
             "info": self.info,
             "log": self.request_log.counters() if self.request_log is not None else {},
             "traces": dict(self.trace_counters) if self.trace_counters is not None else {},
+            "exemplars": [
+                [route, bucket, *exemplar] for route, by in self.exemplars.items() for bucket, exemplar in by.items()
+            ],
             "shadow": shadow.snapshot() if (shadow := self._shadow()) is not None else None,
             "drift": self.drift.snapshot() if self.drift is not None else None,
         }
@@ -197,10 +208,11 @@ class Metrics:
                 continue
         return found
 
-    def render(self) -> bytes:
+    def render(self, openmetrics: bool = False) -> bytes:
+        """The Prometheus text format, or OpenMetrics (with the latency histogram's trace exemplars) when asked."""
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self, self.snapshots()))
-        return generate_latest(registry)
+        return generate_openmetrics(registry) if openmetrics else generate_latest(registry)
 
 
 def live_snapshots(folder: Path) -> list[dict[str, Any]]:
@@ -251,6 +263,7 @@ class _Collector(Collector):
         compute = Histogram(COMPUTE_BUCKETS)
         log: defaultdict[str, int] = defaultdict(int)
         traces: defaultdict[str, int] = defaultdict(int)
+        exemplars: dict[tuple[str, int], tuple[str, float, float]] = {}  # the latest per (route, bucket)
         rejected: defaultdict[tuple[str, int], int] = defaultdict(int)
         by_pid: defaultdict[int, int] = defaultdict(int)  # the lives of a reused pid add up: the total stays monotone
         for s in snapshots:
@@ -267,6 +280,9 @@ class _Collector(Collector):
                 log[name] += n
             for name, n in s.get("traces", {}).items():
                 traces[name] += n
+            for route, bucket, trace_id, seconds, when in s.get("exemplars", ()):
+                if (route, bucket) not in exemplars or exemplars[(route, bucket)][2] < when:
+                    exemplars[(route, bucket)] = (trace_id, seconds, when)
             by_pid[s["pid"]] += sum(n for _, _, n in s["requests"])
         per_worker = CounterMetricFamily(
             "pulse_worker_http_requests", "HTTP requests answered by each worker process", labels=["pid"]
@@ -284,7 +300,11 @@ class _Collector(Collector):
             "pulse_http_request_duration_seconds", "Time from request start to response sent", labels=["route"]
         )
         for route, h in sorted(latency.items()):
-            hist.add_metric([route], h.cumulative(), h.total)
+            buckets: list[Any] = h.cumulative()
+            for (at, bucket), (trace_id, seconds, when) in exemplars.items():
+                if at == route:
+                    buckets[bucket] = (*buckets[bucket], Exemplar({"trace_id": trace_id}, seconds, when))
+            hist.add_metric([route], buckets, h.total)
         yield hist
         refused = CounterMetricFamily(
             "pulse_http_rejected",

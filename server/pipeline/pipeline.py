@@ -173,8 +173,13 @@ class Pipeline:
             statuses, seconds = by_route.setdefault(request.route, ([], []))
             statuses.append(answer.status)
             seconds.append(done - request.started)
+        metrics = self.state.metrics
         for route, (statuses, seconds) in by_route.items():
-            self.state.metrics.observe_answers(route, statuses, seconds)
+            metrics.observe_answers(route, statuses, seconds)
+        if traces is not None:  # the latency histogram's exemplars: a traced request's latency points at its trace
+            for request, trace in zip(requests, traces, strict=True):
+                if trace is not None:
+                    metrics.observe_exemplar(request.route, trace.trace_id.hex(), done - request.started)
         if tracer is not None and traces is not None:
             trace_turn(tracer, self.model_name, served, requests, answers, traces, scoring, scored, done)  # type: ignore[arg-type]
         return answers  # type: ignore[return-value]  # every slot is filled above

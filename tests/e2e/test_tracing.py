@@ -11,6 +11,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from concurrent import futures
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,6 +25,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from benchmarks.grpc_hostile import INFER_PATH, infer_body
 from benchmarks.procs import ServerProcess, free_port, http_get, metric, python_command, run_server
+from tests.support import running_prometheus
 
 pytestmark = pytest.mark.e2e
 
@@ -234,3 +237,51 @@ def test_a_bad_otel_variable_stops_start_up_with_one_line(exported: Path) -> Non
         "error: OTEL_TRACES_SAMPLER='sometimes': expected one of always_on, always_off, traceidratio, "
         "parentbased_always_on, parentbased_always_off, parentbased_traceidratio"
     ]
+
+
+def test_a_real_prometheus_stores_the_latency_exemplars_that_lead_to_traces(exported: Path, tmp_path: Path) -> None:
+    """Scraped as OpenMetrics (what Prometheus asks for), the latency histogram's buckets carry the trace id of a
+    traced request; Prometheus with exemplar storage keeps them, so a dashboard jumps from a latency to its trace."""
+    running, _ = _traced_server(exported, tmp_path, {"OTEL_TRACES_EXPORTER": "console"})
+    with running as server:
+        body = _row(server)
+        traces = [f"{PARENT_TRACE[:-2]}{n:02x}" for n in range(4)]
+        port = int(server.url.rsplit(":", 1)[1])
+        with running_prometheus(port, tmp_path, features=["exemplar-storage"]) as (api, process):
+            _scraped(api, process, within=60)
+            for trace in traces:  # one a scrape: each bucket shows its latest traced request
+                _post(server, body, f"00-{trace}-{PARENT_SPAN}-01")
+                time.sleep(1.5)
+            deadline, found = time.monotonic() + 60, set()
+            query = urllib.parse.urlencode(
+                {
+                    "query": "pulse_http_request_duration_seconds_bucket",
+                    "start": time.time() - 600,
+                    "end": time.time() + 600,
+                }
+            )
+            while not set(traces) <= found:
+                assert process.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+                assert time.monotonic() < deadline, f"exemplars stored: {found}"
+                time.sleep(0.5)
+                try:
+                    with urllib.request.urlopen(f"{api}/query_exemplars?{query}", timeout=5) as response:
+                        data = json.loads(response.read())["data"]
+                except OSError:
+                    continue  # Prometheus still starting
+                found = {e["labels"]["trace_id"] for series in data for e in series["exemplars"]}
+            assert all(series["seriesLabels"]["route"] == "/predict" for series in data)
+
+
+def _scraped(api: str, process: Any, within: float) -> None:
+    """Wait until Prometheus has scraped the server once."""
+    deadline = time.monotonic() + within
+    while True:
+        assert process.poll() is None and time.monotonic() < deadline, "Prometheus did not scrape the server"
+        try:
+            with urllib.request.urlopen(f"{api}/query?query=up", timeout=5) as response:
+                if [r["value"][1] for r in json.loads(response.read())["data"]["result"]] == ["1"]:
+                    return
+        except OSError:
+            pass  # still starting
+        time.sleep(0.3)
