@@ -197,6 +197,8 @@ def test_every_dashboard_query_has_data_in_a_real_prometheus(exported: Path, twi
         "PULSE_REQUEST_LOG": str(tmp_path / "requests.jsonl"),
         "PULSE_DRIFT_MIN_ROWS": "10",
         "PULSE_MAX_BODY_BYTES": "100000",
+        "OTEL_TRACES_EXPORTER": "console",  # the tracing panels' figures (spans to the server's log)
+        "OTEL_TRACES_SAMPLER_ARG": "0.05",
     }
     command = python_command("-m", "server", "--model", str(exported), "--port", str(port))
     with run_server(command, port, tmp_path / "server.log", env) as server:
