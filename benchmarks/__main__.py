@@ -1,9 +1,9 @@
 """``python -m benchmarks run | decode | door | reliability | hostile | grpc-hostile | chaos | overload | safety |
-scale | batch | explain | estimate | models | ablation``: speed side by side, what each batch shape costs before
-HTTP, what the fast door's Python costs per request, robustness, hostile clients (HTTP and gRPC), operations under
-faults, overload shedding, the cost of keys/shedding/TLS, scale, batch scoring on DuckDB and Spark, reasons from the
-model file, performance estimated before labels, the model against the classic baselines, and what each feature
-earns."""
+tracing | scale | batch | explain | estimate | models | ablation``: speed side by side, what each batch shape costs
+before HTTP, what the fast door's Python costs per request, robustness, hostile clients (HTTP and gRPC), operations
+under faults, overload shedding, the cost of keys/shedding/TLS, the cost of tracing, scale, batch scoring on DuckDB
+and Spark, reasons from the model file, performance estimated before labels, the model against the classic
+baselines, and what each feature earns."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from benchmarks import (
     run,
     safety,
     scale,
+    tracing,
 )
 
 
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
         chaos,
         overload,
         safety,
+        tracing,
         scale,
         batch,
         explain,
