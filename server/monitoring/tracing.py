@@ -8,10 +8,10 @@ On when ``OTEL_TRACES_EXPORTER`` is ``otlp`` or ``console``, or an OTLP endpoint
 
 On, each request's trace is decided before anything is recorded (:meth:`Tracer.decide`): the W3C ``traceparent``
 it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
-six samplers). A sampled request becomes a SERVER span (named by its route, with the semantic conventions'
-attributes) and a child span for the turn's scoring, which the requests scored in the same onnxruntime call share
-by a link. Spans are plain tuples on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread turns them
-into OpenTelemetry's own protocol messages (``opentelemetry-proto``) and sends them in batches
+six samplers). A sampled request becomes one SERVER span (named by its route, with the semantic conventions'
+attributes, its turn's scoring as the event ``score``); the requests scored in the same onnxruntime call link to the
+first one's span. Spans wait on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread writes them as
+OTLP's ``ExportTraceServiceRequest`` (:mod:`server.monitoring.otlp`) and sends them in batches
 (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP (protobuf) or OTLP/gRPC
 (``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or refusing drops spans and counts
 them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a shutdown gives it at most
@@ -28,11 +28,12 @@ import random
 import sys
 import threading
 import time
-import urllib.error
 import urllib.request
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+from server.monitoring.otlp import SERVER, Span, export_request
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ SAMPLERS = (
 PROTOCOLS = ("http/protobuf", "grpc")
 FLUSH_SECONDS = 2.0  # what a shutdown gives the last spans: never more than a drain budget's share
 SCOPE = "ml-pulsechecker"
-SERVER, INTERNAL = 2, 1  # Span.SpanKind
+EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"  # OTLP/gRPC
 
 
 class TracingConfigError(ValueError):
@@ -152,26 +153,11 @@ def _pairs(text: str, name: str) -> dict[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Trace:
-    """A sampled request's place in its trace: the ids its spans take."""
+    """A sampled request's place in its trace: the ids its span takes."""
 
     trace_id: bytes  # 16 bytes
     parent_id: bytes  # 8 bytes, or empty for a root
     span_id: bytes  # the request's SERVER span
-    tracestate: str = ""
-
-
-@dataclass(slots=True)
-class _Span:
-    trace_id: bytes
-    span_id: bytes
-    parent_id: bytes
-    name: str
-    kind: int
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any]
-    error: bool = False
-    links: list[tuple[bytes, bytes]] = field(default_factory=list)
     tracestate: str = ""
 
 
@@ -186,15 +172,10 @@ def parse_traceparent(value: bytes | None) -> tuple[bytes, bytes, bool] | None:
     fields = value[:55].split(b"-")
     if [len(part) for part in fields] != [2, 32, 16, 2] or not set(value[:55].replace(b"-", b"")) <= _HEX:
         return None
-    version, trace_id, parent_id, flags = (
-        fields[0],
-        bytes.fromhex(fields[1].decode()),
-        bytes.fromhex(fields[2].decode()),
-        fields[3],
-    )
-    if version == b"ff" or trace_id == bytes(16) or parent_id == bytes(8):
+    trace_id, parent_id = bytes.fromhex(fields[1].decode()), bytes.fromhex(fields[2].decode())
+    if fields[0] == b"ff" or trace_id == bytes(16) or parent_id == bytes(8):
         return None
-    return trace_id, parent_id, bool(int(flags, 16) & 1)
+    return trace_id, parent_id, bool(int(fields[3], 16) & 1)
 
 
 class Tracer:
@@ -203,7 +184,7 @@ class Tracer:
     def __init__(self, config: TraceConfig) -> None:
         self.config = config
         self.counters = {"spans_exported": 0, "spans_dropped": 0}
-        self._queue: collections.deque[_Span] = collections.deque()
+        self._queue: collections.deque[Span] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._threshold = int(config.ratio * (1 << 64))
@@ -213,7 +194,7 @@ class Tracer:
     def start(self) -> None:
         self._thread.start()
 
-    # Deciding, on the event loop -----------------------------------------------------------------------------------
+    # Deciding and recording, on the event loop ------------------------------------------------------------------
     def decide(self, traceparent: bytes | None, tracestate_header: bytes | None = None) -> Trace | None:
         """The request's trace when it is sampled, ``None`` when not: decided before any span exists."""
         sampler = self.config.sampler
@@ -239,26 +220,22 @@ class Tracer:
         attributes: dict[str, Any],
         call: tuple[bytes, bytes] | None,
         error: bool,
-    ) -> tuple[bytes, bytes] | None:
-        """Queue a sampled request's SERVER span and its scoring child (``scored``: the turn's scoring, a
-        perf_counter interval), linked to ``call`` (the span of the call it shared); the scoring span's ids."""
+    ) -> None:
+        """Queue a sampled request's SERVER span (times from perf_counter): its turn's scoring (``scored``) as the
+        event ``score`` with its duration, and a link to ``call``, the span of the first request that shared its
+        onnxruntime call."""
         offset = time.time_ns() - int(time.perf_counter() * 1e9)  # perf_counter -> Unix time, once per request
-        ns = lambda seconds: int(seconds * 1e9) + offset  # noqa: E731
+        events = []
+        if scored is not None:
+            events.append(("score", int(scored[0] * 1e9) + offset, {"pulse.score.seconds": scored[1] - scored[0]}))
+        links = [call] if call is not None else []
+        start_ns, end_ns = int(started * 1e9) + offset, int(done * 1e9) + offset
         self._put(
-            _Span(trace.trace_id, trace.span_id, trace.parent_id, name, SERVER, ns(started), ns(done), attributes,
-                  error, tracestate=trace.tracestate)
+            Span(trace.trace_id, trace.span_id, trace.parent_id, name, SERVER, start_ns, end_ns, attributes, error,
+                 events, links, trace.tracestate)
         )  # fmt: skip
-        if scored is None:
-            return None
-        span_id = _span_id()
-        links = [] if call is None else [call]
-        self._put(
-            _Span(trace.trace_id, span_id, trace.span_id, "score", INTERNAL, ns(scored[0]), ns(scored[1]),
-                  {"pulse.turn.shared": call is not None}, links=links)
-        )  # fmt: skip
-        return trace.trace_id, span_id
 
-    def _put(self, span: _Span) -> None:
+    def _put(self, span: Span) -> None:
         if len(self._queue) >= self.config.max_queue:
             self.counters["spans_dropped"] += 1
             return
@@ -278,7 +255,7 @@ class Tracer:
             if stopping:
                 return
 
-    def _export(self, batch: list[_Span]) -> None:
+    def _export(self, batch: list[Span]) -> None:
         try:
             self._send(batch)
         except Exception as exc:  # a collector down, slow or refusing: counted, never in an answer's way
@@ -296,27 +273,13 @@ class Tracer:
         self.counters["spans_dropped"] += len(self._queue)
         self._queue.clear()
 
-    def _sender(self) -> Any:
+    def _sender(self) -> Callable[[list[Span]], None]:
         config = self.config
         if config.exporter == "console":
-            return self._print
+            return _print
         if config.protocol == "grpc":
             return _GrpcSender(config)
         return _HttpSender(config)
-
-    def _print(self, batch: list[_Span]) -> None:
-        for span in batch:
-            record = {
-                "trace_id": span.trace_id.hex(),
-                "span_id": span.span_id.hex(),
-                "parent_id": span.parent_id.hex(),
-                "name": span.name,
-                "start_ns": span.start_ns,
-                "end_ns": span.end_ns,
-                "attributes": span.attributes,
-            }
-            sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
 
 
 def _trace_id() -> bytes:
@@ -327,43 +290,23 @@ def _span_id() -> bytes:
     return random.getrandbits(64).to_bytes(8, "big") or b"\x00" * 7 + b"\x01"
 
 
-def export_request(config: TraceConfig, batch: list[_Span]) -> Any:
-    """The batch as OTLP's ``ExportTraceServiceRequest`` (one resource, one scope)."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
-    from opentelemetry.proto.trace.v1.trace_pb2 import Status
-
-    def value(item: Any) -> AnyValue:
-        if isinstance(item, bool):
-            return AnyValue(bool_value=item)
-        if isinstance(item, int):
-            return AnyValue(int_value=item)
-        if isinstance(item, float):
-            return AnyValue(double_value=item)
-        return AnyValue(string_value=str(item))
-
-    request = ExportTraceServiceRequest()
-    spans = request.resource_spans.add()
-    spans.resource.attributes.extend(KeyValue(key=k, value=value(v)) for k, v in config.resource.items())
-    scope = spans.scope_spans.add()
-    scope.scope.name = SCOPE
+def _print(batch: list[Span]) -> None:
+    """``console``: a JSON line per span on stdout."""
     for span in batch:
-        message = scope.spans.add(
-            trace_id=span.trace_id,
-            span_id=span.span_id,
-            parent_span_id=span.parent_id,
-            trace_state=span.tracestate,
-            name=span.name,
-            kind=span.kind,
-            start_time_unix_nano=span.start_ns,
-            end_time_unix_nano=span.end_ns,
-        )
-        message.attributes.extend(KeyValue(key=k, value=value(v)) for k, v in span.attributes.items())
-        for trace_id, span_id in span.links:
-            message.links.add(trace_id=trace_id, span_id=span_id)
-        if span.error:
-            message.status.code = Status.STATUS_CODE_ERROR
-    return request
+        record = {
+            "trace_id": span.trace_id.hex(),
+            "span_id": span.span_id.hex(),
+            "parent_id": span.parent_id.hex(),
+            "name": span.name,
+            "start_ns": span.start_ns,
+            "end_ns": span.end_ns,
+            "attributes": span.attributes,
+            "events": [{"name": name, "time_ns": at, **attributes} for name, at, attributes in span.events],
+            "links": [{"trace_id": trace_id.hex(), "span_id": span_id.hex()} for trace_id, span_id in span.links],
+            "error": span.error,
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
 
 
 class _HttpSender:
@@ -372,8 +315,8 @@ class _HttpSender:
     def __init__(self, config: TraceConfig) -> None:
         self.config = config
 
-    def __call__(self, batch: list[_Span]) -> None:
-        body = export_request(self.config, batch).SerializeToString()
+    def __call__(self, batch: list[Span]) -> None:
+        body = export_request(self.config.resource, SCOPE, batch)
         headers = {"content-type": "application/x-protobuf", **self.config.headers}
         request = urllib.request.Request(self.config.endpoint, data=body, headers=headers, method="POST")
         timeout = min(self.config.timeout, self.config.export_timeout)
@@ -382,11 +325,10 @@ class _HttpSender:
 
 
 class _GrpcSender:
-    """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``."""
+    """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``, bytes in and out."""
 
     def __init__(self, config: TraceConfig) -> None:
         import grpc
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
 
         self.config = config
         target = config.endpoint.split("://", 1)[-1]
@@ -394,9 +336,9 @@ class _GrpcSender:
         channel = (
             grpc.secure_channel(target, grpc.ssl_channel_credentials()) if secure else grpc.insecure_channel(target)
         )
-        self._export = TraceServiceStub(channel).Export
+        self._export = channel.unary_unary(EXPORT_METHOD)
 
-    def __call__(self, batch: list[_Span]) -> None:
+    def __call__(self, batch: list[Span]) -> None:
         metadata = tuple((key.lower(), value) for key, value in self.config.headers.items())
         timeout = min(self.config.timeout, self.config.export_timeout)
-        self._export(export_request(self.config, batch), timeout=timeout, metadata=metadata)
+        self._export(export_request(self.config.resource, SCOPE, batch), timeout=timeout, metadata=metadata)

@@ -1,6 +1,6 @@
 """A turn's requests as OpenTelemetry spans (:mod:`server.monitoring.tracing`): one SERVER span per sampled request,
-named and described by the semantic conventions of its protocol (HTTP, or gRPC for ``ModelInfer``), and a child
-span for the turn's scoring; the requests scored in the same onnxruntime call link to the first one's."""
+named and described by the semantic conventions of its protocol (HTTP, or gRPC for ``ModelInfer``), with the turn's
+scoring as an event; the requests scored in the same onnxruntime call link to the first one's span."""
 
 from __future__ import annotations
 
@@ -45,9 +45,10 @@ def trace_turn(
         if request_id:
             attributes["pulse.request_id"] = request_id
         window = scoring if index in scored else None
-        ids = tracer.request(trace, name, request.started, window, done, attributes, call, answer.status >= 500)
-        if call is None:
-            call = ids
+        shared = call if window is not None else None
+        tracer.request(trace, name, request.started, window, done, attributes, shared, answer.status >= 500)
+        if call is None and window is not None:  # the turn's call is in this trace: the others link to it
+            call = (trace.trace_id, trace.span_id)
 
 
 def _described(request: Request, answer: Answer, model_name: str) -> tuple[str, dict[str, Any]]:
