@@ -33,6 +33,8 @@ class Span:
 
 
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:
+        return _SMALL[value]
     out = bytearray()
     value &= (1 << 64) - 1  # negative int64s as two's complement, as protobuf writes them
     while value > 0x7F:
@@ -42,62 +44,83 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-def _tag(number: int, wire_type: int) -> bytes:
-    return _varint(number << 3 | wire_type)
+_SMALL = [bytes((n,)) for n in range(0x80)]
 
 
 def _bytes(number: int, value: bytes) -> bytes:
-    return _tag(number, 2) + _varint(len(value)) + value
+    """A length-delimited field (wire type 2)."""
+    return _varint(number << 3 | 2) + _varint(len(value)) + value
 
 
 def _string(number: int, value: str) -> bytes:
     return _bytes(number, value.encode("utf-8", "replace"))
 
 
-def _fixed64(number: int, value: int) -> bytes:
-    return _tag(number, 1) + struct.pack("<Q", value)
-
-
 def _any_value(value: Any) -> bytes:
     """``AnyValue``: string_value = 1, bool_value = 2, int_value = 3, double_value = 4."""
     if isinstance(value, bool):
-        return _tag(2, 0) + _varint(int(value))
+        return b"\x10" + _varint(int(value))
     if isinstance(value, int):
-        return _tag(3, 0) + _varint(value)
+        return b"\x18" + _varint(value)
     if isinstance(value, float):
-        return _tag(4, 1) + struct.pack("<d", value)
+        return b"\x21" + struct.pack("<d", value)
     return _string(1, str(value))
+
+
+_BLOCKS: dict[tuple[int, tuple[tuple[str, Any], ...]], bytes] = {}  # attribute sets that repeat, encoded once
+_MAX_BLOCKS = 4096  # a span's attributes repeat with its route, status and row count: a few sets per worker
 
 
 def _attributes(number: int, attributes: Mapping[str, Any]) -> bytes:
     """Repeated ``KeyValue`` (key = 1, value = 2) in field ``number``."""
-    return b"".join(_bytes(number, _string(1, key) + _bytes(2, _any_value(value))) for key, value in attributes.items())
+    items = tuple(attributes.items())
+    found = _BLOCKS.get((number, items))
+    if found is None:
+        found = b"".join([_bytes(number, _string(1, key) + _bytes(2, _any_value(value))) for key, value in items])
+        if len(_BLOCKS) < _MAX_BLOCKS and all(type(value) in (str, int) for _, value in items):  # 1 == True
+            _BLOCKS[(number, items)] = found
+    return found
+
+
+_FIXED64 = struct.Struct("<Q")
+_NAMES: dict[str, bytes] = {}  # span and event names, encoded once (field 5 of a span; field 2 of an event)
+
+
+def _name(field_tag: bytes, name: str) -> bytes:
+    found = _NAMES.get(name)
+    if found is None:
+        encoded = name.encode("utf-8", "replace")
+        found = _varint(len(encoded)) + encoded
+        if len(_NAMES) < _MAX_BLOCKS:
+            _NAMES[name] = found
+    return field_tag + found
 
 
 def _span(span: Span) -> bytes:
     parts = [
-        _bytes(1, span.trace_id),
-        _bytes(2, span.span_id),
+        b"\x0a\x10", span.trace_id,  # trace_id = 1 (16 bytes)
+        b"\x12\x08", span.span_id,  # span_id = 2 (8 bytes)
         _string(3, span.tracestate) if span.tracestate else b"",
-        _bytes(4, span.parent_id) if span.parent_id else b"",
-        _string(5, span.name),
-        _tag(6, 0) + _varint(span.kind),
-        _fixed64(7, span.start_ns),
-        _fixed64(8, span.end_ns),
+        b"\x22\x08" + span.parent_id if span.parent_id else b"",  # parent_span_id = 4
+        _name(b"\x2a", span.name),  # name = 5
+        b"\x30", _SMALL[span.kind],  # kind = 6
+        b"\x39", _FIXED64.pack(span.start_ns),  # start_time_unix_nano = 7 (fixed64)
+        b"\x41", _FIXED64.pack(span.end_ns),  # end_time_unix_nano = 8
         _attributes(9, span.attributes),
-    ]
-    for name, time_ns, attributes in span.events:  # Event: time_unix_nano = 1, name = 2, attributes = 3
-        parts.append(_bytes(11, _fixed64(1, time_ns) + _string(2, name) + _attributes(3, attributes)))
-    for trace_id, span_id in span.links:  # Link: trace_id = 1, span_id = 2
-        parts.append(_bytes(13, _bytes(1, trace_id) + _bytes(2, span_id)))
-    if span.error:  # Status: code = 3
-        parts.append(_bytes(15, _tag(3, 0) + _varint(STATUS_ERROR)))
+    ]  # fmt: skip
+    for name, time_ns, attributes in span.events:  # events = 11: time_unix_nano = 1, name = 2, attributes = 3
+        event = b"\x09" + _FIXED64.pack(time_ns) + _name(b"\x12", name)
+        parts.append(_bytes(11, event + _attributes(3, attributes) if attributes else event))
+    for trace_id, span_id in span.links:  # links = 13: trace_id = 1, span_id = 2
+        parts.append(b"\x6a\x1c\x0a\x10" + trace_id + b"\x12\x08" + span_id)
+    if span.error:  # status = 15: code = 3
+        parts.append(b"\x7a\x02\x18" + _SMALL[STATUS_ERROR])
     return b"".join(parts)
 
 
 def export_request(resource: Mapping[str, Any], scope: str, spans: Iterable[Span]) -> bytes:
     """``ExportTraceServiceRequest{resource_spans: [{resource: {attributes}, scope_spans: [{scope: {name},
     spans}]}]}``, serialized."""
-    scope_spans = _bytes(1, _string(1, scope)) + b"".join(_bytes(2, _span(span)) for span in spans)
+    scope_spans = _bytes(1, _string(1, scope)) + b"".join([_bytes(2, _span(span)) for span in spans])
     resource_spans = _bytes(1, _attributes(1, resource)) + _bytes(2, scope_spans)
     return _bytes(1, resource_spans)

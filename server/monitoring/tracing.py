@@ -9,13 +9,13 @@ On when ``OTEL_TRACES_EXPORTER`` is ``otlp`` or ``console``, or an OTLP endpoint
 On, each request's trace is decided before anything is recorded (:meth:`Tracer.decide`): the W3C ``traceparent``
 it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
 six samplers). A sampled request becomes one SERVER span (named by its route, with the semantic conventions'
-attributes, its turn's scoring as the event ``score``); the requests scored in the same onnxruntime call link to the
-first one's span. Spans wait on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread writes them as
-OTLP's ``ExportTraceServiceRequest`` (:mod:`server.monitoring.otlp`) and sends them in batches
-(``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP (protobuf) or OTLP/gRPC
-(``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or refusing drops spans and counts
-them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a shutdown gives it at most
-``FLUSH_SECONDS``. Each worker process exports its own spans.
+attributes, its turn's scoring as the events ``score`` and ``scored``); the requests scored in the same
+onnxruntime call link to the first one's span. Spans wait on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a
+background thread writes them as OTLP's ``ExportTraceServiceRequest`` (:mod:`server.monitoring.otlp`) and sends
+them in batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP
+(protobuf) or OTLP/gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or
+refusing drops spans and counts them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a
+shutdown gives it at most ``FLUSH_SECONDS``. Each worker process exports its own spans.
 """
 
 from __future__ import annotations
@@ -25,13 +25,14 @@ import json
 import logging
 import os
 import random
+import re
 import sys
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from server.monitoring.otlp import SERVER, Span, export_request
 
@@ -151,8 +152,7 @@ def _pairs(text: str, name: str) -> dict[str, str]:
     return pairs
 
 
-@dataclass(frozen=True, slots=True)
-class Trace:
+class Trace(NamedTuple):
     """A sampled request's place in its trace: the ids its span takes."""
 
     trace_id: bytes  # 16 bytes
@@ -161,21 +161,28 @@ class Trace:
     tracestate: str = ""
 
 
-_HEX = frozenset(b"0123456789abcdef")
+# version-traceid-parentid-flags, lowercase hex; a version after 00 may add fields after a dash
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(?:-.*)?", re.DOTALL)
+_ZERO_TRACE, _ZERO_SPAN = b"0" * 32, b"0" * 16
 
 
 def parse_traceparent(value: bytes | None) -> tuple[bytes, bytes, bool] | None:
     """(trace id, parent span id, sampled) from a W3C ``traceparent`` (version 00, or a later version's first four
     fields); ``None`` for a missing or invalid one (then the request starts a trace of its own)."""
-    if value is None or len(value) < 55 or (len(value) > 55 and (value[:2] == b"00" or value[55:56] != b"-")):
+    if value is None or len(value) > 512:
         return None
-    fields = value[:55].split(b"-")
-    if [len(part) for part in fields] != [2, 32, 16, 2] or not set(value[:55].replace(b"-", b"")) <= _HEX:
+    found = _TRACEPARENT.fullmatch(value)
+    if found is None:
         return None
-    trace_id, parent_id = bytes.fromhex(fields[1].decode()), bytes.fromhex(fields[2].decode())
-    if fields[0] == b"ff" or trace_id == bytes(16) or parent_id == bytes(8):
+    version, trace_hex, parent_hex, flags = found.groups()
+    if (
+        version == b"ff"
+        or (version == b"00" and len(value) != 55)
+        or trace_hex == _ZERO_TRACE
+        or parent_hex == _ZERO_SPAN
+    ):
         return None
-    return trace_id, parent_id, bool(int(fields[3], 16) & 1)
+    return bytes.fromhex(trace_hex.decode()), bytes.fromhex(parent_hex.decode()), bool(int(flags, 16) & 1)
 
 
 class Tracer:
@@ -222,12 +229,12 @@ class Tracer:
         error: bool,
     ) -> None:
         """Queue a sampled request's SERVER span (times from perf_counter): its turn's scoring (``scored``) as the
-        event ``score`` with its duration, and a link to ``call``, the span of the first request that shared its
+        events ``score`` and ``scored``, and a link to ``call``, the span of the first request that shared its
         onnxruntime call."""
         offset = time.time_ns() - int(time.perf_counter() * 1e9)  # perf_counter -> Unix time, once per request
-        events = []
-        if scored is not None:
-            events.append(("score", int(scored[0] * 1e9) + offset, {"pulse.score.seconds": scored[1] - scored[0]}))
+        events: list[tuple[str, int, dict[str, Any]]] = []
+        if scored is not None:  # the turn's scoring, from its start to its end
+            events = [("score", int(scored[0] * 1e9) + offset, {}), ("scored", int(scored[1] * 1e9) + offset, {})]
         links = [call] if call is not None else []
         start_ns, end_ns = int(started * 1e9) + offset, int(done * 1e9) + offset
         self._put(
