@@ -212,10 +212,16 @@ class Tracer:
             return Trace(trace_id, parent_id, _span_id(), tracestate) if sampled else None
         if sampler.endswith("always_off"):
             return None
-        trace_id, parent_id = (parent[0], parent[1]) if parent is not None else (_trace_id(), b"")
-        if sampler.endswith("traceidratio") and int.from_bytes(trace_id[8:], "big") >= self._threshold:
+        ratio = sampler.endswith("traceidratio")
+        if parent is None:  # a root: the ratio reads the trace id's low 8 bytes, so draw those first
+            low = random.getrandbits(64)
+            if ratio and low >= self._threshold:
+                return None
+            trace_id = (random.getrandbits(64) << 64 | low or 1).to_bytes(16, "big")
+            return Trace(trace_id, b"", _span_id())
+        if ratio and int.from_bytes(parent[0][8:], "big") >= self._threshold:
             return None
-        return Trace(trace_id, parent_id, _span_id(), tracestate if parent is not None else "")
+        return Trace(parent[0], parent[1], _span_id(), tracestate)
 
     def request(
         self,
@@ -287,10 +293,6 @@ class Tracer:
         if config.protocol == "grpc":
             return _GrpcSender(config)
         return _HttpSender(config)
-
-
-def _trace_id() -> bytes:
-    return random.getrandbits(128).to_bytes(16, "big") or b"\x00" * 15 + b"\x01"
 
 
 def _span_id() -> bytes:

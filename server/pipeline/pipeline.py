@@ -230,11 +230,13 @@ class Pipeline:
                 answers[index] = error_answer(exc, v2=request.route in V2_ROUTES)
             except Exception:
                 answers[index] = _unexpected(request)
-        if scored is not None:
+        if scored is not None:  # the sampled requests' rows and V2 ids, for their spans
             for item in together + explains:
-                scored[item.index] = (1 if isinstance(item.rows, list) else len(item.rows), None)
+                if item.trace_id is not None:
+                    scored[item.index] = (1 if isinstance(item.rows, list) else len(item.rows), None)
             for infer in infers:
-                scored[infer.index] = (len(infer.request.X), infer.request.id or None)
+                if infer.trace_id is not None:
+                    scored[infer.index] = (len(infer.request.X), infer.request.id or None)
         metrics = state.metrics
         scoring_started = time.perf_counter()
         for group, score in (
