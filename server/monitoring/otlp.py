@@ -118,9 +118,14 @@ def _span(span: Span) -> bytes:
     return b"".join(parts)
 
 
-def export_request(resource: Mapping[str, Any], scope: str, spans: Iterable[Span]) -> bytes:
+def encoded_span(span: Span) -> bytes:
+    """One span as a ``ScopeSpans.spans`` field (number 2)."""
+    return _bytes(2, _span(span))
+
+
+def export_request(resource: Mapping[str, Any], scope: str, spans: Iterable[bytes]) -> bytes:
     """``ExportTraceServiceRequest{resource_spans: [{resource: {attributes}, scope_spans: [{scope: {name},
-    spans}]}]}``, serialized."""
-    scope_spans = _bytes(1, _string(1, scope)) + b"".join([_bytes(2, _span(span)) for span in spans])
+    spans}]}]}``, serialized, around spans written by :func:`encoded_span`."""
+    scope_spans = _bytes(1, _string(1, scope)) + b"".join(spans)
     resource_spans = _bytes(1, _attributes(1, resource)) + _bytes(2, scope_spans)
     return _bytes(1, resource_spans)
