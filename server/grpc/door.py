@@ -35,7 +35,7 @@ from server.grpc.services import StandardServices
 from server.pipeline.answer import Answer, error_answer
 from server.pipeline.coalesce import AwaitedRequest, Coalescer
 from server.pipeline.head import RequestHead
-from server.pipeline.pipeline import Pipeline
+from server.pipeline.pipeline import Pipeline, TraceContext
 from server.pipeline.probes import probe_document
 
 logger = logging.getLogger(__name__)
@@ -232,12 +232,14 @@ class GrpcDoor:
         return from_dict("ModelConfigResponse", document)
 
 
-def _trace_context(context: grpc.aio.ServicerContext) -> tuple[bytes | None, bytes | None]:
+def _trace_context(context: grpc.aio.ServicerContext) -> TraceContext | None:
+    """The call's W3C Trace Context, from its metadata (gRPC's headers)."""
     found: dict[str, bytes] = {}
     for key, value in context.invocation_metadata() or ():
         if key in ("traceparent", "tracestate"):
             found[key] = value.encode("latin-1") if isinstance(value, str) else value
-    return found.get("traceparent"), found.get("tracestate")
+    parent = found.get("traceparent")
+    return None if parent is None else (parent, found.get("tracestate"))
 
 
 async def _abort(context: grpc.aio.ServicerContext, answer: Answer) -> None:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from server.pipeline.answer import Answer
-from server.pipeline.pipeline import PREDICT_ROUTE, Pipeline, Request
+from server.pipeline.pipeline import PREDICT_ROUTE, Pipeline, Request, TraceContext
 
 TURN_BODY_BYTES = 64 * 1024  # bodies answered per event-loop turn: a 1000-row batch, or hundreds of single rows
 COALESCER_KEY = "pulse.coalescer"  # lifespan state: how a worker's connections reach its coalescer
@@ -91,7 +91,7 @@ class PendingRequest:
         self.probe = False  # a probe, answered by the connection itself once its message is complete
         self.on_response: Callable[[], None] | None = None  # called once its response is written
         self.access: str | None = None  # the access log's client and request line (PULSE_ACCESS_LOG)
-        self.trace_context: tuple[bytes | None, bytes | None] = (None, None)  # its traceparent and tracestate
+        self.trace_context: TraceContext | None = None  # W3C Trace Context, when it came with a traceparent
 
 
 class AwaitedRequest(PendingRequest):
@@ -179,7 +179,7 @@ class Coalescer:
             requests.append(
                 Request(
                     request.route, request.query, body, request.started, request.header_length, request.version,
-                    *request.trace_context,
+                    request.trace_context,
                 )
             )  # fmt: skip
         answers = self.pipeline.answer(requests) if requests else []

@@ -48,6 +48,9 @@ Grouped = TypeVar("Grouped", ParsedRequest, ParsedInfer)  # a request parsed and
 V2_ROUTES = frozenset({INFER_ROUTE, GRPC_INFER_ROUTE})  # their errors in the protocol's body
 
 
+TraceContext = tuple[bytes, bytes | None]  # a request's traceparent and tracestate headers, as sent
+
+
 @dataclass(slots=True)
 class Request:
     """One complete request for the pipeline: its route (a metrics label), query, body and arrival time."""
@@ -58,8 +61,7 @@ class Request:
     started: float
     header_length: bytes | None = None  # V2 binary tensor extension: the JSON part's length
     version: str | None = None  # the model version a versioned V2 path named: 404 if another is served by now
-    traceparent: bytes | None = None  # W3C Trace Context, as the door read it
-    tracestate: bytes | None = None
+    trace_context: TraceContext | None = None  # W3C Trace Context, when the request came with a traceparent
 
 
 class Pipeline:
@@ -160,7 +162,9 @@ class Pipeline:
         scored: dict[int, tuple[int, str | None]] = {}  # with tracing on: the rows and V2 id of each request scored
         scoring = None
         # Sampled or not, decided before anything is recorded: the request log's lines carry the trace ids too.
-        traces = None if tracer is None else [tracer.decide(r.traceparent, r.tracestate) for r in requests]
+        traces = None
+        if tracer is not None:
+            traces = [tracer.decide(*(r.trace_context or (None, None))) for r in requests]
         if served is None:
             refusal = NotReady("model not loaded yet")
             answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
@@ -211,7 +215,7 @@ class Pipeline:
                         request.body,
                         request.header_length,
                     )
-                    trace_id = _trace_id(traces, index)
+                    trace_id = None if traces is None else _trace_id(traces, index)
                     infers.append(
                         ParsedInfer(index, request.route, parsed, request.started, time.perf_counter(), trace_id)
                     )
@@ -223,7 +227,13 @@ class Pipeline:
                     rows = rows.rows
                 k = explain_asked(served, rows, request.query) if request.query else None
                 parsed_request = ParsedRequest(
-                    index, rows, request.started, time.perf_counter(), ids, k, _trace_id(traces, index)
+                    index,
+                    rows,
+                    request.started,
+                    time.perf_counter(),
+                    ids,
+                    k,
+                    None if traces is None else _trace_id(traces, index),
                 )
                 (together if k is None else explains).append(parsed_request)
             except ApiError as exc:
@@ -279,15 +289,15 @@ def _answered(
     return lambda group: [Answer(200, body) for body in bodies(group)]
 
 
-def _trace_id(traces: list[Trace | None] | None, index: int) -> str | None:
-    trace = None if traces is None else traces[index]
+def _trace_id(traces: list[Trace | None], index: int) -> str | None:
+    trace = traces[index]
     return None if trace is None else trace.trace_id.hex()
 
 
 def _unexpected(request: Request) -> Answer:
     """A 500 for ``request`` alone, in its route's error format; the cause goes to the log (with the request's trace
     id when it came with one, to join the line to its trace)."""
-    parent = parse_traceparent(request.traceparent)
+    parent = None if request.trace_context is None else parse_traceparent(request.trace_context[0])
     trace = f" trace_id={parent[0].hex()}" if parent is not None else ""
     logger.exception("unexpected error answering %s%s", request.route, trace)
     return error_answer(InternalError(), v2=request.route in V2_ROUTES)

@@ -46,7 +46,7 @@ def test_requests_scored_together_link_to_the_first_ones_span(
             b"",
             sent,
             time.perf_counter(),
-            traceparent=f"00-{TRACE}{i:02x}-00f067aa0ba902b7-{flag}".encode(),
+            trace_context=(f"00-{TRACE}{i:02x}-00f067aa0ba902b7-{flag}".encode(), None),
         )
         for i, (sent, flag) in enumerate(zip(bodies, flags, strict=True))
     ]
