@@ -9,7 +9,7 @@ On when ``OTEL_TRACES_EXPORTER`` is ``otlp`` or ``console``, or an OTLP endpoint
 On, each request's trace is decided before anything is recorded (:meth:`Tracer.decide`): the W3C ``traceparent``
 it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
 six samplers). A sampled request becomes one SERVER span (named by its route, with the semantic conventions'
-attributes, its turn's scoring as the events ``score`` and ``scored``); the requests scored in the same
+attributes, its stages as the events ``parsed``, ``score`` and ``scored``); the requests scored in the same
 onnxruntime call link to the first one's span. Spans wait on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a
 background thread writes them as OTLP's ``ExportTraceServiceRequest`` (:mod:`server.monitoring.otlp`) and sends
 them in batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP
@@ -229,19 +229,23 @@ class Tracer:
         trace: Trace,
         name: str,
         started: float,
+        parsed: float | None,
         scored: tuple[float, float] | None,
         done: float,
         attributes: dict[str, Any],
         call: tuple[bytes, bytes] | None,
         error: bool,
     ) -> None:
-        """Queue a sampled request's SERVER span (times from perf_counter): its turn's scoring (``scored``) as the
-        events ``score`` and ``scored``, and a link to ``call``, the span of the first request that shared its
+        """Queue a sampled request's SERVER span (times from perf_counter): the end of its parsing (``parsed``) and
+        its turn's scoring (``scored``) as the events ``parsed``, ``score`` and ``scored`` (rendering and writing the
+        answer follow, to the span's end), and a link to ``call``, the span of the first request that shared its
         onnxruntime call."""
         offset = time.time_ns() - int(time.perf_counter() * 1e9)  # perf_counter -> Unix time, once per request
         events: list[tuple[str, int, dict[str, Any]]] = []
+        if parsed is not None:
+            events.append(("parsed", int(parsed * 1e9) + offset, {}))
         if scored is not None:  # the turn's scoring, from its start to its end
-            events = [("score", int(scored[0] * 1e9) + offset, {}), ("scored", int(scored[1] * 1e9) + offset, {})]
+            events += [("score", int(scored[0] * 1e9) + offset, {}), ("scored", int(scored[1] * 1e9) + offset, {})]
         links = [call] if call is not None else []
         start_ns, end_ns = int(started * 1e9) + offset, int(done * 1e9) + offset
         self._put(

@@ -159,7 +159,9 @@ class Pipeline:
         answers: list[Answer | None] = [None] * len(requests)
         served = self.state.served
         tracer = self.state.tracer
-        scored: dict[int, tuple[int, str | None]] = {}  # with tracing on: the rows and V2 id of each request scored
+        scored: dict[
+            int, tuple[int, str | None, float]
+        ] = {}  # with tracing on: the rows and V2 id of each request scored
         scoring = None
         # Sampled or not, decided before anything is recorded: the request log's lines carry the trace ids too.
         traces = None
@@ -193,7 +195,7 @@ class Pipeline:
         served: ServedModel,
         requests: list[Request],
         answers: list[Answer | None],
-        scored: dict[int, tuple[int, str | None]] | None,
+        scored: dict[int, tuple[int, str | None, float]] | None,
         traces: list[Trace | None] | None,
     ) -> tuple[float, float]:
         """Fill ``answers``; the perf_counter interval the turn's scoring took (and, into ``scored`` when given, the
@@ -243,10 +245,10 @@ class Pipeline:
         if scored is not None:  # the sampled requests' rows and V2 ids, for their spans
             for item in together + explains:
                 if item.trace_id is not None:
-                    scored[item.index] = (1 if isinstance(item.rows, list) else len(item.rows), None)
+                    scored[item.index] = (1 if isinstance(item.rows, list) else len(item.rows), None, item.parsed_at)
             for infer in infers:
                 if infer.trace_id is not None:
-                    scored[infer.index] = (len(infer.request.X), infer.request.id or None)
+                    scored[infer.index] = (len(infer.request.X), infer.request.id or None, infer.parsed_at)
         metrics = state.metrics
         scoring_started = time.perf_counter()
         for group, score in (

@@ -26,11 +26,12 @@ def trace_turn(
     answers: Sequence[Answer],
     traces: Sequence[Trace | None],
     scoring: tuple[float, float] | None,
-    scored: dict[int, tuple[int, str | None]],
+    scored: dict[int, tuple[int, str | None, float]],
     done: float,
 ) -> None:
     """Record the sampled requests of a turn (``traces``: each one's, decided before it was answered). ``scored``:
-    the requests that reached the turn's onnxruntime call, by place, with their rows and their V2 request id;
+    the requests that reached the turn's onnxruntime call, by place, with their rows, V2 request id and the time
+    their body was parsed;
     ``scoring``: that call's perf_counter interval."""
     call = None
     for index, (request, answer, trace) in enumerate(zip(requests, answers, traces, strict=True)):
@@ -39,14 +40,14 @@ def trace_turn(
         name, attributes = _described(request, answer, model_name)
         if served is not None:
             attributes["pulse.model.version"] = served.info.version
-        rows, request_id = scored.get(index, (0, None))
+        rows, request_id, parsed = scored.get(index, (0, None, None))
         if index in scored:
             attributes["pulse.rows"] = rows
         if request_id:
             attributes["pulse.request_id"] = request_id
         window = scoring if index in scored else None
         shared = call if window is not None else None
-        tracer.request(trace, name, request.started, window, done, attributes, shared, answer.status >= 500)
+        tracer.request(trace, name, request.started, parsed, window, done, attributes, shared, answer.status >= 500)
         if call is None and window is not None:  # the turn's call is in this trace: the others link to it
             call = (trace.trace_id, trace.span_id)
 

@@ -165,9 +165,10 @@ def test_every_door_continues_the_callers_trace_over_otlp_http(
         for door, n in doors.items():
             (root,) = received.of_trace(PARENT_TRACE[:-2] + n, 1)
             assert root.kind == root.SPAN_KIND_SERVER and root.parent_span_id.hex() == PARENT_SPAN, door
-            score, scored = root.events  # the turn's scoring, inside the request's time
-            assert (score.name, scored.name) == ("score", "scored")
-            assert root.start_time_unix_nano <= score.time_unix_nano <= scored.time_unix_nano <= root.end_time_unix_nano
+            parsed, score, scored = root.events  # its stages, in order, inside the request's time
+            assert (parsed.name, score.name, scored.name) == ("parsed", "score", "scored")
+            times = [root.start_time_unix_nano, parsed.time_unix_nano, score.time_unix_nano, scored.time_unix_nano]
+            assert times == sorted(times) and scored.time_unix_nano <= root.end_time_unix_nano
             attributes = _attributes(root)
             assert attributes["pulse.model.name"] == "churn" and attributes["pulse.rows"] == 1
             if door == "grpc":

@@ -60,7 +60,7 @@ def test_requests_scored_together_link_to_the_first_ones_span(
     spans = {span["trace_id"][-2:]: span for span in map(json.loads, capsys.readouterr().out.splitlines())}
     assert sorted(spans) == ["00", "01", "02", "04"]
     first = spans["00"]
-    assert first["links"] == [] and [event["name"] for event in first["events"]] == ["score", "scored"]
+    assert first["links"] == [] and [event["name"] for event in first["events"]] == ["parsed", "score", "scored"]
     shared = [{"trace_id": first["trace_id"], "span_id": first["span_id"]}]
     assert spans["01"]["links"] == shared and spans["04"]["links"] == shared  # one onnxruntime call, three requests
     assert spans["02"]["events"] == [] and spans["02"]["links"] == []  # refused before scoring (422)
