@@ -38,7 +38,7 @@ from server.pipeline.infer import ParsedInfer, answer_infers, parse_infer
 from server.pipeline.predict import ROUTE, ParsedRequest, explain_asked, score_explained, score_together
 from server.pipeline.probes import probe_answer
 from server.pipeline.state import ServerState
-from server.pipeline.traced import trace_turn
+from server.pipeline.traced import SpanFacts, trace_turn
 
 logger = logging.getLogger(__name__)
 
@@ -159,14 +159,10 @@ class Pipeline:
         answers: list[Answer | None] = [None] * len(requests)
         served = self.state.served
         tracer = self.state.tracer
-        scored: dict[
-            int, tuple[int, str | None, float]
-        ] = {}  # with tracing on: the rows and V2 id of each request scored
+        # Sampled or not is decided before anything is recorded: the request log's lines carry the trace ids too.
+        traces = None if tracer is None else [tracer.decide(*(r.trace_context or (None, None))) for r in requests]
+        scored: dict[int, SpanFacts] = {}  # with tracing on: what each sampled request's span tells of its scoring
         scoring = None
-        # Sampled or not, decided before anything is recorded: the request log's lines carry the trace ids too.
-        traces = None
-        if tracer is not None:
-            traces = [tracer.decide(*(r.trace_context or (None, None))) for r in requests]
         if served is None:
             refusal = NotReady("model not loaded yet")
             answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
@@ -182,24 +178,21 @@ class Pipeline:
         metrics = self.state.metrics
         for route, (statuses, seconds) in by_route.items():
             metrics.observe_answers(route, statuses, seconds)
-        if traces is not None:  # the latency histogram's exemplars: a traced request's latency points at its trace
-            for request, trace in zip(requests, traces, strict=True):
-                if trace is not None:
-                    metrics.observe_exemplar(request.route, trace.trace_id.hex(), done - request.started)
+        filled: list[Answer] = answers  # type: ignore[assignment]  # every slot is filled above
         if tracer is not None and traces is not None:
-            trace_turn(tracer, self.model_name, served, requests, answers, traces, scoring, scored, done)  # type: ignore[arg-type]
-        return answers  # type: ignore[return-value]  # every slot is filled above
+            trace_turn(tracer, metrics, self.model_name, served, requests, filled, traces, scoring, scored, done)
+        return filled
 
     def _answer(
         self,
         served: ServedModel,
         requests: list[Request],
         answers: list[Answer | None],
-        scored: dict[int, tuple[int, str | None, float]] | None,
+        scored: dict[int, SpanFacts] | None,
         traces: list[Trace | None] | None,
     ) -> tuple[float, float]:
         """Fill ``answers``; the perf_counter interval the turn's scoring took (and, into ``scored`` when given, the
-        rows and V2 id of each request that reached it)."""
+        rows, V2 id and parse time of each sampled request that reached it)."""
         state = self.state
         together: list[ParsedRequest] = []  # /predict without reasons
         explains: list[ParsedRequest] = []  # /predict?explain=K

@@ -15,28 +15,33 @@ from server.pipeline.answer import Answer
 
 if TYPE_CHECKING:
     from server.core.served import ServedModel
+    from server.monitoring.metrics import Metrics
     from server.pipeline.pipeline import Request
+
+
+SpanFacts = tuple[int, str | None, float]  # a scored request's rows, V2 request id, and when its body was parsed
 
 
 def trace_turn(
     tracer: Tracer,
+    metrics: Metrics,
     model_name: str,
     served: ServedModel | None,
     requests: Sequence[Request],
     answers: Sequence[Answer],
     traces: Sequence[Trace | None],
     scoring: tuple[float, float] | None,
-    scored: dict[int, tuple[int, str | None, float]],
+    scored: dict[int, SpanFacts],
     done: float,
 ) -> None:
-    """Record the sampled requests of a turn (``traces``: each one's, decided before it was answered). ``scored``:
-    the requests that reached the turn's onnxruntime call, by place, with their rows, V2 request id and the time
-    their body was parsed;
-    ``scoring``: that call's perf_counter interval."""
+    """Record the sampled requests of a turn (``traces``: each one's, decided before it was answered), and their
+    latencies as the latency histogram's exemplars. ``scored``: the sampled requests that reached the turn's
+    onnxruntime call, by place; ``scoring``: that call's perf_counter interval."""
     call = None
     for index, (request, answer, trace) in enumerate(zip(requests, answers, traces, strict=True)):
         if trace is None:
             continue
+        metrics.observe_exemplar(request.route, trace.trace_id.hex(), done - request.started)
         name, attributes = _described(request, answer, model_name)
         if served is not None:
             attributes["pulse.model.version"] = served.info.version
