@@ -1,6 +1,6 @@
 """A turn's requests as OpenTelemetry spans (:mod:`server.monitoring.tracing`): one SERVER span per sampled request,
-named and described by the semantic conventions of its protocol (HTTP, or gRPC for ``ModelInfer``), with the turn's
-scoring as an event; the requests scored in the same onnxruntime call link to the first one's span."""
+named and described by the semantic conventions of its protocol (HTTP, or gRPC for ``ModelInfer``), with its stages
+as events; the requests scored in the same onnxruntime call link to the first one's span."""
 
 from __future__ import annotations
 
