@@ -116,9 +116,9 @@ def add_parser(commands: Any) -> None:
         help="what tracing costs single-row /predict: off, 1%%, 100%%, collector unreachable (same run)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--model", type=Path, default=Path("artifacts/model.onnx"))
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--model", type=Path, default=Path("artifacts/model.onnx"), help="the model every run serves")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every configuration")
+    parser.add_argument("--seconds", type=float, default=8.0, help="wrk's duration per run, after a 2 s warm-up")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"), help="folder for tracing.json")
     parser.set_defaults(handler=main)
 

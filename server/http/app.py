@@ -200,7 +200,12 @@ class PulseApp:
         metrics = state.metrics
         trace_config = TraceConfig.from_env()
         if trace_config is not None:  # OpenTelemetry, configured by OTEL_* variables: this worker's own exporter
-            state.tracer = Tracer(trace_config)
+            grpc_sender = None
+            if trace_config.exporter == "otlp" and trace_config.protocol == "grpc":
+                from server.grpc.otlp import GrpcSender  # grpc is imported only when it is asked for
+
+                grpc_sender = GrpcSender(trace_config)
+            state.tracer = Tracer(trace_config, grpc_sender)
             state.tracer.start()
             metrics.trace_counters = state.tracer.counters
         metrics.ready = lambda: state.ready

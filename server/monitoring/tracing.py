@@ -49,7 +49,7 @@ SAMPLERS = (
 PROTOCOLS = ("http/protobuf", "grpc")
 FLUSH_SECONDS = 2.0  # what a shutdown gives the last spans: never more than a drain budget's share
 SCOPE = "ml-pulsechecker"
-EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"  # OTLP/gRPC
+Sender = Callable[[list[Span]], None]  # sends one batch; raises when it could not
 ENCODE_CHUNK = 32  # spans written between two hand-overs of the GIL: the event loop never waits a whole batch
 
 
@@ -189,14 +189,15 @@ def parse_traceparent(value: bytes | None) -> tuple[bytes, bytes, bool] | None:
 class Tracer:
     """One worker's sampler, span queue and exporting thread."""
 
-    def __init__(self, config: TraceConfig) -> None:
+    def __init__(self, config: TraceConfig, grpc_sender: Sender | None = None) -> None:
+        """``grpc_sender``: OTLP/gRPC's (``server.grpc.otlp``, given by the lifespan: grpc is not this layer's)."""
         self.config = config
         self.counters = {"spans_exported": 0, "spans_dropped": 0}
         self._queue: collections.deque[Span] = collections.deque()
         self._wake = threading.Event()
         self._stopping = False
         self._threshold = int(config.ratio * (1 << 64))
-        self._send = self._sender()
+        self._send = self._sender(grpc_sender)
         self._thread = threading.Thread(target=self._run, name="pulse-traces", daemon=True)
 
     def start(self) -> None:
@@ -291,12 +292,14 @@ class Tracer:
         self.counters["spans_dropped"] += len(self._queue)
         self._queue.clear()
 
-    def _sender(self) -> Callable[[list[Span]], None]:
+    def _sender(self, grpc_sender: Sender | None) -> Sender:
         config = self.config
         if config.exporter == "console":
             return _print
         if config.protocol == "grpc":
-            return _GrpcSender(config)
+            if grpc_sender is None:
+                raise TracingConfigError("OTEL_EXPORTER_OTLP_PROTOCOL=grpc: no gRPC sender was given")
+            return grpc_sender
         return _HttpSender(config)
 
 
@@ -304,7 +307,7 @@ def _span_id() -> bytes:
     return random.getrandbits(64).to_bytes(8, "big") or b"\x00" * 7 + b"\x01"
 
 
-def _request(config: TraceConfig, batch: list[Span]) -> bytes:
+def export_body(config: TraceConfig, batch: list[Span]) -> bytes:
     """The batch as an OTLP export request, written ``ENCODE_CHUNK`` spans at a time with the GIL handed back to the
     event loop in between (a 512-span batch is a few milliseconds of Python)."""
     spans = []
@@ -340,29 +343,9 @@ class _HttpSender:
         self.config = config
 
     def __call__(self, batch: list[Span]) -> None:
-        body = _request(self.config, batch)
+        body = export_body(self.config, batch)
         headers = {"content-type": "application/x-protobuf", **self.config.headers}
         request = urllib.request.Request(self.config.endpoint, data=body, headers=headers, method="POST")
         timeout = min(self.config.timeout, self.config.export_timeout)
         with urllib.request.urlopen(request, timeout=timeout) as response:  # an HTTP error status raises
             response.read()
-
-
-class _GrpcSender:
-    """OTLP/gRPC: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``, bytes in and out."""
-
-    def __init__(self, config: TraceConfig) -> None:
-        import grpc
-
-        self.config = config
-        target = config.endpoint.split("://", 1)[-1]
-        secure = config.endpoint.startswith("https://")
-        channel = (
-            grpc.secure_channel(target, grpc.ssl_channel_credentials()) if secure else grpc.insecure_channel(target)
-        )
-        self._export = channel.unary_unary(EXPORT_METHOD)
-
-    def __call__(self, batch: list[Span]) -> None:
-        metadata = tuple((key.lower(), value) for key, value in self.config.headers.items())
-        timeout = min(self.config.timeout, self.config.export_timeout)
-        self._export(_request(self.config, batch), timeout=timeout, metadata=metadata)

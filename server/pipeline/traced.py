@@ -5,7 +5,7 @@ as events; the requests scored in the same onnxruntime call link to the first on
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from server.core.errors import Overloaded
 from server.core.v2 import INFER_ROUTE
@@ -16,7 +16,17 @@ from server.pipeline.answer import Answer
 if TYPE_CHECKING:
     from server.core.served import ServedModel
     from server.monitoring.metrics import Metrics
-    from server.pipeline.pipeline import Request
+
+
+class Request(Protocol):
+    """What a span tells of a request (:class:`server.pipeline.pipeline.Request` is one)."""
+
+    @property
+    def route(self) -> str: ...
+    @property
+    def started(self) -> float: ...
+    @property
+    def version(self) -> str | None: ...
 
 
 SpanFacts = tuple[int, str | None, float]  # a scored request's rows, V2 request id, and when its body was parsed
