@@ -24,15 +24,7 @@ from typing import Any
 
 from benchmarks.procs import free_port, python_command, run_server
 from benchmarks.run import SERVER_CORE, run_wrk
-
-ROW = {
-    "total_events": 40,
-    "total_sessions": 10,
-    "avg_events_per_session": 4.0,
-    "revenue_per_session": 2.5,
-    "active_days": 8,
-    "days_since_last_event": 3,
-}
+from common.model.loader import load_model
 
 
 @contextmanager
@@ -78,7 +70,7 @@ def measure(model: Path, env: dict[str, str], seconds: float, workdir: Path) -> 
     port = free_port()
     command = python_command("-m", "server", "--model", str(model), "--port", str(port), "--log-level", "warning")
     with run_server(command, port, workdir / "server.log", env=env, cpu=SERVER_CORE) as server:
-        body = json.dumps(ROW).encode()
+        body = json.dumps(dict.fromkeys(load_model(model).info.features, 2.0)).encode()  # one row, whatever the model
         run_wrk(server.url, "/predict", [body], 2, workdir)  # warm-up
         return run_wrk(server.url, "/predict", [body], seconds, workdir)
 
