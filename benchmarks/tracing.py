@@ -1,6 +1,6 @@
 """What tracing costs: single-row ``/predict`` under wrk with tracing off, on with nothing sampled, at 1% and at
-100%, and with the collector unreachable, in interleaved rounds on the same server core (same run: ratios, never
-absolute figures).
+100%, and with the collector unreachable, in interleaved rounds on the same server core, each round in a rotated
+order (same run: ratios to tracing off in the same round, never absolute figures).
 
     python -m benchmarks tracing [--rounds 3] [--seconds 8]
 
@@ -78,8 +78,10 @@ def measure(model: Path, env: dict[str, str], seconds: float, workdir: Path) -> 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: dict[str, list[dict[str, float]]] = {}
     with sink() as sink_port, tempfile.TemporaryDirectory(prefix="pulse-tracing-") as folder:
-        for _ in range(args.rounds):
-            for name, env in configurations(sink_port).items():
+        configured = list(configurations(sink_port).items())
+        for round_number in range(args.rounds):
+            shift = round_number % len(configured)  # each round starts elsewhere: no configuration always runs last
+            for name, env in configured[shift:] + configured[:shift]:
                 rounds.setdefault(name, []).append(measure(args.model, env, args.seconds, Path(folder)))
     results: dict[str, Any] = {"rounds": args.rounds, "seconds": args.seconds, "by_configuration": {}}
     off = [run["rps"] for run in rounds["off"]]
