@@ -32,6 +32,8 @@ def sink() -> Iterator[int]:
     """An OTLP/HTTP endpoint that reads each export and answers 200: the collector's cost is not ours."""
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as a collector offers
+
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers["content-length"]))
             self.send_response(200)

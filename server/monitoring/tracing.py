@@ -21,6 +21,7 @@ shutdown gives it at most ``FLUSH_SECONDS``. Each worker process exports its own
 from __future__ import annotations
 
 import collections
+import http.client
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ import re
 import sys
 import threading
 import time
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -337,15 +338,33 @@ def _print(batch: list[Span]) -> None:
 
 
 class _HttpSender:
-    """OTLP/HTTP with protobuf bodies (``http/protobuf``)."""
+    """OTLP/HTTP with protobuf bodies (``http/protobuf``), on one kept-alive connection (opened again after a
+    failure): a new TCP connection per batch costs more than writing the batch."""
 
     def __init__(self, config: TraceConfig) -> None:
         self.config = config
+        url = urllib.parse.urlsplit(config.endpoint)
+        self._url = url
+        self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
+        self._timeout = min(config.timeout, config.export_timeout)
+        self._connection: http.client.HTTPConnection | None = None
+        self._headers = {"content-type": "application/x-protobuf", **config.headers}
 
     def __call__(self, batch: list[Span]) -> None:
         body = export_body(self.config, batch)
-        headers = {"content-type": "application/x-protobuf", **self.config.headers}
-        request = urllib.request.Request(self.config.endpoint, data=body, headers=headers, method="POST")
-        timeout = min(self.config.timeout, self.config.export_timeout)
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # an HTTP error status raises
+        if self._connection is None:
+            url, kind = (
+                self._url,
+                http.client.HTTPSConnection if self._url.scheme == "https" else http.client.HTTPConnection,
+            )
+            self._connection = kind(url.hostname or "localhost", url.port, timeout=self._timeout)
+        try:
+            self._connection.request("POST", self._path, body, self._headers)
+            response = self._connection.getresponse()
             response.read()
+        except (OSError, http.client.HTTPException):
+            self._connection.close()
+            self._connection = None
+            raise
+        if not 200 <= response.status < 300:
+            raise OSError(f"the collector answered {response.status} {response.reason}")
