@@ -88,8 +88,7 @@ async def serve(coalescer: Coalescer, route: str, scope: Scope, receive: Receive
         request = AwaitedRequest(started, route, body, scope["query_string"], head.header_length, version)
         state.body_budget.hold(len(body))  # in memory until answered, as on the other doors; handed back then
         request.reserved = len(body)  # ... and the turn's share of batch work counts it
-        if head.traceparent is not None:
-            request.trace_context = (head.traceparent, head.tracestate)
+        request.trace_context = head.trace_context()
         answer = await coalescer.answer(request)
     except ApiError as exc:
         answer = pipeline.refuse(route, exc, started)

@@ -62,6 +62,10 @@ class RequestHead:
         head.size = size
         return head
 
+    def trace_context(self) -> tuple[bytes, bytes | None] | None:
+        """The W3C Trace Context it came with (traceparent, tracestate); ``None`` without a traceparent."""
+        return None if self.traceparent is None else (self.traceparent, self.tracestate)
+
     def check_single(self) -> None:
         """400 when a header that has one meaning was sent twice (two keys, two types, two lengths)."""
         if self.repeated is not None:

@@ -274,7 +274,7 @@ class Connection(asyncio.Protocol):
                 native.admitted = True
                 native.query = parsed.query or b""  # /predict?explain=K: its reasons, coalesced like the rest
                 if head.traceparent is not None:
-                    native.trace_context = (head.traceparent, head.tracestate)  # for tracing, when it is on
+                    native.trace_context = head.trace_context()  # for tracing, when it is on
                 return
         try:
             decoded = unquote(path.decode("ascii"))
