@@ -7,10 +7,11 @@ to the probability. They are computed inside an ``If`` on ``explain``: a caller 
 test (onnxruntime runs every node of a graph whatever outputs are fetched, so a plain output would make every
 prediction pay for the reasons).
 
-The branch is the tabulated algorithm of :mod:`common.model.treeshap` (Fast TreeSHAP v2's decomposition): per
-(leaf, path feature) whether the row follows its splits on that feature (two comparisons: those splits leave an
-interval), per leaf a pattern number (a MatMul with 1, 2, 4, ...), a Gather of that leaf's precomputed
-contributions (already spread over the features), and their sum.
+The branch is the tabulated algorithm of :mod:`common.model.treeshap` (Fast TreeSHAP v2's decomposition), over
+groups of neighbouring leaves: per (group, interval) whether the row's feature lies in it (two comparisons: a
+path's splits on one feature leave an interval), per group a pattern number (a MatMul with 1, 2, 4, ...), a Gather
+of that group's precomputed contributions (already summed over its leaves and spread over the features), and their
+sum. A Gather costs per index, so fewer, larger groups are what makes a row cheap.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def add_contributions(model: ModelProto, tables: ShapTables, input_name: str, n_
 
     # Rows along the last axis: every Gather below copies whole contiguous rows of N values, and every reduction
     # is over the leading axis (a sum of contiguous slabs).
-    n_leaves, depth = len(tables.row_offset), tables.max_depth
+    n_groups, depth = len(tables.row_offset), tables.max_depth
     slot_feature = constant("slot_feature", tables.slot_feature)
     slot_low = constant("slot_low", tables.slot_low[:, None])
     slot_high = constant("slot_high", tables.slot_high[:, None])
@@ -41,7 +42,7 @@ def add_contributions(model: ModelProto, tables: ShapTables, input_name: str, n_
     row_offset = constant("row_offset", tables.row_offset[:, None])
     rows = constant("rows", tables.rows)  # float64: a deep forest sums thousands of leaves' shares per row
     bits_shape = constant("bits_shape", np.array([depth, -1], dtype=np.int64))
-    pattern_shape = constant("pattern_shape", np.array([n_leaves, -1], dtype=np.int64))
+    pattern_shape = constant("pattern_shape", np.array([n_groups, -1], dtype=np.int64))
     leading = constant("leading", np.array([0], dtype=np.int64))
 
     def name(text: str) -> str:
@@ -54,12 +55,12 @@ def add_contributions(model: ModelProto, tables: ShapTables, input_name: str, n_
         helper.make_node("LessOrEqual", [name("slot_values"), slot_high], [name("below_high")]),
         helper.make_node("And", [name("above_low"), name("below_high")], [name("follows")]),
         helper.make_node("Cast", [name("follows")], [name("bits")], to=TensorProto.FLOAT),
-        helper.make_node("Reshape", [name("bits"), bits_shape], [name("bits_by_position")]),  # [depth, leaves * N]
+        helper.make_node("Reshape", [name("bits"), bits_shape], [name("bits_by_position")]),  # [depth, groups * N]
         helper.make_node("MatMul", [weights, name("bits_by_position")], [name("pattern_flat")]),
-        helper.make_node("Reshape", [name("pattern_flat"), pattern_shape], [name("pattern")]),  # [leaves, N]
+        helper.make_node("Reshape", [name("pattern_flat"), pattern_shape], [name("pattern")]),  # [groups, N]
         helper.make_node("Cast", [name("pattern")], [name("pattern_index")], to=TensorProto.INT64),
         helper.make_node("Add", [name("pattern_index"), row_offset], [name("row_index")]),
-        helper.make_node("Gather", [rows, name("row_index")], [name("leaf_rows")], axis=0),  # [leaves, N, F]
+        helper.make_node("Gather", [rows, name("row_index")], [name("leaf_rows")], axis=0),  # [groups, N, F]
         helper.make_node("ReduceSum", [name("leaf_rows"), leading], [name("explained_exact")], keepdims=0),
         helper.make_node("Cast", [name("explained_exact")], [name("explained")], to=TensorProto.FLOAT),
     ]

@@ -32,10 +32,12 @@ CONTRIBUTIONS_OUTPUT = "contributions"
 
 MAX_TABLE_FEATURES = 10
 MAX_TABLE_BYTES = 64 * 2**20
+GROUP_CONDITIONS = 8  # a graph's leaf groups test at most this many intervals (2^8-row tables): see graph_tables
 CHUNK_ROWS = 128
 _FALSE = np.zeros(1, dtype=bool)
 
 Floats = npt.NDArray[np.float64]
+Condition = tuple[int, float, float]  # (feature, low, high): a path's splits on one feature, as an interval
 
 
 class TreeShapError(ValueError):
@@ -77,18 +79,18 @@ class _Leaf:
 
 @dataclass(frozen=True)
 class ShapTables:
-    """The tabulated explainer as arrays (:meth:`TreeExplainer.graph_tables`), with slots (leaf, path feature) in
-    path-position-major order (slot ``k * leaves + leaf``). The splits of one path on one feature leave an interval
-    of its values, so a row ``x`` follows them all exactly when ``low < x[feature] <= high`` (float32, as the
-    trees compare). Per leaf ``pattern = sum_k 2^k bit[k]``; the contributions are the sum over leaves of
-    ``rows[row_offset + pattern]`` (each row already spread over the features)."""
+    """The tabulated explainer as arrays (:meth:`TreeExplainer.graph_tables`), by groups of leaves, with slots
+    (group, interval) in position-major order (slot ``k * groups + group``). The splits of one path on one feature
+    leave an interval of its values, so a row ``x`` follows them all exactly when ``low < x[feature] <= high``
+    (float32, as the trees compare). Per group ``pattern = sum_k 2^k bit[k]``; the contributions are the sum over
+    groups of ``rows[row_offset + pattern]`` (each row already spread over the features)."""
 
-    slot_feature: npt.NDArray[np.int64]  # [max_depth * leaves]
-    slot_low: npt.NDArray[np.float32]  # -inf: no lower bound; +inf for a slot past its leaf's path (never true)
+    slot_feature: npt.NDArray[np.int64]  # [max_depth * groups]
+    slot_low: npt.NDArray[np.float32]  # -inf: no lower bound; +inf for a slot past its group's intervals
     slot_high: npt.NDArray[np.float32]  # +inf: no upper bound
-    max_depth: int
-    row_offset: npt.NDArray[np.int64]  # [leaves]
-    rows: Floats  # [table rows + 1, features]: a leaf's contributions for one pattern, by feature
+    max_depth: int  # the most intervals a group tests
+    row_offset: npt.NDArray[np.int64]  # [groups]
+    rows: Floats  # [table rows + 1, features]: a group's contributions for one pattern, by feature
     base_value: float
 
 
@@ -194,34 +196,62 @@ class TreeExplainer:
         self._feature_of_slot = feature_of_slot.reshape(-1, self.n_features)
 
     def graph_tables(self) -> ShapTables:
-        """What an ONNX graph needs to compute the same contributions (``export.shap_graph``), in float64."""
+        """What an ONNX graph needs to compute the same contributions (``export.shap_graph``), in float64.
+
+        The graph's "leaves" are groups of neighbouring leaves of one tree (:data:`GROUP_CONDITIONS`): a row's cost
+        is one gather per group, and neighbours share most of their path's intervals (two sibling leaves differ in
+        one), so a group's table over the union of its intervals costs little more than its leaves' own tables.
+        Its row for a union pattern is the sum of its leaves' rows for the patterns that pattern gives them."""
         if not self.tabulated:
             raise TreeShapError(
                 f"paths with more than {MAX_TABLE_FEATURES} features, or tables over {MAX_TABLE_BYTES >> 20} MiB"
             )
         table, row_offset = self._table_rows(self._depths)
-        n_leaves, max_depth = len(self._leaves), int(self._depths.max())
-        rows = np.zeros((len(table), self.n_features), dtype=np.float64)  # the last row stays zero
-        feature_of = np.zeros((max_depth, n_leaves), dtype=np.int64)
-        low = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)  # past a path: low = +inf, never true
-        high = np.full((max_depth, n_leaves), np.inf, dtype=np.float32)
-        for i, leaf in enumerate(self._leaves):
-            d = len(leaf.features)
-            patterns = slice(row_offset[i], row_offset[i] + (1 << d))
-            rows[patterns, leaf.features] = table[patterns, :d]  # a path's features are distinct
-            for k, (feature, steps) in enumerate(zip(leaf.features, leaf.steps, strict=True)):
-                feature_of[k, i] = feature
-                low[k, i] = max((self._node_threshold[n] for n, went_true in steps if not went_true), default=-np.inf)
-                high[k, i] = min((self._node_threshold[n] for n, went_true in steps if went_true), default=np.inf)
+        conditions = [self._leaf_conditions(leaf) for leaf in self._leaves]
+        groups = _neighbour_groups(conditions, GROUP_CONDITIONS)
+        if sum(1 << len(union) for _, union in groups) * self.n_features * 8 > MAX_TABLE_BYTES:
+            groups = [([i], list(leaf)) for i, leaf in enumerate(conditions)]  # one leaf a group: the leaves' size
+        width = max(len(union) for _, union in groups)
+        group_rows: list[Floats] = []
+        group_offset = np.zeros(len(groups), dtype=np.int64)
+        feature_of = np.zeros((width, len(groups)), dtype=np.int64)
+        low = np.full((width, len(groups)), np.inf, dtype=np.float32)  # past a group's intervals: never true
+        high = np.full((width, len(groups)), np.inf, dtype=np.float32)
+        for g, (members, union) in enumerate(groups):
+            patterns = np.arange(1 << len(union))
+            bits = (patterns[:, None] >> np.arange(len(union))[None, :]) & 1  # [patterns, union]
+            rows = np.zeros((len(patterns), self.n_features), dtype=np.float64)
+            for leaf_index in members:
+                leaf = self._leaves[leaf_index]
+                at = [union.index(condition) for condition in conditions[leaf_index]]
+                own = sum(bits[:, position] << k for k, position in enumerate(at))  # the leaf's pattern, per row
+                rows[:, leaf.features] += table[row_offset[leaf_index] + own, : len(leaf.features)]
+            group_offset[g] = sum(len(r) for r in group_rows)
+            group_rows.append(rows)
+            for k, (feature, lower, upper) in enumerate(union):
+                feature_of[k, g], low[k, g], high[k, g] = feature, lower, upper
+        group_rows.append(np.zeros((1, self.n_features), dtype=np.float64))  # the last row stays zero
         return ShapTables(
             slot_feature=feature_of.reshape(-1),
             slot_low=low.reshape(-1),
             slot_high=high.reshape(-1),
-            max_depth=int(max_depth),
-            row_offset=row_offset,
-            rows=rows,
+            max_depth=width,
+            row_offset=group_offset,
+            rows=np.concatenate(group_rows),
             base_value=self.base_value,
         )
+
+    def _leaf_conditions(self, leaf: _Leaf) -> list[Condition]:
+        """Per path feature, the interval its splits leave: the row follows them all when ``low < x <= high``."""
+        thresholds = self._node_threshold
+        return [
+            (
+                feature,
+                float(max((thresholds[n] for n, went_true in steps if not went_true), default=-np.inf)),
+                float(min((thresholds[n] for n, went_true in steps if went_true), default=np.inf)),
+            )
+            for feature, steps in zip(leaf.features, leaf.steps, strict=True)
+        ]
 
     def _cell_bits(self, XT: npt.NDArray[np.float32]) -> npt.NDArray[np.bool_]:
         """(cells, N): does each row follow every split of each leaf's path on that path feature?"""
@@ -274,6 +304,24 @@ class TreeExplainer:
             contributions = leaf_contributions(z, o, v)
             phi += contributions.reshape(len(phi), -1) @ self._feature_of_cell[cells.reshape(-1)]
         return phi
+
+
+def _neighbour_groups(conditions: list[list[Condition]], cap: int) -> list[tuple[list[int], list[Condition]]]:
+    """Consecutive leaves (a tree's, in depth-first order: neighbours share their path's top) gathered while the
+    union of their intervals stays within ``cap``; a leaf alone may have more."""
+    groups: list[tuple[list[int], list[Condition]]] = []
+    members: list[int] = []
+    union: list[Condition] = []
+    for index, own in enumerate(conditions):
+        merged = union + [condition for condition in own if condition not in union]
+        if members and len(merged) > cap:
+            groups.append((members, union))
+            members, merged = [], list(own)
+        members.append(index)
+        union = merged
+    if members:
+        groups.append((members, union))
+    return groups
 
 
 def explainer_from_onnx(model: bytes, covers: list[list[float]], n_features: int, positive_index: int) -> TreeExplainer:

@@ -25,7 +25,7 @@ from common.model.treeshap import CONTRIBUTIONS_OUTPUT, EXPLAIN_INPUT, explainer
 from export.convert import convert_to_onnx
 from export.explain import tree_covers
 from export.parity import edge_rows
-from export.shap_graph import attach_contributions
+from export.shap_graph import add_contributions, attach_contributions
 from server.__main__ import main
 
 pytestmark = pytest.mark.parity
@@ -194,6 +194,30 @@ def test_a_depth_12_forest_explained_by_its_graph_on_two_runtimes(trained: Path)
     assert abs(base - shap_base) <= TOLERANCE
     for got in _graph_contributions(model, X):
         assert np.max(np.abs(got - expected)) <= TOLERANCE
+
+
+def test_the_graph_gathers_neighbouring_leaves_into_groups_with_the_same_contributions(
+    exported: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forest = joblib.load(exported.parent / "model.joblib")
+    meta = {p.key: p.value for p in onnx.load(str(exported)).metadata_props}
+    n_features = len(json.loads(meta["features"]))
+    plain = convert_to_onnx(forest, {"features": list(forest.feature_names_in_)}).SerializeToString()
+    explainer = explainer_from_onnx(plain, json.loads(meta["tree_covers"]), n_features, positive_index=1)
+    grouped, cap = explainer.graph_tables(), common.model.treeshap.GROUP_CONDITIONS
+    monkeypatch.setattr(common.model.treeshap, "GROUP_CONDITIONS", 0)  # every leaf a group of its own
+    per_leaf = explainer.graph_tables()
+    n_leaves = sum(1 for tree in forest.estimators_ for left in tree.tree_.children_left if left == -1)
+    assert len(per_leaf.row_offset) == n_leaves
+    assert len(grouped.row_offset) < n_leaves / 2  # what makes a row cheap: one gather per group
+    assert grouped.max_depth <= cap  # no path of this forest tests more features than that
+    X = _rows(exported.parent, forest)
+    contributions = []
+    for tables in (grouped, per_leaf):
+        model = convert_to_onnx(forest, {"features": list(forest.feature_names_in_)})
+        add_contributions(model, tables, model.graph.input[0].name, n_features)
+        contributions.append(_graph_contributions(model, X)[0])
+    np.testing.assert_allclose(contributions[0], contributions[1], rtol=0, atol=1e-7)
 
 
 def test_over_the_table_cap_the_file_carries_no_graph_and_the_server_explains_per_row(
