@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import threading
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.procs import free_port, python_command, run_server
-from benchmarks.run import SERVER_CORE, run_wrk
+from benchmarks.run import LOAD_CORE, SERVER_CORE, run_wrk
 from common.model.loader import load_model
 
 
@@ -78,6 +79,8 @@ def measure(model: Path, env: dict[str, str], seconds: float, workdir: Path) -> 
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if hasattr(os, "sched_setaffinity"):  # the sink's thread is this process's: keep it off the server's core
+        os.sched_setaffinity(0, {LOAD_CORE})
     rounds: dict[str, list[dict[str, float]]] = {}
     with sink() as sink_port, tempfile.TemporaryDirectory(prefix="pulse-tracing-") as folder:
         configured = list(configurations(sink_port).items())

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import grpc
 
-from server.monitoring.otlp import Span
 from server.monitoring.tracing import TraceConfig, export_body
 
 EXPORT_METHOD = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
@@ -24,7 +23,7 @@ class GrpcSender:
         )
         self._export = channel.unary_unary(EXPORT_METHOD)
 
-    def __call__(self, batch: list[Span]) -> None:
+    def __call__(self, batch: list[bytes]) -> None:
         metadata = tuple((key.lower(), value) for key, value in self.config.headers.items())
         timeout = min(self.config.timeout, self.config.export_timeout)
         self._export(export_body(self.config, batch), timeout=timeout, metadata=metadata)

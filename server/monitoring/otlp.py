@@ -1,7 +1,8 @@
 """OTLP's ``ExportTraceServiceRequest``, written straight to protobuf's wire format: the messages of
 ``opentelemetry/proto/collector/trace/v1/trace_service.proto`` and ``trace/v1/trace.proto`` (v1), only the fields
 we send. Building protobuf objects field by field costs tens of microseconds a span in Python, which a worker at
-full sampling pays on the core that answers; this costs a few. The tests decode what it writes with
+full sampling pays on the core that answers; this costs a few: what spans of one kind share (:class:`Shape`) is
+written once, and a span writes its ids, times, events and links around it. The tests decode what it writes with
 ``opentelemetry-proto``'s own classes, over both transports.
 """
 
@@ -9,32 +10,51 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 SERVER, INTERNAL = 2, 1  # Span.SpanKind
 STATUS_ERROR = 2  # Status.StatusCode
 
 
-@dataclass(slots=True)
-class Span:
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What every span of one kind shares (name, kind, the attributes of its route, status and model), with its
+    protobuf written once: a span then writes only what is its own."""
+
+    name: str
+    kind: int
+    attributes: Mapping[str, Any]
+    head: bytes  # name = 5, kind = 6
+    block: bytes  # attributes = 9
+
+
+def shape(name: str, kind: int, attributes: Mapping[str, Any]) -> Shape:
+    return Shape(name, kind, attributes, _string(5, name) + b"\x30" + _SMALL[kind], _attributes(9, attributes))
+
+
+class Span(NamedTuple):
+    """A finished span, as the event loop queues it: times are ``time.perf_counter()`` seconds (the writer turns
+    them into Unix nanoseconds once per batch)."""
+
     trace_id: bytes  # 16 bytes
     span_id: bytes  # 8 bytes
     parent_id: bytes  # 8 bytes, or empty for a root
-    name: str
-    kind: int
-    start_ns: int
-    end_ns: int
-    attributes: dict[str, Any]
-    error: bool = False
-    events: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)  # (name, time, attributes)
-    links: list[tuple[bytes, bytes]] = field(default_factory=list)  # (trace id, span id)
-    tracestate: str = ""
+    tracestate: str
+    shape: Shape
+    start: float
+    end: float
+    own: tuple[tuple[str, Any], ...]  # this span's attributes beyond its shape's
+    events: tuple[tuple[str, float], ...]  # (name, time)
+    links: tuple[tuple[bytes, bytes], ...]  # (trace id, span id)
+    error: bool
 
 
 def _varint(value: int) -> bytes:
     if 0 <= value < 0x80:
         return _SMALL[value]
+    if 0 < value < 0x4000:  # a span's length, most of the time
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     value &= (1 << 64) - 1  # negative int64s as two's complement, as protobuf writes them
     while value > 0x7F:
@@ -67,60 +87,57 @@ def _any_value(value: Any) -> bytes:
     return _string(1, str(value))
 
 
-_BLOCKS: dict[tuple[int, tuple[tuple[str, Any], ...]], bytes] = {}  # attribute sets that repeat, encoded once
-_MAX_BLOCKS = 4096  # a span's attributes repeat with its route, status and row count: a few sets per worker
-
-
-def _attributes(number: int, attributes: Mapping[str, Any]) -> bytes:
+def _attributes(number: int, attributes: Mapping[str, Any] | tuple[tuple[str, Any], ...]) -> bytes:
     """Repeated ``KeyValue`` (key = 1, value = 2) in field ``number``."""
-    items = tuple(attributes.items())
-    found = _BLOCKS.get((number, items))
-    if found is None:
-        found = b"".join([_bytes(number, _string(1, key) + _bytes(2, _any_value(value))) for key, value in items])
-        if len(_BLOCKS) < _MAX_BLOCKS and all(type(value) in (str, int) for _, value in items):  # 1 == True
-            _BLOCKS[(number, items)] = found
-    return found
+    items = attributes.items() if isinstance(attributes, Mapping) else attributes
+    return b"".join([_bytes(number, _string(1, key) + _bytes(2, _any_value(value))) for key, value in items])
 
 
 _FIXED64 = struct.Struct("<Q")
-_NAMES: dict[str, bytes] = {}  # span and event names, encoded once (field 5 of a span; field 2 of an event)
+_TIMES = struct.Struct("<BQBQ")  # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64 each)
+_OWN: dict[tuple[tuple[str, Any], ...], bytes] = {}  # a span's own attributes that repeat (its row count)
+_EVENTS: dict[str, tuple[bytes, bytes]] = {}  # an event's bytes before and after its time, by its name
 
 
-def _name(field_tag: bytes, name: str) -> bytes:
-    found = _NAMES.get(name)
+def _event_parts(name: str) -> tuple[bytes, bytes]:
+    """``Span.events`` (11): ``{time_unix_nano = 1 (fixed64), name = 2}``, written around the time."""
+    found = _EVENTS.get(name)
     if found is None:
-        encoded = name.encode("utf-8", "replace")
-        found = _varint(len(encoded)) + encoded
-        if len(_NAMES) < _MAX_BLOCKS:
-            _NAMES[name] = found
-    return field_tag + found
+        tail = _string(2, name)
+        found = _varint(11 << 3 | 2) + _varint(9 + len(tail)) + b"\x09", tail
+        if len(_EVENTS) < 64:  # the pipeline's few stage names
+            _EVENTS[name] = found
+    return found
 
 
-def _span(span: Span) -> bytes:
-    parts = [
-        b"\x0a\x10", span.trace_id,  # trace_id = 1 (16 bytes)
-        b"\x12\x08", span.span_id,  # span_id = 2 (8 bytes)
-        _string(3, span.tracestate) if span.tracestate else b"",
-        b"\x22\x08" + span.parent_id if span.parent_id else b"",  # parent_span_id = 4
-        _name(b"\x2a", span.name),  # name = 5
-        b"\x30", _SMALL[span.kind],  # kind = 6
-        b"\x39", _FIXED64.pack(span.start_ns),  # start_time_unix_nano = 7 (fixed64)
-        b"\x41", _FIXED64.pack(span.end_ns),  # end_time_unix_nano = 8
-        _attributes(9, span.attributes),
-    ]  # fmt: skip
-    for name, time_ns, attributes in span.events:  # events = 11: time_unix_nano = 1, name = 2, attributes = 3
-        event = b"\x09" + _FIXED64.pack(time_ns) + _name(b"\x12", name)
-        parts.append(_bytes(11, event + _attributes(3, attributes) if attributes else event))
+def encoded_span(span: Span, offset_ns: int) -> bytes:
+    """One span as a ``ScopeSpans.spans`` field (number 2); ``offset_ns`` turns its times into Unix nanoseconds."""
+    parts = [b"\x0a\x10", span.trace_id, b"\x12\x08", span.span_id]  # trace_id = 1, span_id = 2
+    if span.tracestate:
+        parts.append(_string(3, span.tracestate))
+    if span.parent_id:
+        parts += (b"\x22\x08", span.parent_id)  # parent_span_id = 4
+    parts += (
+        span.shape.head,
+        _TIMES.pack(0x39, int(span.start * 1e9) + offset_ns, 0x41, int(span.end * 1e9) + offset_ns),
+        span.shape.block,
+    )
+    if span.own:  # a repeated field may come in two runs: decoders join them
+        own = _OWN.get(span.own)
+        if own is None:
+            own = _attributes(9, span.own)
+            if len(_OWN) < 1024 and all(type(value) is int for _, value in span.own):  # row counts repeat, ids don't
+                _OWN[span.own] = own
+        parts.append(own)
+    for name, at in span.events:
+        before, after = _event_parts(name)
+        parts += (before, _FIXED64.pack(int(at * 1e9) + offset_ns), after)
     for trace_id, span_id in span.links:  # links = 13: trace_id = 1, span_id = 2
         parts.append(b"\x6a\x1c\x0a\x10" + trace_id + b"\x12\x08" + span_id)
     if span.error:  # status = 15: code = 3
         parts.append(b"\x7a\x02\x18" + _SMALL[STATUS_ERROR])
-    return b"".join(parts)
-
-
-def encoded_span(span: Span) -> bytes:
-    """One span as a ``ScopeSpans.spans`` field (number 2)."""
-    return _bytes(2, _span(span))
+    body = b"".join(parts)
+    return b"\x12" + _varint(len(body)) + body
 
 
 def export_request(resource: Mapping[str, Any], scope: str, spans: Iterable[bytes]) -> bytes:

@@ -10,9 +10,9 @@ On, each request's trace is decided before anything is recorded (:meth:`Tracer.d
 it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
 six samplers). A sampled request becomes one SERVER span (named by its route, with the semantic conventions'
 attributes, its stages as the events ``parsed``, ``score`` and ``scored``); the requests scored in the same
-onnxruntime call link to the first one's span. Spans wait on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a
-background thread writes them as OTLP's ``ExportTraceServiceRequest`` (:mod:`server.monitoring.otlp`) and sends
-them in batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP
+onnxruntime call link to the first one's span. Each span is written as OTLP protobuf (:mod:`server.monitoring.otlp`)
+when its turn is answered and waits on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread sends
+them as ``ExportTraceServiceRequest`` batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP
 (protobuf) or OTLP/gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or
 refusing drops spans and counts them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a
 shutdown gives it at most ``FLUSH_SECONDS``. Each worker process exports its own spans.
@@ -33,9 +33,9 @@ import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from server.monitoring.otlp import SERVER, Span, encoded_span, export_request
+from server.monitoring.otlp import Span, encoded_span, export_request
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ SAMPLERS = (
 PROTOCOLS = ("http/protobuf", "grpc")
 FLUSH_SECONDS = 2.0  # what a shutdown gives the last spans: never more than a drain budget's share
 SCOPE = "ml-pulsechecker"
-Sender = Callable[[list[Span]], None]  # sends one batch; raises when it could not
-ENCODE_CHUNK = 32  # spans written between two hand-overs of the GIL: the event loop never waits a whole batch
+Sender = Callable[[list[bytes]], None]  # sends one batch of written spans; raises when it could not
 
 
 class TracingConfigError(ValueError):
@@ -194,11 +193,17 @@ class Tracer:
         """``grpc_sender``: OTLP/gRPC's (``server.grpc.otlp``, given by the lifespan: grpc is not this layer's)."""
         self.config = config
         self.counters = {"spans_exported": 0, "spans_dropped": 0}
-        self._queue: collections.deque[Span] = collections.deque()
+        self._queue: collections.deque[bytes] = collections.deque()  # spans, written
+        self._offset = _unix_offset_ns()  # perf_counter -> Unix nanoseconds, renewed by the thread
         self._wake = threading.Event()
         self._stopping = False
-        self._threshold = int(config.ratio * (1 << 64))
+        # A root (no traceparent) is sampled when its trace id's low 8 bytes fall under the ratio's threshold
+        # (every sampler but the ratio ones at 1.0 and the always_off ones).
+        self._roots_off = config.sampler.endswith("always_off")
+        ratio = config.ratio if config.sampler.endswith("traceidratio") else 1.0
+        self._threshold = int(ratio * (1 << 64))
         self._send = self._sender(grpc_sender)
+        self._write: Callable[[Span, int], bytes] = _console_line if config.exporter == "console" else encoded_span
         self._thread = threading.Thread(target=self._run, name="pulse-traces", daemon=True)
 
     def start(self) -> None:
@@ -206,61 +211,39 @@ class Tracer:
 
     # Deciding and recording, on the event loop ------------------------------------------------------------------
     def decide(self, traceparent: bytes | None, tracestate_header: bytes | None = None) -> Trace | None:
-        """The request's trace when it is sampled, ``None`` when not: decided before any span exists."""
+        """The request's trace when it is sampled, ``None`` when not: decided before any span exists. A request
+        without a ``traceparent`` that the ratio leaves out costs one random draw."""
+        if traceparent is None:
+            if self._roots_off:
+                return None
+            low = random.getrandbits(64)  # the ratio reads the trace id's low 8 bytes, so draw those first
+            if low >= self._threshold:
+                return None
+            return Trace((random.getrandbits(64) << 64 | low or 1).to_bytes(16, "big"), b"", _span_id())
         sampler = self.config.sampler
         tracestate = "" if tracestate_header is None else tracestate_header.decode("latin-1")[:512]
         parent = parse_traceparent(traceparent)
-        if parent is not None and sampler.startswith("parentbased_"):
+        if parent is None:  # an invalid traceparent: the request starts a trace of its own
+            return self.decide(None)
+        if sampler.startswith("parentbased_"):
             trace_id, parent_id, sampled = parent
             return Trace(trace_id, parent_id, _span_id(), tracestate) if sampled else None
         if sampler.endswith("always_off"):
             return None
-        ratio = sampler.endswith("traceidratio")
-        if parent is None:  # a root: the ratio reads the trace id's low 8 bytes, so draw those first
-            low = random.getrandbits(64)
-            if ratio and low >= self._threshold:
-                return None
-            trace_id = (random.getrandbits(64) << 64 | low or 1).to_bytes(16, "big")
-            return Trace(trace_id, b"", _span_id())
-        if ratio and int.from_bytes(parent[0][8:], "big") >= self._threshold:
+        if sampler.endswith("traceidratio") and int.from_bytes(parent[0][8:], "big") >= self._threshold:
             return None
         return Trace(parent[0], parent[1], _span_id(), tracestate)
 
-    def request(
-        self,
-        trace: Trace,
-        name: str,
-        started: float,
-        parsed: float | None,
-        scored: tuple[float, float] | None,
-        done: float,
-        attributes: dict[str, Any],
-        call: tuple[bytes, bytes] | None,
-        error: bool,
-    ) -> None:
-        """Queue a sampled request's SERVER span (times from perf_counter): the end of its parsing (``parsed``) and
-        its turn's scoring (``scored``) as the events ``parsed``, ``score`` and ``scored`` (rendering and writing the
-        answer follow, to the span's end), and a link to ``call``, the span of the first request that shared its
-        onnxruntime call."""
-        offset = time.time_ns() - int(time.perf_counter() * 1e9)  # perf_counter -> Unix time, once per request
-        events: list[tuple[str, int, dict[str, Any]]] = []
-        if parsed is not None:
-            events.append(("parsed", int(parsed * 1e9) + offset, {}))
-        if scored is not None:  # the turn's scoring, from its start to its end
-            events += [("score", int(scored[0] * 1e9) + offset, {}), ("scored", int(scored[1] * 1e9) + offset, {})]
-        links = [call] if call is not None else []
-        start_ns, end_ns = int(started * 1e9) + offset, int(done * 1e9) + offset
-        self._put(
-            Span(trace.trace_id, trace.span_id, trace.parent_id, name, SERVER, start_ns, end_ns, attributes, error,
-                 events, links, trace.tracestate)
-        )  # fmt: skip
-
-    def _put(self, span: Span) -> None:
-        if len(self._queue) >= self.config.max_queue:
+    def put(self, span: Span) -> None:
+        """Write a finished span and queue it for the exporting thread; dropped and counted when the queue is full.
+        Written here, on the event loop (~3 µs), the thread only sends bytes: writing them on the thread measured
+        dearer, as the two threads then take turns at the GIL for every batch."""
+        queue = self._queue
+        if len(queue) >= self.config.max_queue:
             self.counters["spans_dropped"] += 1
             return
-        self._queue.append(span)
-        if len(self._queue) >= self.config.max_batch:
+        queue.append(self._write(span, self._offset))
+        if len(queue) >= self.config.max_batch:
             self._wake.set()
 
     # Exporting, on its own thread ----------------------------------------------------------------------------------
@@ -268,6 +251,7 @@ class Tracer:
         while True:
             self._wake.wait(self.config.schedule_delay)
             self._wake.clear()
+            self._offset = _unix_offset_ns()  # the two clocks may drift apart: renewed each round
             stopping = self._stopping
             while self._queue:
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.config.max_batch))]
@@ -275,7 +259,7 @@ class Tracer:
             if stopping:
                 return
 
-    def _export(self, batch: list[Span]) -> None:
+    def _export(self, batch: list[bytes]) -> None:
         try:
             self._send(batch)
         except Exception as exc:  # a collector down, slow or refusing: counted, never in an answer's way
@@ -308,32 +292,36 @@ def _span_id() -> bytes:
     return random.getrandbits(64).to_bytes(8, "big") or b"\x00" * 7 + b"\x01"
 
 
-def export_body(config: TraceConfig, batch: list[Span]) -> bytes:
-    """The batch as an OTLP export request, written ``ENCODE_CHUNK`` spans at a time with the GIL handed back to the
-    event loop in between (a 512-span batch is a few milliseconds of Python)."""
-    spans = []
-    for start in range(0, len(batch), ENCODE_CHUNK):
-        spans.extend([encoded_span(span) for span in batch[start : start + ENCODE_CHUNK]])
-        time.sleep(0)
-    return export_request(config.resource, SCOPE, spans)
+def export_body(config: TraceConfig, batch: list[bytes]) -> bytes:
+    """The batch of written spans as an OTLP export request."""
+    return export_request(config.resource, SCOPE, batch)
 
 
-def _print(batch: list[Span]) -> None:
-    """``console``: a JSON line per span on stdout."""
-    for span in batch:
-        record = {
-            "trace_id": span.trace_id.hex(),
-            "span_id": span.span_id.hex(),
-            "parent_id": span.parent_id.hex(),
-            "name": span.name,
-            "start_ns": span.start_ns,
-            "end_ns": span.end_ns,
-            "attributes": span.attributes,
-            "events": [{"name": name, "time_ns": at, **attributes} for name, at, attributes in span.events],
-            "links": [{"trace_id": trace_id.hex(), "span_id": span_id.hex()} for trace_id, span_id in span.links],
-            "error": span.error,
-        }
-        sys.stdout.write(json.dumps(record) + "\n")
+def _unix_offset_ns() -> int:
+    """What turns a ``perf_counter`` time into Unix nanoseconds (the spans' clock into the protocol's)."""
+    return time.time_ns() - int(time.perf_counter() * 1e9)
+
+
+def _console_line(span: Span, offset_ns: int) -> bytes:
+    """``console``: a span as a JSON line."""
+    record = {
+        "trace_id": span.trace_id.hex(),
+        "span_id": span.span_id.hex(),
+        "parent_id": span.parent_id.hex(),
+        "name": span.shape.name,
+        "start_ns": int(span.start * 1e9) + offset_ns,
+        "end_ns": int(span.end * 1e9) + offset_ns,
+        "attributes": {**span.shape.attributes, **dict(span.own)},
+        "events": [{"name": name, "time_ns": int(at * 1e9) + offset_ns} for name, at in span.events],
+        "links": [{"trace_id": trace_id.hex(), "span_id": span_id.hex()} for trace_id, span_id in span.links],
+        "error": span.error,
+    }
+    return (json.dumps(record) + "\n").encode()
+
+
+def _print(batch: list[bytes]) -> None:
+    """``console``: the batch's lines on stdout."""
+    sys.stdout.write(b"".join(batch).decode())
     sys.stdout.flush()
 
 
@@ -350,7 +338,7 @@ class _HttpSender:
         self._connection: http.client.HTTPConnection | None = None
         self._headers = {"content-type": "application/x-protobuf", **config.headers}
 
-    def __call__(self, batch: list[Span]) -> None:
+    def __call__(self, batch: list[bytes]) -> None:
         body = export_body(self.config, batch)
         if self._connection is None:
             url, kind = (

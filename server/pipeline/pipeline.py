@@ -160,14 +160,18 @@ class Pipeline:
         served = self.state.served
         tracer = self.state.tracer
         # Sampled or not is decided before anything is recorded: the request log's lines carry the trace ids too.
-        traces = None if tracer is None else [tracer.decide(*(r.trace_context or (None, None))) for r in requests]
+        traces = None
+        if tracer is not None:
+            traces = [tracer.decide(*(r.trace_context or (None, None))) for r in requests]
+            if not any(traces):
+                traces = None  # a turn with nothing sampled records nothing more: as with tracing off
         scored: dict[int, SpanFacts] = {}  # with tracing on: what each sampled request's span tells of its scoring
         scoring = None
         if served is None:
             refusal = NotReady("model not loaded yet")
             answers = [error_answer(refusal, v2=request.route in V2_ROUTES) for request in requests]
         else:
-            scoring = self._answer(served, requests, answers, scored if tracer is not None else None, traces)
+            scoring = self._answer(served, requests, answers, scored if traces is not None else None, traces)
         done = time.perf_counter()
         by_route: dict[str, tuple[list[int], list[float]]] = {}
         for request, answer in zip(requests, answers, strict=True):
@@ -179,7 +183,8 @@ class Pipeline:
         for route, (statuses, seconds) in by_route.items():
             metrics.observe_answers(route, statuses, seconds)
         filled: list[Answer] = answers  # type: ignore[assignment]  # every slot is filled above
-        if tracer is not None and traces is not None:
+        if traces is not None:
+            assert tracer is not None
             trace_turn(tracer, metrics, self.model_name, served, requests, filled, traces, scoring, scored, done)
         return filled
 

@@ -5,11 +5,13 @@ as events; the requests scored in the same onnxruntime call link to the first on
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Protocol
 
 from server.core.errors import Overloaded
 from server.core.v2 import INFER_ROUTE
 from server.core.v2_grpc import INFER_ROUTE as GRPC_INFER_ROUTE, SERVICE, grpc_status
+from server.monitoring.otlp import SERVER, Shape, Span, shape
 from server.monitoring.tracing import Trace, Tracer
 from server.pipeline.answer import Answer
 
@@ -47,46 +49,55 @@ def trace_turn(
     """Record the sampled requests of a turn (``traces``: each one's, decided before it was answered), and their
     latencies as the latency histogram's exemplars. ``scored``: the sampled requests that reached the turn's
     onnxruntime call, by place; ``scoring``: that call's perf_counter interval."""
-    call = None
+    call: tuple[tuple[bytes, bytes], ...] = ()
+    version = None if served is None else served.info.version
     for index, (request, answer, trace) in enumerate(zip(requests, answers, traces, strict=True)):
         if trace is None:
             continue
         metrics.observe_exemplar(request.route, trace.trace_id.hex(), done - request.started)
-        name, attributes = _described(request, answer, model_name)
-        if served is not None:
-            attributes["pulse.model.version"] = served.info.version
-        rows, request_id, parsed = scored.get(index, (0, None, None))
-        if index in scored:
-            attributes["pulse.rows"] = rows
-        if request_id:
-            attributes["pulse.request_id"] = request_id
-        window = scoring if index in scored else None
-        shared = call if window is not None else None
-        tracer.request(trace, name, request.started, parsed, window, done, attributes, shared, answer.status >= 500)
-        if call is None and window is not None:  # the turn's call is in this trace: the others link to it
-            call = (trace.trace_id, trace.span_id)
+        overloaded = isinstance(answer.error, Overloaded)
+        kind = _shape(request.route, request.version, answer.status, overloaded, model_name, version)
+        facts = scored.get(index)
+        own: tuple[tuple[str, Any], ...] = ()
+        events: tuple[tuple[str, float], ...] = ()
+        links: tuple[tuple[bytes, bytes], ...] = ()
+        if facts is not None:
+            rows, request_id, parsed = facts
+            own = (("pulse.rows", rows), ("pulse.request_id", request_id)) if request_id else (("pulse.rows", rows),)
+            assert scoring is not None
+            events = (("parsed", parsed), ("score", scoring[0]), ("scored", scoring[1]))
+            links = call
+            if not call:  # the turn's call is in this trace: the others link to it
+                call = ((trace.trace_id, trace.span_id),)
+        span = Span(trace.trace_id, trace.span_id, trace.parent_id, trace.tracestate, kind, request.started, done, own,
+                    events, links, answer.status >= 500)  # fmt: skip
+        tracer.put(span)
 
 
-def _described(request: Request, answer: Answer, model_name: str) -> tuple[str, dict[str, Any]]:
-    """The span's name and its protocol's attributes."""
-    if request.route == GRPC_INFER_ROUTE:
-        code = grpc_status(answer.status, isinstance(answer.error, Overloaded))
+@lru_cache(maxsize=256)  # a worker's spans come in a few shapes: route x status x model version
+def _shape(
+    route: str, version: str | None, status: int, overloaded: bool, model_name: str, model_version: str | None
+) -> Shape:
+    """The span's name and its protocol's attributes, written once per shape."""
+    model = {"pulse.model.name": model_name}
+    if model_version is not None:
+        model["pulse.model.version"] = model_version
+    if route == GRPC_INFER_ROUTE:
+        code = grpc_status(status, overloaded)
         attributes: dict[str, Any] = {
             "rpc.system": "grpc",
             "rpc.service": SERVICE,
             "rpc.method": "ModelInfer",
             "rpc.grpc.status_code": code,
         }
-        return f"{SERVICE}/ModelInfer", {**attributes, "pulse.model.name": model_name}
-    path = request.route
-    if request.route == INFER_ROUTE:
-        version = f"/versions/{request.version}" if request.version else ""
-        path = f"/v2/models/{model_name}{version}/infer"
+        return shape(f"{SERVICE}/ModelInfer", SERVER, {**attributes, **model})
+    path = route
+    if route == INFER_ROUTE:
+        path = f"/v2/models/{model_name}{f'/versions/{version}' if version else ''}/infer"
     attributes = {
         "http.request.method": "POST",
-        "http.route": request.route,
+        "http.route": route,
         "url.path": path,
-        "http.response.status_code": answer.status,
-        "pulse.model.name": model_name,
+        "http.response.status_code": status,
     }
-    return f"POST {request.route}", attributes
+    return shape(f"POST {route}", SERVER, {**attributes, **model})
