@@ -34,8 +34,8 @@ def shape(name: str, kind: int, attributes: Mapping[str, Any]) -> Shape:
 
 
 class Span(NamedTuple):
-    """A finished span, as the event loop queues it: times are ``time.perf_counter()`` seconds (the writer turns
-    them into Unix nanoseconds once per batch)."""
+    """A finished span, as the event loop records it: times are ``time.perf_counter()`` seconds, which
+    :func:`encoded_span` turns into Unix nanoseconds with the offset it is given."""
 
     trace_id: bytes  # 16 bytes
     span_id: bytes  # 8 bytes

@@ -10,12 +10,13 @@ On, each request's trace is decided before anything is recorded (:meth:`Tracer.d
 it came with, and ``OTEL_TRACES_SAMPLER`` / ``_ARG`` (``parentbased_traceidratio`` at 1.0 by default; the spec's
 six samplers). A sampled request becomes one SERVER span (named by its route, with the semantic conventions'
 attributes, its stages as the events ``parsed``, ``score`` and ``scored``); the requests scored in the same
-onnxruntime call link to the first one's span. Each span is written as OTLP protobuf (:mod:`server.monitoring.otlp`)
-when its turn is answered and waits on a bounded queue (``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread sends
-them as ``ExportTraceServiceRequest`` batches (``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP
-(protobuf) or OTLP/gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or
-refusing drops spans and counts them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a
-shutdown gives it at most ``FLUSH_SECONDS``. Each worker process exports its own spans.
+onnxruntime call link to the first one's span. Each span is written as OTLP protobuf
+(:mod:`server.monitoring.otlp`) when its turn is answered and waits on a bounded queue
+(``OTEL_BSP_MAX_QUEUE_SIZE``); a background thread sends them as ``ExportTraceServiceRequest`` batches
+(``OTEL_BSP_MAX_EXPORT_BATCH_SIZE``, every ``OTEL_BSP_SCHEDULE_DELAY`` ms) over OTLP/HTTP (protobuf) or
+OTLP/gRPC (``OTEL_EXPORTER_OTLP_PROTOCOL``). A full queue or a collector that is down, slow or refusing drops
+spans and counts them (``pulse_trace_spans_dropped_total``); no answer ever waits for it, and a shutdown gives it
+at most ``FLUSH_SECONDS``. Each worker process exports its own spans.
 """
 
 from __future__ import annotations
