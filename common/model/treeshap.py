@@ -213,7 +213,7 @@ class TreeExplainer:
             groups = [([i], list(leaf)) for i, leaf in enumerate(conditions)]  # one leaf a group: the leaves' size
         width = max(len(union) for _, union in groups)
         group_rows: list[Floats] = []
-        group_offset = np.zeros(len(groups), dtype=np.int64)
+        group_offset = np.cumsum([0] + [1 << len(union) for _, union in groups[:-1]]).astype(np.int64)
         feature_of = np.zeros((width, len(groups)), dtype=np.int64)
         low = np.full((width, len(groups)), np.inf, dtype=np.float32)  # past a group's intervals: never true
         high = np.full((width, len(groups)), np.inf, dtype=np.float32)
@@ -226,7 +226,6 @@ class TreeExplainer:
                 at = [union.index(condition) for condition in conditions[leaf_index]]
                 own = sum(bits[:, position] << k for k, position in enumerate(at))  # the leaf's pattern, per row
                 rows[:, leaf.features] += table[row_offset[leaf_index] + own, : len(leaf.features)]
-            group_offset[g] = sum(len(r) for r in group_rows)
             group_rows.append(rows)
             for k, (feature, lower, upper) in enumerate(union):
                 feature_of[k, g], low[k, g], high[k, g] = feature, lower, upper
