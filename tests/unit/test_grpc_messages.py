@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -126,6 +127,76 @@ def test_the_response_carries_raw_outputs_and_the_id() -> None:
     assert response.id == "x-9" and response.model_version == info.version
     assert [o.name for o in response.outputs] == [info.probability_output] and list(response.outputs[0].shape) == [1, 2]
     np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], "<f4"), probabilities.reshape(-1))
+
+
+def _protobuf_response(info: ModelInfo, probabilities: np.ndarray, request_id: str, contributions: Any, ids: Any) -> Any:
+    """The response as protobuf's own message classes build it: what the door's wire-format writer must match."""
+    message: Any = ModelInferResponse(model_name="churn", model_version=info.version, id=request_id)
+    tensors = [(info.probability_output, probabilities)]
+    if contributions is not None:
+        tensors.append(("contributions", contributions.astype(np.float32)))
+        message.parameters["base_value"].double_param = 0.125
+        message.parameters["features"].string_param = ",".join(info.features)
+    for name, tensor in tensors:
+        message.outputs.add(name=name, datatype="FP32", shape=tensor.shape)
+        message.raw_output_contents.append(tensor.astype("<f4").tobytes())
+    if ids is not None:
+        message.outputs.add(name="id", datatype="BYTES", shape=[len(ids)])
+        message.raw_output_contents.append(b"".join(len(i.encode()).to_bytes(4, "little") + i.encode() for i in ids))
+    return message
+
+
+@pytest.mark.parametrize("rows", [1, 127, 128, 1000, 20_000])  # shapes whose varints take one, two and three bytes
+@pytest.mark.parametrize("request_id", ["", "x-9", "é" * 200])
+@pytest.mark.parametrize("with_ids", [False, True])
+@pytest.mark.parametrize("explained", [False, True])
+def test_the_written_response_is_the_message_protobuf_writes(
+    rows: int, request_id: str, with_ids: bool, explained: bool
+) -> None:
+    info, generator = _info(), np.random.default_rng(rows)
+    probabilities = generator.random((rows, 2), dtype=np.float32)
+    contributions = generator.random((rows, 3)) if explained else None
+    ids = [f"u{i}" for i in range(rows)] if with_ids else None
+    written = grpc_infer_response("churn", info, probabilities, request_id, contributions, 0.125, ids)
+    expected = _protobuf_response(info, probabilities, request_id, contributions, ids)
+    assert ModelInferResponse.FromString(written) == expected
+    if not explained:  # a map's entries may come in any order; everything else is in field-number order
+        assert written == expected.SerializeToString()
+
+
+def test_the_inputs_are_the_features_and_at_most_the_ids() -> None:
+    info, X = _info(), np.ones((2, 3), dtype=np.float32)
+    only_ids = _request(X, name="id")
+    with pytest.raises(V2Error, match=r"expected the input tensor 'features' \(and optionally 'id', BYTES\), got \['id'\]"):
+        parse_grpc_infer(only_ids, info, max_batch=10)
+    twice = _request(X)
+    twice.inputs.add(name="features", datatype="FP32", shape=[2, 3])
+    with pytest.raises(V2Error, match=r"got \['features', 'features'\]"):
+        parse_grpc_infer(twice, info, max_batch=10)
+    with pytest.raises(V2Error, match=r"got \[\]"):
+        parse_grpc_infer(ModelInferRequest(model_name="churn"), info, max_batch=10)
+    with_ids = _request(X)
+    with_ids.inputs.add(name="id", datatype="BYTES", shape=[2]).contents.bytes_contents.extend([b"a", b"b"])
+    with_ids.ClearField("raw_input_contents")
+    with_ids.inputs[0].contents.fp32_contents.extend([1.0] * 6)
+    assert parse_grpc_infer(with_ids, info, max_batch=10).ids == ["a", "b"]
+
+
+@pytest.mark.parametrize("rows", [1, 4, 5, 300])  # checked value by value up to SMALL_BATCH rows, as arrays above
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(-1.0, "row {row} feature 'c' must be >= 0"), (np.inf, "finite float32"), (np.nan, "finite float32")],
+)
+def test_every_batch_size_is_held_to_the_same_range(rows: int, value: float, message: str) -> None:
+    info, X = _info(), np.ones((rows, 3), dtype=np.float32)
+    assert parse_grpc_infer(_request(X), info, max_batch=1000).X.shape == (rows, 3)
+    X[rows - 1, 2] = value
+    with pytest.raises(V2Error, match=message.format(row=rows - 1)):
+        parse_grpc_infer(_request(X), info, max_batch=1000)
+    X[rows - 1, 2] = np.float32(1e-45)  # the smallest float32 above the minimum: in range at every size
+    parse_grpc_infer(_request(X), info, max_batch=1000)
+    X[rows - 1, 2] = np.float32(0.1)  # below 0.1 as a double, equal to it as a float32: the minimum as sent
+    parse_grpc_infer(_request(X), dataclasses.replace(info, minimums=(0.0, 0.0, 0.1)), max_batch=1000)
 
 
 def test_metadata_is_built_from_the_http_documents() -> None:
