@@ -40,8 +40,7 @@ COLUMNS_SCENARIO = "/predict columns [1000]"
 BINARY_SCENARIO = "/v2 infer binary [1000]"
 BINARY_BOTH_WAYS_SCENARIO = "/v2 infer binary in and out [1000]"
 GRPC_SCENARIO = "gRPC ModelInfer raw [{n}]"
-GRPC_ONE = GRPC_SCENARIO.format(n=1)
-GRPC_CONSTANT_SCENARIO = GRPC_ONE + " constant"  # benchmarks.reference.grpc_constant: grpc.aio alone
+GRPC_CONSTANT = " constant"  # benchmarks.reference.grpc_constant: grpc.aio alone, answering each size in kind
 GRPC_ROUTE = "/inference.GRPCInferenceService/ModelInfer"
 BATCH_SIZES = (10, 100, 1000)
 DISTINCT_BODIES = 8  # per scenario, sent in turn
@@ -510,7 +509,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 measure("single", name, "/predict", single)
             for label, grpc_requests in grpc_scenarios.items():
                 measure_grpc(label, "ours", grpc_port, grpc_requests[0])
-            measure_grpc(GRPC_CONSTANT_SCENARIO, "grpc_constant", grpc_constant_port, grpc_scenarios[GRPC_ONE][0])
+                measure_grpc(label + GRPC_CONSTANT, "grpc_constant", grpc_constant_port, grpc_requests[0])
             measure(EXPLAIN_SCENARIO, "ours", "/predict?explain=3", single)
             measure(SHADOW_SCENARIO, "ours_shadow", "/predict", bodies["/predict [1000]"])
             for target, suffix in (("ours", ""), ("ours_stock", STOCK)):

@@ -259,7 +259,8 @@ def check_range(X: npt.NDArray[Any], info: ModelInfo) -> None:
     the first that is not."""
     lows, low_values = _lows(info.minimums, X.dtype)
     if len(X) <= SMALL_BATCH:
-        if all(low <= value <= FLOAT32_MAX for row in X.tolist() for low, value in zip(low_values, row)):
+        rows = X.tolist()
+        if all(low <= value <= FLOAT32_MAX for row in rows for low, value in zip(low_values, row, strict=True)):
             return  # (NaN fails both comparisons)
     elif ((X >= lows) & (X <= FLOAT32_MAX)).all():  # NaN fails both
         return

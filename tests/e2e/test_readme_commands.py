@@ -187,6 +187,7 @@ def test_readme_commands_leave_a_clean_clone(clone: Path) -> None:
         "gRPC ModelInfer raw [1]",
         "gRPC ModelInfer raw [1000]",
         "gRPC ModelInfer raw [1] constant",  # the gRPC door's ceiling: grpc.aio answering a constant
+        "gRPC ModelInfer raw [1000] constant",
     }
     for runs in results["locust"].values():
         assert runs[0]["requests"] > 0 and runs[0]["failures"] == 0

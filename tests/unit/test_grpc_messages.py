@@ -129,7 +129,9 @@ def test_the_response_carries_raw_outputs_and_the_id() -> None:
     np.testing.assert_array_equal(np.frombuffer(response.raw_output_contents[0], "<f4"), probabilities.reshape(-1))
 
 
-def _protobuf_response(info: ModelInfo, probabilities: np.ndarray, request_id: str, contributions: Any, ids: Any) -> Any:
+def _protobuf_response(
+    info: ModelInfo, probabilities: np.ndarray, request_id: str, contributions: Any, ids: Any
+) -> Any:
     """The response as protobuf's own message classes build it: what the door's wire-format writer must match."""
     message: Any = ModelInferResponse(model_name="churn", model_version=info.version, id=request_id)
     tensors = [(info.probability_output, probabilities)]
@@ -167,7 +169,8 @@ def test_the_written_response_is_the_message_protobuf_writes(
 def test_the_inputs_are_the_features_and_at_most_the_ids() -> None:
     info, X = _info(), np.ones((2, 3), dtype=np.float32)
     only_ids = _request(X, name="id")
-    with pytest.raises(V2Error, match=r"expected the input tensor 'features' \(and optionally 'id', BYTES\), got \['id'\]"):
+    expected = r"expected the input tensor 'features' \(and optionally 'id', BYTES\), got \['id'\]"
+    with pytest.raises(V2Error, match=expected):
         parse_grpc_infer(only_ids, info, max_batch=10)
     twice = _request(X)
     twice.inputs.add(name="features", datatype="FP32", shape=[2, 3])
